@@ -1,0 +1,69 @@
+//! Exit codes and the error kinds that choose them.
+//!
+//! * 0: success
+//! * 1: internal error (anything not classified below)
+//! * 2: bad input (bad data, bad arguments, bad files): wrap the error in [`BadInput`]
+//! * 3: the run stopped on too many divergences, with everything collected so far saved: [`Diverged`]
+
+use std::fmt;
+
+/// Marks an error as the user's input being wrong (exit code 2).
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// A run that stopped cleanly on divergences (exit code 3).
+#[derive(Debug)]
+pub struct Diverged(pub String);
+
+impl fmt::Display for Diverged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Diverged {}
+
+/// Shorthand: `bail_input!("...")` returns a [`BadInput`] error.
+#[macro_export]
+macro_rules! bail_input {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new($crate::exit::BadInput(format!($($arg)*))))
+    };
+}
+
+/// Wrap any error as bad input, keeping its message.
+pub fn bad_input<E: fmt::Display>(e: E) -> anyhow::Error {
+    anyhow::Error::new(BadInput(e.to_string()))
+}
+
+/// The exit code for an error.
+pub fn code_for(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<BadInput>().is_some() {
+            return 2;
+        }
+        if cause.downcast_ref::<Diverged>().is_some() {
+            return 3;
+        }
+        if let Some(e) = cause.downcast_ref::<langevin_core::Error>() {
+            use langevin_core::Error as E;
+            return match e {
+                E::InvalidConfig { .. }
+                | E::DimensionMismatch { .. }
+                | E::NotPositiveDefinite { .. }
+                | E::Io { .. }
+                | E::Data(_) => 2,
+                _ => 1,
+            };
+        }
+    }
+    1
+}

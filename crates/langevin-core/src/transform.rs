@@ -1,0 +1,59 @@
+//! The `Transform` abstraction: a validated config with `init` and `update`.
+
+use rand::Rng;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::Result;
+use crate::params::Params;
+
+/// What every transform state exposes.
+pub trait TransformState: Clone + Serialize + DeserializeOwned + Send + Sync + std::fmt::Debug {
+    /// The current parameters (for samplers: the current draw; for Gaussian
+    /// approximations: the mean).
+    fn params(&self) -> &Params;
+    /// Number of updates applied so far.
+    fn step(&self) -> u64;
+    /// Log density at the parameters the last update evaluated
+    /// (`NaN` before the first update).
+    fn log_density(&self) -> f64;
+}
+
+/// An `init`/`update` transform over a parameter collection (optax / blackjax /
+/// posteriors style). The transform value holds the validated hyper-parameters
+/// and the log density; it is built once and shared (it is `Sync`), so many
+/// chains can run one transform on many states.
+///
+/// Contract of [`Transform::step`]: on `Err` the state is left exactly as it
+/// was (no partial update, RNG not advanced past the failing evaluation), so a
+/// caller may skip a bad batch and go on.
+pub trait Transform: Send + Sync {
+    /// Plain serde data: a checkpoint of it resumes bit-identically.
+    type State: TransformState;
+    /// Per-step diagnostics (not part of the state).
+    type Info: Clone + Send + std::fmt::Debug;
+    /// What the log density reads.
+    type Batch: ?Sized;
+
+    /// The initial state at `params`.
+    fn init<R: Rng + ?Sized>(&self, params: Params, rng: &mut R) -> Result<Self::State>;
+
+    /// Advance `state` by one step in place.
+    fn step<R: Rng + ?Sized>(
+        &self,
+        state: &mut Self::State,
+        batch: &Self::Batch,
+        rng: &mut R,
+    ) -> Result<Self::Info>;
+
+    /// Functional form: a new state and the step's info, `state` untouched.
+    fn update<R: Rng + ?Sized>(
+        &self,
+        state: &Self::State,
+        batch: &Self::Batch,
+        rng: &mut R,
+    ) -> Result<(Self::State, Self::Info)> {
+        let mut next = state.clone();
+        let info = self.step(&mut next, batch, rng)?;
+        Ok((next, info))
+    }
+}

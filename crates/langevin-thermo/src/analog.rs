@@ -1,0 +1,1 @@
+//! analog (in progress)

@@ -1,0 +1,13 @@
+//! langevin-thermo: thermodynamic computing.
+//!
+//! * [`ou`]: exact simulation of Ornstein-Uhlenbeck processes (also for non-normal drift).
+//! * [`linalg`]: thermodynamic linear algebra (solve, inverse, matrix exponential, determinant).
+//! * [`spu`]: circuit-level model of the stochastic processing unit (coupled RLC cells).
+//! * [`analog`]: analog Langevin posterior samplers with time and energy accounting.
+//! * [`tngd`]: thermodynamic natural gradient descent.
+
+pub mod analog;
+pub mod linalg;
+pub mod ou;
+pub mod spu;
+pub mod tngd;

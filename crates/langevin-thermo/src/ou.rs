@@ -1,0 +1,1 @@
+//! ou (in progress)

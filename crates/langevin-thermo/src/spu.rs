@@ -1,0 +1,1 @@
+//! spu (in progress)

@@ -1,0 +1,1 @@
+//! tngd (in progress)
