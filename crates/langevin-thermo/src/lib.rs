@@ -7,6 +7,7 @@
 //! * [`tngd`]: thermodynamic natural gradient descent.
 
 pub mod analog;
+pub mod error;
 pub mod linalg;
 pub mod ou;
 pub mod spu;

@@ -1,0 +1,138 @@
+//! Stochastic gradient Langevin dynamics (Welling and Teh, 2011), in
+//! posteriors' parameterisation.
+//!
+//! With step size ε (posteriors' `lr`), temperature T and gradient-noise
+//! estimate β:
+//!
+//! ```text
+//! θ' = θ + ε ∇ log_posterior(θ, batch) + sqrt(T ε (2 − T ε β)) ξ,   ξ ~ N(0, I)
+//! ```
+//!
+//! This is Euler–Maruyama for dθ = ∇ log p dt + sqrt(2T) dW with time step ε.
+//! Its known discretisation bias: on a Gaussian target N(0, s²) (T = 1,
+//! β = 0) the chain is AR(1) with stationary variance `s² / (1 − ε / (2 s²))`
+//! rather than s². At T = 0 it is plain gradient ascent (no random numbers).
+//!
+//! Defaults: β = 0, T = 1.
+
+use langevin_core::{LogDensity, Params, Result, Schedule, Transform, TransformState};
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use super::{grad_at, noise_scale, non_negative, schedules_at, SgmcmcInfo};
+
+/// Hyper-parameters of SGLD.
+#[derive(Debug, Clone)]
+pub struct SgldConfig {
+    /// ε: posteriors' `lr`.
+    pub step_size: Schedule,
+    /// T: scales the injected noise only.
+    pub temperature: Schedule,
+    /// β: estimate of the gradient noise variance (0 = none).
+    pub beta: f64,
+}
+
+impl Default for SgldConfig {
+    fn default() -> Self {
+        Self {
+            step_size: 1e-3.into(),
+            temperature: 1.0.into(),
+            beta: 0.0,
+        }
+    }
+}
+
+impl SgldConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.step_size.validate_positive("step_size")?;
+        self.temperature.validate_non_negative("temperature")?;
+        non_negative("beta", self.beta)
+    }
+}
+
+/// SGLD state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SgldState {
+    pub params: Params,
+    pub step: u64,
+    pub log_posterior: f64,
+}
+
+impl TransformState for SgldState {
+    fn params(&self) -> &Params {
+        &self.params
+    }
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn log_density(&self) -> f64 {
+        self.log_posterior
+    }
+}
+
+/// The SGLD transform.
+pub struct Sgld<D> {
+    config: SgldConfig,
+    density: D,
+}
+
+impl<D: LogDensity> Sgld<D> {
+    pub fn new(density: D, config: SgldConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self { config, density })
+    }
+
+    pub fn config(&self) -> &SgldConfig {
+        &self.config
+    }
+
+    pub fn density(&self) -> &D {
+        &self.density
+    }
+}
+
+impl<D: LogDensity> Transform for Sgld<D> {
+    type State = SgldState;
+    type Info = SgmcmcInfo<D::Aux>;
+    type Batch = D::Batch;
+
+    fn init<R: Rng + ?Sized>(&self, params: Params, _rng: &mut R) -> Result<SgldState> {
+        Ok(SgldState {
+            params,
+            step: 0,
+            log_posterior: f64::NAN,
+        })
+    }
+
+    fn step<R: Rng + ?Sized>(
+        &self,
+        state: &mut SgldState,
+        batch: &D::Batch,
+        rng: &mut R,
+    ) -> Result<Self::Info> {
+        let c = &self.config;
+        let (eps, temp) = schedules_at(&c.step_size, &c.temperature, state.step)?;
+        let (lp, grad, aux) = grad_at(&self.density, &state.params, batch, state.step)?;
+        let noise = noise_scale(temp * eps * (2.0 - temp * eps * c.beta), state.step)?;
+        let theta = state.params.values_mut();
+        if noise == 0.0 {
+            for (t, g) in theta.iter_mut().zip(&grad) {
+                *t += eps * g;
+            }
+        } else {
+            for (t, g) in theta.iter_mut().zip(&grad) {
+                let xi: f64 = StandardNormal.sample(rng);
+                *t += eps * g + noise * xi;
+            }
+        }
+        state.step += 1;
+        state.log_posterior = lp;
+        Ok(SgmcmcInfo {
+            log_posterior: lp,
+            step_size: eps,
+            temperature: temp,
+            aux,
+        })
+    }
+}
