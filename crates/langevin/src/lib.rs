@@ -12,3 +12,11 @@ pub use langevin_core::{
 pub mod sgmcmc;
 pub mod diagnostics;
 pub mod metrics;
+pub mod curvature;
+pub mod ekf;
+pub mod ensemble;
+pub mod laplace;
+pub mod optim;
+pub mod predictive;
+pub mod samples;
+pub mod vi;

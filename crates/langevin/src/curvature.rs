@@ -1,0 +1,1 @@
+//! curvature (being built)

@@ -1,0 +1,1 @@
+//! ekf (being built)

@@ -1,0 +1,1 @@
+//! laplace (being built)

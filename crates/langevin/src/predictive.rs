@@ -1,0 +1,1 @@
+//! predictive (being built)
