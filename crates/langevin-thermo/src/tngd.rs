@@ -69,10 +69,16 @@ impl Dataset {
     pub fn new(x: Vec<f64>, y: Vec<usize>, d: usize, k: usize) -> Result<Self> {
         let n = y.len();
         if d == 0 || k < 2 {
-            return Err(Error::Data(format!("need d >= 1 and k >= 2 classes, got d = {d}, k = {k}")));
+            return Err(Error::Data(format!(
+                "need d >= 1 and k >= 2 classes, got d = {d}, k = {k}"
+            )));
         }
         if x.len() != n * d {
-            return Err(Error::DimensionMismatch { what: "dataset features", expected: n * d, got: x.len() });
+            return Err(Error::DimensionMismatch {
+                what: "dataset features",
+                expected: n * d,
+                got: x.len(),
+            });
         }
         if let Some(bad) = y.iter().find(|&&c| c >= k) {
             return Err(Error::Data(format!("label {bad} out of range 0..{k}")));
@@ -87,13 +93,24 @@ impl Dataset {
     /// (the layout of `data/digits.csv`). Features are multiplied by `scale`.
     pub fn from_csv(path: &std::path::Path, scale: f64) -> Result<Self> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Io { path: p.clone(), line: None, message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: p.clone(),
+            line: None,
+            message: e.to_string(),
+        })?;
         let mut lines = text.lines();
-        let header = lines.next().ok_or_else(|| Error::Io { path: p.clone(), line: Some(1), message: "empty file".into() })?;
+        let header = lines.next().ok_or_else(|| Error::Io {
+            path: p.clone(),
+            line: Some(1),
+            message: "empty file".into(),
+        })?;
         let ncol = header.split(',').count();
         if ncol < 2 {
-            return Err(Error::Io { path: p, line: Some(1), message: "need at least one feature and a label column".into() });
+            return Err(Error::Io {
+                path: p,
+                line: Some(1),
+                message: "need at least one feature and a label column".into(),
+            });
         }
         let d = ncol - 1;
         let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -103,17 +120,29 @@ impl Dataset {
             }
             let fields: Vec<&str> = line.split(',').collect();
             if fields.len() != ncol {
-                return Err(Error::Io { path: p, line: Some(i + 2), message: format!("expected {ncol} fields, got {}", fields.len()) });
+                return Err(Error::Io {
+                    path: p,
+                    line: Some(i + 2),
+                    message: format!("expected {ncol} fields, got {}", fields.len()),
+                });
             }
             for f in &fields[..d] {
-                let v: f64 = f.trim().parse().map_err(|_| Error::Io { path: p.clone(), line: Some(i + 2), message: format!("not a number: {f:?}") })?;
+                let v: f64 = f.trim().parse().map_err(|_| Error::Io {
+                    path: p.clone(),
+                    line: Some(i + 2),
+                    message: format!("not a number: {f:?}"),
+                })?;
                 x.push(v * scale);
             }
             let lab = fields[d].trim();
             let c: usize = lab
                 .parse()
                 .or_else(|_| lab.parse::<f64>().map(|v| v as usize))
-                .map_err(|_| Error::Io { path: p.clone(), line: Some(i + 2), message: format!("bad label {lab:?}") })?;
+                .map_err(|_| Error::Io {
+                    path: p.clone(),
+                    line: Some(i + 2),
+                    message: format!("bad label {lab:?}"),
+                })?;
             y.push(c);
         }
         let k = y.iter().copied().max().map_or(0, |m| m + 1);
@@ -123,7 +152,10 @@ impl Dataset {
     /// Deterministic shuffled split into (train, test) with `test_fraction` of the rows in test.
     pub fn split(&self, test_fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
         if !(0.0..1.0).contains(&test_fraction) {
-            return Err(Error::InvalidConfig { field: "test_fraction", reason: format!("must be in [0, 1), got {test_fraction}") });
+            return Err(Error::InvalidConfig {
+                field: "test_fraction",
+                reason: format!("must be in [0, 1), got {test_fraction}"),
+            });
         }
         let mut idx: Vec<usize> = (0..self.n).collect();
         let mut rng = chain_rng(seed, 0);
@@ -139,7 +171,13 @@ impl Dataset {
                 x.extend_from_slice(&self.x[r * self.d..(r + 1) * self.d]);
                 y.push(self.y[r]);
             }
-            Dataset { x, y, n: rows.len(), d: self.d, k: self.k }
+            Dataset {
+                x,
+                y,
+                n: rows.len(),
+                d: self.d,
+                k: self.k,
+            }
         };
         Ok((take(&idx[n_test..]), take(&idx[..n_test])))
     }
@@ -224,7 +262,14 @@ impl Mlp {
         let mut p = vec![0.0; self.k];
         self.forward_one(th, x, &mut z, &mut p);
         (0..self.k)
-            .map(|c| th[o2 + c * self.hidden..o2 + (c + 1) * self.hidden].iter().zip(&z).map(|(a, b)| a * b).sum::<f64>() + th[o3 + c])
+            .map(|c| {
+                th[o2 + c * self.hidden..o2 + (c + 1) * self.hidden]
+                    .iter()
+                    .zip(&z)
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>()
+                    + th[o3 + c]
+            })
             .collect()
     }
 
@@ -304,7 +349,9 @@ impl Mlp {
         let mut ok = 0usize;
         for i in 0..data.n {
             self.forward_one(th, data.row(i), &mut z, &mut p);
-            let arg = (0..self.k).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
+            let arg = (0..self.k)
+                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                .unwrap_or(0);
             ok += usize::from(arg == data.y[i]);
         }
         ok as f64 / data.n.max(1) as f64
@@ -353,11 +400,22 @@ impl Mlp {
             }
         }
         let mut f = Mat::<f64>::zeros(pn, pn);
-        faer::linalg::matmul::matmul(f.as_mut(), Accum::Replace, gmat.transpose(), gmat.as_ref(), 1.0, Par::Seq);
+        faer::linalg::matmul::matmul(
+            f.as_mut(),
+            Accum::Replace,
+            gmat.transpose(),
+            gmat.as_ref(),
+            1.0,
+            Par::Seq,
+        );
         for i in 0..pn {
             f[(i, i)] += damping;
         }
-        Curvature { loss: loss / b as f64, grad, ggn: f }
+        Curvature {
+            loss: loss / b as f64,
+            grad,
+            ggn: f,
+        }
     }
 }
 
@@ -388,7 +446,12 @@ pub struct OuConfig {
 
 impl Default for OuConfig {
     fn default() -> Self {
-        Self { time: 5.0, delay: 0.0, kappa: 0.0, integrator: Integrator::Exact }
+        Self {
+            time: 5.0,
+            delay: 0.0,
+            kappa: 0.0,
+            integrator: Integrator::Exact,
+        }
     }
 }
 
@@ -396,17 +459,29 @@ impl OuConfig {
     /// Validate the hyper-parameters.
     pub fn validate(&self) -> Result<()> {
         if !(self.time.is_finite() && self.time >= 0.0) {
-            return Err(Error::InvalidConfig { field: "time", reason: format!("must be finite and >= 0, got {}", self.time) });
+            return Err(Error::InvalidConfig {
+                field: "time",
+                reason: format!("must be finite and >= 0, got {}", self.time),
+            });
         }
         if !(self.delay.is_finite() && self.delay >= 0.0) {
-            return Err(Error::InvalidConfig { field: "delay", reason: format!("must be finite and >= 0, got {}", self.delay) });
+            return Err(Error::InvalidConfig {
+                field: "delay",
+                reason: format!("must be finite and >= 0, got {}", self.delay),
+            });
         }
         if !(self.kappa.is_finite() && self.kappa >= 0.0) {
-            return Err(Error::InvalidConfig { field: "kappa", reason: format!("must be finite and >= 0, got {}", self.kappa) });
+            return Err(Error::InvalidConfig {
+                field: "kappa",
+                reason: format!("must be finite and >= 0, got {}", self.kappa),
+            });
         }
         if let Integrator::EulerMaruyama { dt } = self.integrator {
             if !(dt.is_finite() && dt > 0.0) {
-                return Err(Error::InvalidConfig { field: "dt", reason: format!("must be finite and > 0, got {dt}") });
+                return Err(Error::InvalidConfig {
+                    field: "dt",
+                    reason: format!("must be finite and > 0, got {dt}"),
+                });
             }
         }
         Ok(())
@@ -415,10 +490,18 @@ impl OuConfig {
 
 fn check_square(f: &Mat<f64>, g: &[f64]) -> Result<()> {
     if f.nrows() != f.ncols() {
-        return Err(Error::DimensionMismatch { what: "F (square)", expected: f.nrows(), got: f.ncols() });
+        return Err(Error::DimensionMismatch {
+            what: "F (square)",
+            expected: f.nrows(),
+            got: f.ncols(),
+        });
     }
     if g.len() != f.nrows() {
-        return Err(Error::DimensionMismatch { what: "gradient", expected: f.nrows(), got: g.len() });
+        return Err(Error::DimensionMismatch {
+            what: "gradient",
+            expected: f.nrows(),
+            got: g.len(),
+        });
     }
     Ok(())
 }
@@ -427,21 +510,29 @@ fn check_square(f: &Mat<f64>, g: &[f64]) -> Result<()> {
 fn sym_eig(f: &Mat<f64>) -> Result<(Vec<f64>, Mat<f64>)> {
     let e = f
         .self_adjoint_eigen(Side::Lower)
-        .map_err(|_| Error::NotPositiveDefinite { context: Some("eigendecomposition of F failed".into()) })?;
+        .map_err(|_| Error::NotPositiveDefinite {
+            context: Some("eigendecomposition of F failed".into()),
+        })?;
     let n = f.nrows();
     let lam: Vec<f64> = (0..n).map(|i| e.S().column_vector()[i]).collect();
     if lam.iter().any(|&l| !(l > 0.0)) {
-        return Err(Error::NotPositiveDefinite { context: Some("the OU drift F must be symmetric positive definite".into()) });
+        return Err(Error::NotPositiveDefinite {
+            context: Some("the OU drift F must be symmetric positive definite".into()),
+        });
     }
     Ok((lam, e.U().to_owned()))
 }
 
 fn mat_t_vec(u: &Mat<f64>, v: &[f64]) -> Vec<f64> {
-    (0..u.ncols()).map(|j| (0..u.nrows()).map(|i| u[(i, j)] * v[i]).sum()).collect()
+    (0..u.ncols())
+        .map(|j| (0..u.nrows()).map(|i| u[(i, j)] * v[i]).sum())
+        .collect()
 }
 
 fn mat_vec(u: &Mat<f64>, v: &[f64]) -> Vec<f64> {
-    (0..u.nrows()).map(|i| (0..u.ncols()).map(|j| u[(i, j)] * v[j]).sum()).collect()
+    (0..u.nrows())
+        .map(|i| (0..u.ncols()).map(|j| u[(i, j)] * v[j]).sum())
+        .collect()
 }
 
 /// Mean of the OU process `dx = -(F x - g) dt + ...` at time `t` started at `x0`:
@@ -449,7 +540,11 @@ fn mat_vec(u: &Mat<f64>, v: &[f64]) -> Vec<f64> {
 pub fn ou_mean(f: &Mat<f64>, g: &[f64], x0: &[f64], t: f64) -> Result<Vec<f64>> {
     check_square(f, g)?;
     if x0.len() != g.len() {
-        return Err(Error::DimensionMismatch { what: "x0", expected: g.len(), got: x0.len() });
+        return Err(Error::DimensionMismatch {
+            what: "x0",
+            expected: g.len(),
+            got: x0.len(),
+        });
     }
     let (lam, u) = sym_eig(f)?;
     let gy = mat_t_vec(&u, g);
@@ -464,10 +559,22 @@ pub fn ou_mean(f: &Mat<f64>, g: &[f64], x0: &[f64], t: f64) -> Result<Vec<f64>> 
 }
 
 /// Run the device's OU process for time `t` from `x0` and return the final state (one sample).
-pub fn ou_evolve(f: &Mat<f64>, g: &[f64], x0: &[f64], t: f64, kappa: f64, integrator: Integrator, rng: &mut ChainRng) -> Result<Vec<f64>> {
+pub fn ou_evolve(
+    f: &Mat<f64>,
+    g: &[f64],
+    x0: &[f64],
+    t: f64,
+    kappa: f64,
+    integrator: Integrator,
+    rng: &mut ChainRng,
+) -> Result<Vec<f64>> {
     check_square(f, g)?;
     if x0.len() != g.len() {
-        return Err(Error::DimensionMismatch { what: "x0", expected: g.len(), got: x0.len() });
+        return Err(Error::DimensionMismatch {
+            what: "x0",
+            expected: g.len(),
+            got: x0.len(),
+        });
     }
     if t == 0.0 {
         return Ok(x0.to_vec());
@@ -507,7 +614,12 @@ pub fn ou_evolve(f: &Mat<f64>, g: &[f64], x0: &[f64], t: f64, kappa: f64, integr
                     x[i] += -(fx[i] - g[i]) * h + sq * xi[i];
                 }
                 if x.iter().any(|v| !v.is_finite()) {
-                    return Err(Error::InvalidConfig { field: "dt", reason: format!("Euler-Maruyama diverged (dt = {dt} too large for λ_max(F))") });
+                    return Err(Error::InvalidConfig {
+                        field: "dt",
+                        reason: format!(
+                            "Euler-Maruyama diverged (dt = {dt} too large for λ_max(F))"
+                        ),
+                    });
                 }
             }
             Ok(x)
@@ -547,7 +659,9 @@ pub fn conjugate_gradient(f: &Mat<f64>, g: &[f64], x0: &[f64], iters: usize) -> 
 }
 
 fn cholesky_solve(f: &Mat<f64>, g: &[f64]) -> Result<Vec<f64>> {
-    let llt = f.llt(Side::Lower).map_err(|_| Error::NotPositiveDefinite { context: Some("GGN Cholesky".into()) })?;
+    let llt = f.llt(Side::Lower).map_err(|_| Error::NotPositiveDefinite {
+        context: Some("GGN Cholesky".into()),
+    })?;
     let rhs = Mat::from_fn(g.len(), 1, |i, _| g[i]);
     let sol = llt.solve(&rhs);
     Ok((0..g.len()).map(|i| sol[(i, 0)]).collect())
@@ -560,27 +674,50 @@ fn cholesky_solve(f: &Mat<f64>, g: &[f64]) -> Result<Vec<f64>> {
 /// The update rule applied to the (preconditioned) direction.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub enum Optimizer {
-    Sgd { lr: f64 },
-    Adam { lr: f64, beta1: f64, beta2: f64, eps: f64 },
+    Sgd {
+        lr: f64,
+    },
+    Adam {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+    },
 }
 
 impl Optimizer {
     /// Adam with the usual β's.
     pub fn adam(lr: f64) -> Self {
-        Optimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        Optimizer::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
     fn validate(&self) -> Result<()> {
         let lr = match *self {
             Optimizer::Sgd { lr } => lr,
-            Optimizer::Adam { lr, beta1, beta2, eps } => {
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
                 if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps > 0.0) {
-                    return Err(Error::InvalidConfig { field: "adam", reason: "need 0 <= beta < 1 and eps > 0".into() });
+                    return Err(Error::InvalidConfig {
+                        field: "adam",
+                        reason: "need 0 <= beta < 1 and eps > 0".into(),
+                    });
                 }
                 lr
             }
         };
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::InvalidConfig { field: "lr", reason: format!("must be finite and > 0, got {lr}") });
+            return Err(Error::InvalidConfig {
+                field: "lr",
+                reason: format!("must be finite and > 0, got {lr}"),
+            });
         }
         Ok(())
     }
@@ -651,24 +788,39 @@ impl TrainConfig {
     /// Validate.
     pub fn validate(&self) -> Result<()> {
         if self.hidden == 0 || self.batch == 0 || self.eval_every == 0 {
-            return Err(Error::InvalidConfig { field: "hidden/batch/eval_every", reason: "must be >= 1".into() });
+            return Err(Error::InvalidConfig {
+                field: "hidden/batch/eval_every",
+                reason: "must be >= 1".into(),
+            });
         }
         if !(self.damping.is_finite() && self.damping >= 0.0) {
-            return Err(Error::InvalidConfig { field: "damping", reason: format!("must be >= 0, got {}", self.damping) });
+            return Err(Error::InvalidConfig {
+                field: "damping",
+                reason: format!("must be >= 0, got {}", self.damping),
+            });
         }
         if !(self.tau_seconds.is_finite() && self.tau_seconds > 0.0) {
-            return Err(Error::InvalidConfig { field: "tau_seconds", reason: "must be > 0".into() });
+            return Err(Error::InvalidConfig {
+                field: "tau_seconds",
+                reason: "must be > 0".into(),
+            });
         }
         self.optimizer.validate()?;
         match self.method {
             Method::Tngd(c) => {
                 c.validate()?;
                 if self.damping == 0.0 && c.kappa > 0.0 {
-                    return Err(Error::InvalidConfig { field: "damping", reason: "noisy TNGD needs damping > 0 (F must be positive definite)".into() });
+                    return Err(Error::InvalidConfig {
+                        field: "damping",
+                        reason: "noisy TNGD needs damping > 0 (F must be positive definite)".into(),
+                    });
                 }
             }
             Method::NgdCg { iters } if iters == 0 => {
-                return Err(Error::InvalidConfig { field: "cg_iters", reason: "must be >= 1".into() });
+                return Err(Error::InvalidConfig {
+                    field: "cg_iters",
+                    reason: "must be >= 1".into(),
+                });
             }
             _ => {}
         }
@@ -701,9 +853,15 @@ pub struct TrainResult {
 pub fn train(train: &Dataset, test: &Dataset, cfg: &TrainConfig) -> Result<TrainResult> {
     cfg.validate()?;
     if train.n == 0 || test.d != train.d {
-        return Err(Error::Data("empty training set or train/test feature sizes differ".into()));
+        return Err(Error::Data(
+            "empty training set or train/test feature sizes differ".into(),
+        ));
     }
-    let mlp = Mlp { d_in: train.d, hidden: cfg.hidden, k: train.k.max(test.k) };
+    let mlp = Mlp {
+        d_in: train.d,
+        hidden: cfg.hidden,
+        k: train.k.max(test.k),
+    };
     let pn = mlp.n_params();
     let mut rng = chain_rng(cfg.seed, 0);
     let mut noise_rng = chain_rng(cfg.seed, 1);
@@ -717,7 +875,7 @@ pub fn train(train: &Dataset, test: &Dataset, cfg: &TrainConfig) -> Result<Train
     let batch = cfg.batch.min(train.n);
     let mut perm: Vec<usize> = (0..train.n).collect();
     let mut pos = train.n;
-    let mut eval = |it: usize, th: &[f64], digital: f64, analog: f64, trace: &mut Vec<TracePoint>| {
+    let eval = |it: usize, th: &[f64], digital: f64, analog: f64, trace: &mut Vec<TracePoint>| {
         trace.push(TracePoint {
             iter: it,
             train_loss: mlp.loss(th, train),
@@ -762,10 +920,26 @@ pub fn train(train: &Dataset, test: &Dataset, cfg: &TrainConfig) -> Result<Train
                 let mut x = dir_prev.clone();
                 if ou.delay > 0.0 {
                     if let Some((fp, gp)) = &prev_fg {
-                        x = ou_evolve(fp, gp, &x, ou.delay, ou.kappa, ou.integrator, &mut noise_rng)?;
+                        x = ou_evolve(
+                            fp,
+                            gp,
+                            &x,
+                            ou.delay,
+                            ou.kappa,
+                            ou.integrator,
+                            &mut noise_rng,
+                        )?;
                     }
                 }
-                let x = ou_evolve(&c.ggn, &c.grad, &x, ou.time, ou.kappa, ou.integrator, &mut noise_rng)?;
+                let x = ou_evolve(
+                    &c.ggn,
+                    &c.grad,
+                    &x,
+                    ou.time,
+                    ou.kappa,
+                    ou.integrator,
+                    &mut noise_rng,
+                )?;
                 analog += (ou.time + ou.delay) * cfg.tau_seconds;
                 if ou.delay > 0.0 {
                     prev_fg = Some((c.ggn, c.grad));
@@ -774,12 +948,21 @@ pub fn train(train: &Dataset, test: &Dataset, cfg: &TrainConfig) -> Result<Train
             }
         };
         if dir.iter().any(|x| !x.is_finite()) {
-            return Err(Error::NonFiniteLogDensity { step: it as u64, value: f64::NAN, bad_grad: dir.iter().filter(|x| !x.is_finite()).count() });
+            return Err(Error::NonFiniteLogDensity {
+                step: it as u64,
+                value: f64::NAN,
+                bad_grad: dir.iter().filter(|x| !x.is_finite()).count(),
+            });
         }
         let t1 = Instant::now();
         match cfg.optimizer {
             Optimizer::Sgd { lr } => th.iter_mut().zip(&dir).for_each(|(t, d)| *t -= lr * d),
-            Optimizer::Adam { lr, beta1, beta2, eps } => {
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
                 let b1c = 1.0 - beta1.powi(it as i32);
                 let b2c = 1.0 - beta2.powi(it as i32);
                 for i in 0..pn {
@@ -795,7 +978,11 @@ pub fn train(train: &Dataset, test: &Dataset, cfg: &TrainConfig) -> Result<Train
             eval(it, &th, digital, analog, &mut trace);
         }
     }
-    Ok(TrainResult { label: cfg.method.label(&cfg.optimizer), trace, params: th })
+    Ok(TrainResult {
+        label: cfg.method.label(&cfg.optimizer),
+        trace,
+        params: th,
+    })
 }
 
 #[cfg(test)]
@@ -806,7 +993,9 @@ mod tests {
         let mut rng = chain_rng(seed, 0);
         let mut x = vec![0.0; n * d];
         fill_standard_normal(&mut rng, &mut x);
-        let y = (0..n).map(|i| if x[i * d] > 0.0 { 1 } else { 0 } % k).collect();
+        let y = (0..n)
+            .map(|i| if x[i * d] > 0.0 { 1 } else { 0 } % k)
+            .collect();
         Dataset::new(x, y, d, k).unwrap()
     }
 
@@ -827,7 +1016,11 @@ mod tests {
     #[test]
     fn gradient_and_jacobian_match_finite_differences() {
         let data = toy_data(7, 3, 3, 1);
-        let mlp = Mlp { d_in: 3, hidden: 4, k: 3 };
+        let mlp = Mlp {
+            d_in: 3,
+            hidden: 4,
+            k: 3,
+        };
         let th = mlp.init(&mut chain_rng(2, 0));
         let rows: Vec<usize> = (0..7).collect();
         let (_, g) = mlp.loss_grad(&th, &data, &rows);
@@ -840,9 +1033,13 @@ mod tests {
             tp[q] += h;
             let mut tm = th.clone();
             tm[q] -= h;
-            let fd = (mlp.loss_grad(&tp, &data, &rows).0 - mlp.loss_grad(&tm, &data, &rows).0) / (2.0 * h);
+            let fd = (mlp.loss_grad(&tp, &data, &rows).0 - mlp.loss_grad(&tm, &data, &rows).0)
+                / (2.0 * h);
             assert!((fd - g[q]).abs() < 1e-6, "grad {q}: {fd} vs {}", g[q]);
-            let (lp, lm) = (mlp.logits_one(&tp, data.row(0)), mlp.logits_one(&tm, data.row(0)));
+            let (lp, lm) = (
+                mlp.logits_one(&tp, data.row(0)),
+                mlp.logits_one(&tm, data.row(0)),
+            );
             for c in 0..3 {
                 let fdj = (lp[c] - lm[c]) / (2.0 * h);
                 assert!((fdj - jac[c * pn + q]).abs() < 1e-6);
@@ -853,7 +1050,11 @@ mod tests {
     #[test]
     fn ggn_matches_naive_sum_and_gradient_matches_backprop() {
         let data = toy_data(5, 2, 3, 3);
-        let mlp = Mlp { d_in: 2, hidden: 3, k: 3 };
+        let mlp = Mlp {
+            d_in: 2,
+            hidden: 3,
+            k: 3,
+        };
         let th = mlp.init(&mut chain_rng(4, 0));
         let rows: Vec<usize> = (0..5).collect();
         let c = mlp.curvature(&th, &data, &rows, 0.5);
@@ -896,7 +1097,10 @@ mod tests {
     fn ou_exact_noise_has_stationary_covariance_kappa_f_inv() {
         // Long-time samples: covariance κ₀ F⁻¹ within Monte Carlo error, several seeds.
         let f = Mat::from_fn(2, 2, |i, j| [[2.01, 0.5], [0.5, 1.01]][i][j]);
-        let finv = [[1.01 / 1.7801, -0.5 / 1.7801], [-0.5 / 1.7801, 2.01 / 1.7801]];
+        let finv = [
+            [1.01 / 1.7801, -0.5 / 1.7801],
+            [-0.5 / 1.7801, 2.01 / 1.7801],
+        ];
         let g = [0.0, 0.0];
         let kappa = 0.3;
         let n = 4000;
@@ -904,7 +1108,16 @@ mod tests {
             let mut rng = chain_rng(seed, 0);
             let mut s = [[0.0; 2]; 2];
             for _ in 0..n {
-                let x = ou_evolve(&f, &g, &[0.0, 0.0], 50.0, kappa, Integrator::Exact, &mut rng).unwrap();
+                let x = ou_evolve(
+                    &f,
+                    &g,
+                    &[0.0, 0.0],
+                    50.0,
+                    kappa,
+                    Integrator::Exact,
+                    &mut rng,
+                )
+                .unwrap();
                 for i in 0..2 {
                     for j in 0..2 {
                         s[i][j] += x[i] * x[j] / n as f64;
@@ -915,8 +1128,13 @@ mod tests {
                 for j in 0..2 {
                     let want = kappa * finv[i][j];
                     // sd of a product-moment estimate ≈ sqrt((S_ii S_jj + S_ij²)/n)
-                    let sd = ((kappa * finv[i][i] * kappa * finv[j][j] + want * want) / n as f64).sqrt();
-                    assert!((s[i][j] - want).abs() < 4.0 * sd, "seed {seed} ({i},{j}): {} vs {want}", s[i][j]);
+                    let sd =
+                        ((kappa * finv[i][i] * kappa * finv[j][j] + want * want) / n as f64).sqrt();
+                    assert!(
+                        (s[i][j] - want).abs() < 4.0 * sd,
+                        "seed {seed} ({i},{j}): {} vs {want}",
+                        s[i][j]
+                    );
                 }
             }
         }
@@ -927,7 +1145,16 @@ mod tests {
         let f = Mat::from_fn(2, 2, |i, j| [[2.01, 0.5], [0.5, 1.01]][i][j]);
         let g = [1.0, -1.0];
         let mut rng = chain_rng(0, 0);
-        let e = ou_evolve(&f, &g, &g, 3.0, 0.0, Integrator::EulerMaruyama { dt: 1e-4 }, &mut rng).unwrap();
+        let e = ou_evolve(
+            &f,
+            &g,
+            &g,
+            3.0,
+            0.0,
+            Integrator::EulerMaruyama { dt: 1e-4 },
+            &mut rng,
+        )
+        .unwrap();
         let m = ou_mean(&f, &g, &g, 3.0).unwrap();
         for (a, b) in e.iter().zip(&m) {
             assert!((a - b).abs() < 1e-3);
@@ -938,16 +1165,86 @@ mod tests {
     fn tngd_tends_to_ngd_and_bad_config_errors() {
         let data = toy_data(80, 3, 2, 5);
         let (tr, te) = data.split(0.25, 0).unwrap();
-        let base = TrainConfig { hidden: 4, batch: 16, iters: 15, eval_every: 5, damping: 0.1, optimizer: Optimizer::Sgd { lr: 0.5 }, ..Default::default() };
-        let ngd = train(&tr, &te, &TrainConfig { method: Method::Ngd, ..base.clone() }).unwrap();
-        let tngd = train(&tr, &te, &TrainConfig { method: Method::Tngd(OuConfig { time: 200.0, ..Default::default() }), ..base.clone() }).unwrap();
+        let base = TrainConfig {
+            hidden: 4,
+            batch: 16,
+            iters: 15,
+            eval_every: 5,
+            damping: 0.1,
+            optimizer: Optimizer::Sgd { lr: 0.5 },
+            ..Default::default()
+        };
+        let ngd = train(
+            &tr,
+            &te,
+            &TrainConfig {
+                method: Method::Ngd,
+                ..base.clone()
+            },
+        )
+        .unwrap();
+        let tngd = train(
+            &tr,
+            &te,
+            &TrainConfig {
+                method: Method::Tngd(OuConfig {
+                    time: 200.0,
+                    ..Default::default()
+                }),
+                ..base.clone()
+            },
+        )
+        .unwrap();
         for (a, b) in ngd.params.iter().zip(&tngd.params) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
-        let again = train(&tr, &te, &TrainConfig { method: Method::Tngd(OuConfig { time: 1.0, kappa: 0.01, ..Default::default() }), ..base.clone() }).unwrap();
-        let again2 = train(&tr, &te, &TrainConfig { method: Method::Tngd(OuConfig { time: 1.0, kappa: 0.01, ..Default::default() }), ..base.clone() }).unwrap();
+        let again = train(
+            &tr,
+            &te,
+            &TrainConfig {
+                method: Method::Tngd(OuConfig {
+                    time: 1.0,
+                    kappa: 0.01,
+                    ..Default::default()
+                }),
+                ..base.clone()
+            },
+        )
+        .unwrap();
+        let again2 = train(
+            &tr,
+            &te,
+            &TrainConfig {
+                method: Method::Tngd(OuConfig {
+                    time: 1.0,
+                    kappa: 0.01,
+                    ..Default::default()
+                }),
+                ..base.clone()
+            },
+        )
+        .unwrap();
         assert_eq!(again.params, again2.params);
-        assert!(train(&tr, &te, &TrainConfig { method: Method::Tngd(OuConfig { time: -1.0, ..Default::default() }), ..base.clone() }).is_err());
-        assert!(train(&tr, &te, &TrainConfig { optimizer: Optimizer::Sgd { lr: f64::NAN }, ..base }).is_err());
+        assert!(train(
+            &tr,
+            &te,
+            &TrainConfig {
+                method: Method::Tngd(OuConfig {
+                    time: -1.0,
+                    ..Default::default()
+                }),
+                ..base.clone()
+            }
+        )
+        .is_err());
+        assert!(train(
+            &tr,
+            &te,
+            &TrainConfig {
+                optimizer: Optimizer::Sgd { lr: f64::NAN },
+                ..base
+            }
+        )
+        .is_err());
     }
 }
