@@ -1,1 +1,23 @@
-//! langevin-models
+//! langevin-models: models as log posteriors, CSV data, bundled datasets.
+//!
+//! * [`data`]: CSV loading with a header row and a named target column,
+//!   standardisation, seeded train/test splits. Bad data is an error naming
+//!   the file, line and column, never a panic.
+//! * [`bundled`]: small public datasets shipped in the repository's `data/`
+//!   folder and compiled into the library (so `--data iris` works anywhere).
+//! * [`model`]: linear regression (Gaussian noise, fixed or learned scale),
+//!   logistic regression, softmax regression, MLP classifier and regressor,
+//!   each as a batch-averaged log posterior with an isotropic Gaussian prior
+//!   (`mean log lik + log prior / N`, so T = 1/N targets the posterior),
+//!   evaluated by candle with autograd through
+//!   [`CandleDensity`](langevin_core::CandleDensity).
+//! * [`error`]: the crate's typed error.
+
+pub mod bundled;
+pub mod data;
+pub mod error;
+pub mod model;
+
+pub use data::{load_csv, load_csv_str, Dataset, Split, Standardizer};
+pub use error::{ModelError, Result};
+pub use model::{Batch, Model, ModelKind, ModelSpec, Noise, PointPrediction, Task};
