@@ -203,7 +203,39 @@ pub struct Mlp {
 pub struct Curvature {
     pub loss: f64,
     pub grad: Vec<f64>,
-    pub ggn: Mat<f64>,
+    /// Factor `G` (B·k × P) with `F = GᵀG + λI`.
+    pub factor: Mat<f64>,
+    pub damping: f64,
+}
+
+impl Curvature {
+    /// The dense damped GGN `GᵀG + λI`.
+    pub fn dense(&self) -> Mat<f64> {
+        let pn = self.factor.ncols();
+        let mut f = Mat::<f64>::zeros(pn, pn);
+        faer::linalg::matmul::matmul(
+            f.as_mut(),
+            Accum::Replace,
+            self.factor.transpose(),
+            self.factor.as_ref(),
+            1.0,
+            Par::Seq,
+        );
+        for i in 0..pn {
+            f[(i, i)] += self.damping;
+        }
+        f
+    }
+
+    /// `F v` without forming `F`.
+    pub fn matvec(&self, v: &[f64]) -> Vec<f64> {
+        let gv = mat_vec(&self.factor, v);
+        let mut out = mat_t_vec(&self.factor, &gv);
+        for (o, x) in out.iter_mut().zip(v) {
+            *o += self.damping * x;
+        }
+        out
+    }
 }
 
 impl Mlp {
@@ -399,22 +431,11 @@ impl Mlp {
                 }
             }
         }
-        let mut f = Mat::<f64>::zeros(pn, pn);
-        faer::linalg::matmul::matmul(
-            f.as_mut(),
-            Accum::Replace,
-            gmat.transpose(),
-            gmat.as_ref(),
-            1.0,
-            Par::Seq,
-        );
-        for i in 0..pn {
-            f[(i, i)] += damping;
-        }
         Curvature {
             loss: loss / b as f64,
             grad,
-            ggn: f,
+            factor: gmat,
+            damping,
         }
     }
 }
@@ -629,8 +650,13 @@ pub fn ou_evolve(
 
 /// Conjugate gradients on SPD `F x = g`, `iters` iterations from `x0`.
 pub fn conjugate_gradient(f: &Mat<f64>, g: &[f64], x0: &[f64], iters: usize) -> Vec<f64> {
+    cg_with(|v| mat_vec(f, v), g, x0, iters)
+}
+
+/// Conjugate gradients with a matrix-vector product closure.
+pub fn cg_with(fmul: impl Fn(&[f64]) -> Vec<f64>, g: &[f64], x0: &[f64], iters: usize) -> Vec<f64> {
     let mut x = x0.to_vec();
-    let fx = mat_vec(f, &x);
+    let fx = fmul(&x);
     let mut r: Vec<f64> = g.iter().zip(&fx).map(|(a, b)| a - b).collect();
     let mut p = r.clone();
     let mut rr: f64 = r.iter().map(|v| v * v).sum();
@@ -638,7 +664,7 @@ pub fn conjugate_gradient(f: &Mat<f64>, g: &[f64], x0: &[f64], iters: usize) -> 
         if rr <= 1e-30 {
             break;
         }
-        let fp = mat_vec(f, &p);
+        let fp = fmul(&p);
         let pfp: f64 = p.iter().zip(&fp).map(|(a, b)| a * b).sum();
         if pfp <= 0.0 {
             break;
@@ -656,6 +682,128 @@ pub fn conjugate_gradient(f: &Mat<f64>, g: &[f64], x0: &[f64], iters: usize) -> 
         }
     }
     x
+}
+
+/// `(1 - e^{-μt})/μ`, continuous at μ = 0.
+fn psi(mu: f64, t: f64) -> f64 {
+    if mu * t < 1e-12 {
+        t
+    } else {
+        -(-mu * t).exp_m1() / mu
+    }
+}
+
+/// Standard deviation of the OU noise of a mode with rate μ after time t: `sqrt(κ (1 - e^{-2μt})/μ)`.
+fn noise_sd(mu: f64, t: f64, kappa: f64) -> f64 {
+    (2.0 * kappa * psi(2.0 * mu, t)).max(0.0).sqrt()
+}
+
+/// Run the OU process for `F = GᵀG + λI` given by its factor (the GGN of
+/// [`Mlp::curvature`]) without forming `F`: the exact transition uses the
+/// eigendecomposition of the small Gram matrix `GGᵀ` (rank ≤ B·k), the
+/// complement of `G`'s row space relaxing at rate λ. Same law as
+/// [`ou_evolve`] on [`Curvature::dense`].
+pub fn ou_evolve_factored(
+    c: &Curvature,
+    x0: &[f64],
+    t: f64,
+    kappa: f64,
+    integrator: Integrator,
+    rng: &mut ChainRng,
+) -> Result<Vec<f64>> {
+    let pn = c.factor.ncols();
+    if x0.len() != pn || c.grad.len() != pn {
+        return Err(Error::DimensionMismatch {
+            what: "OU state",
+            expected: pn,
+            got: x0.len(),
+        });
+    }
+    if t == 0.0 {
+        return Ok(x0.to_vec());
+    }
+    match integrator {
+        Integrator::EulerMaruyama { dt } => {
+            let steps = (t / dt).ceil().max(1.0) as usize;
+            let h = t / steps as f64;
+            let sq = (2.0 * kappa * h).sqrt();
+            let mut x = x0.to_vec();
+            let mut xi = vec![0.0; pn];
+            for _ in 0..steps {
+                let fx = c.matvec(&x);
+                if kappa > 0.0 {
+                    fill_standard_normal(rng, &mut xi);
+                }
+                for i in 0..pn {
+                    x[i] += -(fx[i] - c.grad[i]) * h + sq * xi[i];
+                }
+                if x.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::InvalidConfig {
+                        field: "dt",
+                        reason: format!(
+                            "Euler-Maruyama diverged (dt = {dt} too large for λ_max(F))"
+                        ),
+                    });
+                }
+            }
+            Ok(x)
+        }
+        Integrator::Exact => {
+            let r = c.factor.nrows();
+            let mut k = Mat::<f64>::zeros(r, r);
+            faer::linalg::matmul::matmul(
+                k.as_mut(),
+                Accum::Replace,
+                c.factor.as_ref(),
+                c.factor.transpose(),
+                1.0,
+                Par::Seq,
+            );
+            let e = k
+                .self_adjoint_eigen(Side::Lower)
+                .map_err(|_| Error::NotPositiveDefinite {
+                    context: Some("Gram eigendecomposition failed".into()),
+                })?;
+            let s: Vec<f64> = (0..r).map(|i| e.S().column_vector()[i]).collect();
+            let smax = s.iter().cloned().fold(0.0, f64::max);
+            let keep: Vec<usize> = (0..r)
+                .filter(|&i| s[i] > 1e-12 * smax.max(1e-300))
+                .collect();
+            let mut w = Mat::<f64>::zeros(pn, r);
+            faer::linalg::matmul::matmul(
+                w.as_mut(),
+                Accum::Replace,
+                c.factor.transpose(),
+                e.U(),
+                1.0,
+                Par::Seq,
+            );
+            let v = Mat::from_fn(pn, keep.len(), |i, j| w[(i, keep[j])] / s[keep[j]].sqrt());
+            let mu: Vec<f64> = keep.iter().map(|&i| s[i] + c.damping).collect();
+            let lam = c.damping;
+            let apply = |f: &dyn Fn(f64) -> f64, x: &[f64]| -> Vec<f64> {
+                let coef = mat_t_vec(&v, x);
+                let scaled: Vec<f64> = coef
+                    .iter()
+                    .zip(&mu)
+                    .map(|(a, m)| (f(*m) - f(lam)) * a)
+                    .collect();
+                let back = mat_vec(&v, &scaled);
+                let fl = f(lam);
+                x.iter().zip(&back).map(|(xi, b)| fl * xi + b).collect()
+            };
+            let decay = apply(&|m| (-m * t).exp(), x0);
+            let drive = apply(&|m| psi(m, t), &c.grad);
+            let mut out: Vec<f64> = decay.iter().zip(&drive).map(|(a, b)| a + b).collect();
+            if kappa > 0.0 {
+                let mut xi = vec![0.0; pn];
+                fill_standard_normal(rng, &mut xi);
+                let nz = apply(&|m| noise_sd(m, t, kappa), &xi);
+                out.iter_mut().zip(&nz).for_each(|(o, n)| *o += n);
+            }
+            Ok(out)
+        }
+    }
 }
 
 fn cholesky_solve(f: &Mat<f64>, g: &[f64]) -> Result<Vec<f64>> {
@@ -869,7 +1017,7 @@ pub fn train(train: &Dataset, test: &Dataset, cfg: &TrainConfig) -> Result<Train
     let mut m = vec![0.0; pn];
     let mut v = vec![0.0; pn];
     let mut dir_prev = vec![0.0; pn];
-    let mut prev_fg: Option<(Mat<f64>, Vec<f64>)> = None;
+    let mut prev_c: Option<Curvature> = None;
     let mut trace = Vec::new();
     let (mut digital, mut analog) = (0.0f64, 0.0f64);
     let batch = cfg.batch.min(train.n);
@@ -904,13 +1052,13 @@ pub fn train(train: &Dataset, test: &Dataset, cfg: &TrainConfig) -> Result<Train
             }
             Method::Ngd => {
                 let c = mlp.curvature(&th, train, rows, cfg.damping);
-                let d = cholesky_solve(&c.ggn, &c.grad)?;
+                let d = cholesky_solve(&c.dense(), &c.grad)?;
                 digital += t0.elapsed().as_secs_f64();
                 d
             }
             Method::NgdCg { iters } => {
                 let c = mlp.curvature(&th, train, rows, cfg.damping);
-                let d = conjugate_gradient(&c.ggn, &c.grad, &dir_prev, iters);
+                let d = cg_with(|v| c.matvec(v), &c.grad, &dir_prev, iters);
                 digital += t0.elapsed().as_secs_f64();
                 d
             }
@@ -919,10 +1067,9 @@ pub fn train(train: &Dataset, test: &Dataset, cfg: &TrainConfig) -> Result<Train
                 digital += t0.elapsed().as_secs_f64();
                 let mut x = dir_prev.clone();
                 if ou.delay > 0.0 {
-                    if let Some((fp, gp)) = &prev_fg {
-                        x = ou_evolve(
-                            fp,
-                            gp,
+                    if let Some(cp) = &prev_c {
+                        x = ou_evolve_factored(
+                            cp,
                             &x,
                             ou.delay,
                             ou.kappa,
@@ -931,18 +1078,11 @@ pub fn train(train: &Dataset, test: &Dataset, cfg: &TrainConfig) -> Result<Train
                         )?;
                     }
                 }
-                let x = ou_evolve(
-                    &c.ggn,
-                    &c.grad,
-                    &x,
-                    ou.time,
-                    ou.kappa,
-                    ou.integrator,
-                    &mut noise_rng,
-                )?;
+                let x =
+                    ou_evolve_factored(&c, &x, ou.time, ou.kappa, ou.integrator, &mut noise_rng)?;
                 analog += (ou.time + ou.delay) * cfg.tau_seconds;
                 if ou.delay > 0.0 {
-                    prev_fg = Some((c.ggn, c.grad));
+                    prev_c = Some(c);
                 }
                 x
             }
@@ -1064,6 +1204,7 @@ mod tests {
             assert!((a - b).abs() < 1e-12);
         }
         let pn = mlp.n_params();
+        let dense = c.dense();
         let mut naive = vec![0.0; pn * pn];
         let mut jac = vec![0.0; 3 * pn];
         for &r in &rows {
@@ -1088,7 +1229,7 @@ mod tests {
         for a in 0..pn {
             for b in 0..pn {
                 let want = naive[a * pn + b] + if a == b { 0.5 } else { 0.0 };
-                assert!((c.ggn[(a, b)] - want).abs() < 1e-12);
+                assert!((dense[(a, b)] - want).abs() < 1e-12);
             }
         }
     }
@@ -1246,5 +1387,56 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    #[test]
+    fn factored_ou_matches_dense_ou() {
+        let data = toy_data(6, 3, 3, 9);
+        let mlp = Mlp {
+            d_in: 3,
+            hidden: 4,
+            k: 3,
+        };
+        let th = mlp.init(&mut chain_rng(1, 0));
+        let rows: Vec<usize> = (0..4).collect();
+        // rank B·k = 12 < P = 31: exercises the complement of the row space.
+        let c = mlp.curvature(&th, &data, &rows, 0.3);
+        let dense = c.dense();
+        let x0: Vec<f64> = (0..mlp.n_params())
+            .map(|i| (i as f64 * 0.37).sin())
+            .collect();
+        for t in [0.3, 2.0, 20.0] {
+            let a = ou_evolve_factored(&c, &x0, t, 0.0, Integrator::Exact, &mut chain_rng(0, 0))
+                .unwrap();
+            let b = ou_mean(&dense, &c.grad, &x0, t).unwrap();
+            for (u, v) in a.iter().zip(&b) {
+                assert!((u - v).abs() < 1e-9, "t = {t}: {u} vs {v}");
+            }
+        }
+        // Noise: the factored sampler's covariance matches κ(F⁻¹)(I - e^{-2Ft}) in a few directions.
+        let kappa = 0.2;
+        let t = 1.5;
+        let n = 3000;
+        let pn = mlp.n_params();
+        let mut rng = chain_rng(5, 0);
+        let zero = vec![0.0; pn];
+        let c0 = Curvature {
+            loss: 0.0,
+            grad: zero.clone(),
+            factor: c.factor.clone(),
+            damping: c.damping,
+        };
+        let mut var0 = 0.0;
+        for _ in 0..n {
+            let x = ou_evolve_factored(&c0, &zero, t, kappa, Integrator::Exact, &mut rng).unwrap();
+            var0 += x[0] * x[0] / n as f64;
+        }
+        // exact variance of coordinate 0 via dense eigendecomposition
+        let (lam, u) = sym_eig(&dense).unwrap();
+        let want: f64 = (0..pn)
+            .map(|k| u[(0, k)] * u[(0, k)] * kappa * (1.0 - (-2.0 * lam[k] * t).exp()) / lam[k])
+            .sum();
+        let sd = want * (2.0 / n as f64).sqrt();
+        assert!((var0 - want).abs() < 4.0 * sd, "{var0} vs {want}");
     }
 }
