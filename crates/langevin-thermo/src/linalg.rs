@@ -1,1 +1,714 @@
-//! linalg (in progress)
+//! Thermodynamic linear algebra (Aifer et al. 2023, "Thermodynamic linear algebra").
+//!
+//! A thermodynamic device lets an OU process relax and reads its state out at a
+//! fixed sampling interval; time averages of simple functions of the state give
+//! linear-algebra answers. Here the device is simulated *exactly* at the sampling
+//! instants with [`crate::ou`], so the only errors are the physical ones: finite
+//! analog time (Monte Carlo error, correlated samples) and burn-in bias.
+//!
+//! All times are in units of the device time constant (RC); [`HardwareModel`]
+//! converts them into seconds and joules. With `A` symmetric positive definite and
+//! inverse temperature `β` (noise `D = 2/β I` unless stated):
+//!
+//! | function | process | estimator |
+//! |---|---|---|
+//! | [`solve`] | `dx = -(A x - b) dt + N(0, 2/β dt)` | time average of `x` → `A⁻¹ b` |
+//! | [`inv`] | `dx = -A x dt + N(0, 2/β dt)` | `β` × time average of `x xᵀ` → `A⁻¹` |
+//! | [`expnegm`] | `dx = -A x dt + N(0, (A + Aᵀ) dt)` (stationary covariance `I`) | lag-1 autocovariance `E[x(t+1) x(t)ᵀ]` → `e^{-A}` |
+//! | [`expm`] | as `expnegm` for `cI − A`, `c` = Gershgorin bound of `A` + 1 | `e^{c}` × that → `e^{A}` |
+//! | [`logdet`] / [`det`] | as `inv` | `−log det(β Ŝ)` from the sample second moment `Ŝ`, jackknife bias-corrected |
+//!
+//! The device starts at `x = 0`, runs for `analog_time`, is read out every
+//! `sampling_interval`; readouts at times `≤ burn_in` are discarded. The
+//! forcing term of `solve` is simulated without forming `A⁻¹ b`: the exact step is
+//! `x' = e^{-A h} x + (∫_0^h e^{-A s} ds) b + η`, the integral taken from the
+//! exponential of the augmented matrix `[[-A, b], [0, 0]] h`.
+//!
+//! # Error estimates
+//! Batch means: the `N` readouts are cut into `batches` contiguous batches; the
+//! standard error of each entry is the standard deviation of its batch means over
+//! `√batches`. `error_estimate` is the norm of the standard errors (2-norm for
+//! vectors, Frobenius for matrices), i.e. an estimate of the root-mean-square error
+//! norm. It is reliable when each batch is much longer than the relaxation time
+//! `1/λ_min(A)`; with short runs it underestimates. For `logdet` the standard error is
+//! the delete-one-batch jackknife standard error, and the estimate is jackknife
+//! bias-corrected (log det of a sample covariance is biased by about
+//! `-d(d+1)/(2 N_eff)`).
+
+use faer::linalg::matmul::matmul;
+use faer::prelude::*;
+use faer::{Accum, Mat, MatRef, Side};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ThermoError};
+use crate::ou::{self, check_len, check_square, check_symmetric, gemv_acc, OuProcess};
+use langevin_core::rng::{chain_rng, fill_standard_normal};
+
+/// Readouts simulated per block (noise drawn with one matrix product per block).
+const BLOCK: usize = 256;
+
+/// Settings of one thermodynamic computation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ThermoConfig {
+    /// Total analog run time, in units of the device time constant.
+    pub analog_time: f64,
+    /// Time between two readouts.
+    pub sampling_interval: f64,
+    /// Readouts at times `≤ burn_in` are discarded.
+    pub burn_in: f64,
+    /// Inverse temperature `β` of the noise (`D = 2/β I`).
+    pub beta: f64,
+    /// Number of batches for the batch-means error estimate (≥ 2).
+    pub batches: usize,
+    /// Seed of the device noise.
+    pub seed: u64,
+}
+
+impl Default for ThermoConfig {
+    fn default() -> Self {
+        Self {
+            analog_time: 1000.0,
+            sampling_interval: 0.1,
+            burn_in: 20.0,
+            beta: 1.0,
+            batches: 20,
+            seed: 0,
+        }
+    }
+}
+
+impl ThermoConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |field: &'static str, reason: String| Err(ThermoError::InvalidConfig { field, reason });
+        if !(self.analog_time > 0.0 && self.analog_time.is_finite()) {
+            return bad(
+                "analog_time",
+                format!("must be positive and finite, got {}", self.analog_time),
+            );
+        }
+        if !(self.sampling_interval > 0.0 && self.sampling_interval <= self.analog_time) {
+            return bad(
+                "sampling_interval",
+                format!(
+                    "must be in (0, analog_time], got {}",
+                    self.sampling_interval
+                ),
+            );
+        }
+        if !(self.burn_in >= 0.0 && self.burn_in < self.analog_time) {
+            return bad(
+                "burn_in",
+                format!("must be in [0, analog_time), got {}", self.burn_in),
+            );
+        }
+        if !(self.beta > 0.0 && self.beta.is_finite()) {
+            return bad(
+                "beta",
+                format!("must be positive and finite, got {}", self.beta),
+            );
+        }
+        if self.batches < 2 {
+            return bad(
+                "batches",
+                format!("must be at least 2, got {}", self.batches),
+            );
+        }
+        let n = self.readouts();
+        if n < 2 * self.batches {
+            return bad(
+                "analog_time",
+                format!(
+                    "gives {n} readouts after burn-in, fewer than 2 per batch ({} batches)",
+                    self.batches
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn total_steps(&self) -> usize {
+        (self.analog_time / self.sampling_interval + 1e-9).floor() as usize
+    }
+    fn burn_steps(&self) -> usize {
+        (self.burn_in / self.sampling_interval + 1e-9).floor() as usize
+    }
+    /// Readouts used by the estimators (after burn-in).
+    pub fn readouts(&self) -> usize {
+        self.total_steps().saturating_sub(self.burn_steps())
+    }
+}
+
+/// An estimate with its error estimate.
+#[derive(Debug, Clone)]
+pub struct Estimate<T> {
+    /// The estimate.
+    pub value: T,
+    /// Standard error of each entry (batch means; jackknife for `logdet`).
+    pub std_error: T,
+    /// Norm of `std_error`: estimated root-mean-square error (absolute).
+    pub error_estimate: f64,
+    /// Analog time used (device time constants).
+    pub analog_time: f64,
+    /// Readouts averaged.
+    pub readouts: usize,
+}
+
+/// Checks that `a` is square, finite, symmetric and positive definite.
+pub fn check_spd(what: &'static str, a: MatRef<'_, f64>) -> Result<usize> {
+    let n = check_square(what, a)?;
+    check_symmetric(what, a)?;
+    if n > 0 && a.llt(Side::Lower).is_err() {
+        return Err(ThermoError::NotPositiveDefinite {
+            what,
+            semi: false,
+            detail: Some("Cholesky factorisation failed".into()),
+        });
+    }
+    Ok(n)
+}
+
+/// A Wishart matrix `G Gᵀ / dof` with `G` a `d × dof` standard normal matrix
+/// (positive definite when `dof ≥ d`; the eigenvalues lie in about
+/// `[(1 - √(d/dof))², (1 + √(d/dof))²]`).
+pub fn wishart<R: Rng + ?Sized>(d: usize, dof: usize, rng: &mut R) -> Mat<f64> {
+    let mut g = Mat::<f64>::zeros(d, dof);
+    for j in 0..dof {
+        fill_standard_normal(rng, g.col_as_slice_mut(j));
+    }
+    let mut w = Mat::<f64>::zeros(d, d);
+    matmul(
+        w.as_mut(),
+        Accum::Replace,
+        g.as_ref(),
+        g.transpose(),
+        1.0 / dof as f64,
+        Par::Seq,
+    );
+    for j in 0..d {
+        for i in 0..j {
+            let v = 0.5 * (w[(i, j)] + w[(j, i)]);
+            w[(i, j)] = v;
+            w[(j, i)] = v;
+        }
+    }
+    w
+}
+
+/// The simulated device: the exact readout-to-readout map `x' = E x + f + L z`.
+struct Device {
+    e: Mat<f64>,
+    factor: Mat<f64>,
+    forcing: Vec<f64>,
+}
+
+impl Device {
+    fn new(a: MatRef<'_, f64>, drive: &[f64], noise: MatRef<'_, f64>, h: f64) -> Result<Self> {
+        let n = a.nrows();
+        let proc = OuProcess::new(a, &vec![0.0; n], noise)?;
+        let tr = proc.compute_transition(h)?;
+        // ∫_0^h e^{-A s} ds b: top-right column of exp([[-A, b], [0, 0]] h).
+        let forcing = if drive.iter().any(|&v| v != 0.0) {
+            let aug = Mat::from_fn(n + 1, n + 1, |i, j| match (i < n, j < n) {
+                (true, true) => -a[(i, j)] * h,
+                (true, false) => drive[i] * h,
+                _ => 0.0,
+            });
+            let f = ou::expm(aug.as_ref());
+            (0..n).map(|i| f[(i, n)]).collect()
+        } else {
+            vec![0.0; n]
+        };
+        Ok(Self {
+            e: tr.e,
+            factor: tr.factor,
+            forcing,
+        })
+    }
+
+    /// Runs the device and hands each block of post-burn-in readouts (`n × k`,
+    /// columns in time order) with the global index of its first readout to `sink`.
+    fn run(&self, cfg: &ThermoConfig, mut sink: impl FnMut(usize, MatRef<'_, f64>)) {
+        let n = self.e.nrows();
+        let total = cfg.total_steps();
+        let burn = cfg.burn_steps();
+        let mut rng = chain_rng(cfg.seed, 0);
+        let mut x = vec![0.0; n];
+        let mut z = Mat::<f64>::zeros(n, BLOCK);
+        let mut w = Mat::<f64>::zeros(n, BLOCK);
+        let mut step = 0;
+        while step < total {
+            let len = BLOCK.min(total - step);
+            for j in 0..len {
+                fill_standard_normal(&mut rng, z.col_as_slice_mut(j));
+            }
+            matmul(
+                w.as_mut().submatrix_mut(0, 0, n, len),
+                Accum::Replace,
+                self.factor.as_ref(),
+                z.as_ref().submatrix(0, 0, n, len),
+                1.0,
+                Par::Seq,
+            );
+            for j in 0..len {
+                let col = w.col_as_slice_mut(j);
+                for (c, f) in col.iter_mut().zip(&self.forcing) {
+                    *c += f;
+                }
+                gemv_acc(self.e.as_ref(), &x, col);
+                x.copy_from_slice(col);
+            }
+            // Readout index r = step + j + 1; keep r > burn.
+            let first = (step + 1).max(burn + 1);
+            let end = step + len;
+            if first <= end {
+                let off = first - (step + 1);
+                sink(
+                    first - burn - 1,
+                    w.as_ref().submatrix(0, off, n, end + 1 - first),
+                );
+            }
+            step += len;
+        }
+    }
+}
+
+/// Splits readouts `[i0, i0 + k)` into the parts belonging to each batch.
+fn for_batches(
+    i0: usize,
+    k: usize,
+    total: usize,
+    batches: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let batch_of = |i: usize| i * batches / total;
+    let mut start = 0;
+    while start < k {
+        let b = batch_of(i0 + start);
+        let mut end = start + 1;
+        while end < k && batch_of(i0 + end) == b {
+            end += 1;
+        }
+        f(b, start, end - start);
+        start = end;
+    }
+}
+
+fn batch_counts(total: usize, batches: usize) -> Vec<usize> {
+    let mut c = vec![0; batches];
+    for i in 0..total {
+        c[i * batches / total] += 1;
+    }
+    c
+}
+
+/// Mean and standard error from batch sums (`sums[b][e]`, `counts[b]`).
+fn batch_stats(sums: &[Vec<f64>], counts: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let m = sums[0].len();
+    let nb = sums.len() as f64;
+    let total: usize = counts.iter().sum();
+    let mut mean = vec![0.0; m];
+    for s in sums {
+        for (o, v) in mean.iter_mut().zip(s) {
+            *o += v;
+        }
+    }
+    mean.iter_mut().for_each(|v| *v /= total as f64);
+    let mut var = vec![0.0; m];
+    for (s, &c) in sums.iter().zip(counts) {
+        for e in 0..m {
+            let d = s[e] / c as f64 - mean[e];
+            var[e] += d * d;
+        }
+    }
+    let se = var.iter().map(|v| (v / (nb - 1.0) / nb).sqrt()).collect();
+    (mean, se)
+}
+
+fn norm2(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+fn to_mat(n: usize, v: &[f64]) -> Mat<f64> {
+    Mat::from_fn(n, n, |i, j| v[i + j * n])
+}
+
+fn scaled_identity(n: usize, s: f64) -> Mat<f64> {
+    Mat::from_fn(n, n, |i, j| if i == j { s } else { 0.0 })
+}
+
+/// Solves `A x = b` for symmetric positive definite `A` by the time average of
+/// `dx = -(A x - b) dt + N(0, 2/β dt)`.
+pub fn solve(a: MatRef<'_, f64>, b: &[f64], cfg: &ThermoConfig) -> Result<Estimate<Vec<f64>>> {
+    let n = check_spd("matrix A", a)?;
+    check_len("vector b", n, b.len())?;
+    ou::check_finite("vector b", b)?;
+    cfg.validate()?;
+    let dev = Device::new(
+        a,
+        b,
+        scaled_identity(n, 2.0 / cfg.beta).as_ref(),
+        cfg.sampling_interval,
+    )?;
+    let total = cfg.readouts();
+    let mut sums = vec![vec![0.0; n]; cfg.batches];
+    dev.run(cfg, |i0, xs| {
+        for_batches(i0, xs.ncols(), total, cfg.batches, |bt, s, k| {
+            for j in s..s + k {
+                for (o, v) in sums[bt].iter_mut().zip(xs.col(j).iter()) {
+                    *o += v;
+                }
+            }
+        })
+    });
+    let (value, std_error) = batch_stats(&sums, &batch_counts(total, cfg.batches));
+    Ok(Estimate {
+        error_estimate: norm2(&std_error),
+        value,
+        std_error,
+        analog_time: cfg.analog_time,
+        readouts: total,
+    })
+}
+
+/// Per-batch second moments `Σ x xᵀ` (flattened column-major) and counts.
+fn second_moments(dev: &Device, cfg: &ThermoConfig, n: usize) -> (Vec<Vec<f64>>, Vec<usize>) {
+    let total = cfg.readouts();
+    let mut mats: Vec<Mat<f64>> = (0..cfg.batches).map(|_| Mat::zeros(n, n)).collect();
+    dev.run(cfg, |i0, xs| {
+        for_batches(i0, xs.ncols(), total, cfg.batches, |bt, s, k| {
+            let blk = xs.submatrix(0, s, n, k);
+            matmul(
+                mats[bt].as_mut(),
+                Accum::Add,
+                blk,
+                blk.transpose(),
+                1.0,
+                Par::Seq,
+            );
+        })
+    });
+    let sums = mats
+        .iter()
+        .map(|m| (0..n * n).map(|e| m[(e % n, e / n)]).collect())
+        .collect();
+    (sums, batch_counts(total, cfg.batches))
+}
+
+/// Inverts a symmetric positive definite `A`: `β` times the time-averaged second
+/// moment of `dx = -A x dt + N(0, 2/β dt)` (stationary covariance `A⁻¹/β`).
+pub fn inv(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f64>>> {
+    let n = check_spd("matrix A", a)?;
+    cfg.validate()?;
+    let dev = Device::new(
+        a,
+        &vec![0.0; n],
+        scaled_identity(n, 2.0 / cfg.beta).as_ref(),
+        cfg.sampling_interval,
+    )?;
+    let (sums, counts) = second_moments(&dev, cfg, n);
+    let (mean, se) = batch_stats(&sums, &counts);
+    let value: Vec<f64> = mean.iter().map(|v| v * cfg.beta).collect();
+    let se: Vec<f64> = se.iter().map(|v| v * cfg.beta).collect();
+    let mut value = to_mat(n, &value);
+    symmetrize(&mut value);
+    Ok(Estimate {
+        error_estimate: norm2(&se),
+        value,
+        std_error: to_mat(n, &se),
+        analog_time: cfg.analog_time,
+        readouts: counts.iter().sum(),
+    })
+}
+
+fn symmetrize(m: &mut Mat<f64>) {
+    let n = m.nrows();
+    for j in 0..n {
+        for i in 0..j {
+            let v = 0.5 * (m[(i, j)] + m[(j, i)]);
+            m[(i, j)] = v;
+            m[(j, i)] = v;
+        }
+    }
+}
+
+fn log_det_spd(m: MatRef<'_, f64>) -> Option<f64> {
+    let llt = m.llt(Side::Lower).ok()?;
+    Some(2.0 * (0..m.nrows()).map(|i| llt.L()[(i, i)].ln()).sum::<f64>())
+}
+
+/// `log det A` for symmetric positive definite `A`: `−log det(β Ŝ)` with `Ŝ` the
+/// time-averaged second moment of the `inv` process, jackknife bias-corrected over
+/// batches; `std_error` is the jackknife standard error.
+pub fn logdet(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<f64>> {
+    let n = check_spd("matrix A", a)?;
+    cfg.validate()?;
+    let dev = Device::new(
+        a,
+        &vec![0.0; n],
+        scaled_identity(n, 2.0 / cfg.beta).as_ref(),
+        cfg.sampling_interval,
+    )?;
+    let (sums, counts) = second_moments(&dev, cfg, n);
+    let total: usize = counts.iter().sum();
+    let mut all = vec![0.0; n * n];
+    for s in &sums {
+        for (o, v) in all.iter_mut().zip(s) {
+            *o += v;
+        }
+    }
+    let est = |sum: &[f64], cnt: usize| -> Result<f64> {
+        let m = Mat::from_fn(n, n, |i, j| {
+            0.5 * (sum[i + j * n] + sum[j + i * n]) * cfg.beta / cnt as f64
+        });
+        log_det_spd(m.as_ref())
+            .map(|v| -v)
+            .ok_or(ThermoError::Numerical(
+                "sample second moment is singular: analog time too short for this dimension".into(),
+            ))
+    };
+    let theta = est(&all, total)?;
+    let nb = cfg.batches as f64;
+    let mut loo = Vec::with_capacity(cfg.batches);
+    for (s, &c) in sums.iter().zip(&counts) {
+        let rest: Vec<f64> = all.iter().zip(s).map(|(a, b)| a - b).collect();
+        loo.push(est(&rest, total - c)?);
+    }
+    let mean_loo = loo.iter().sum::<f64>() / nb;
+    let se = ((nb - 1.0) / nb * loo.iter().map(|t| (t - mean_loo).powi(2)).sum::<f64>()).sqrt();
+    let value = nb * theta - (nb - 1.0) * mean_loo;
+    Ok(Estimate {
+        value,
+        std_error: se,
+        error_estimate: se,
+        analog_time: cfg.analog_time,
+        readouts: total,
+    })
+}
+
+/// `det A = exp(logdet A)`; the error estimate is `det · se(logdet)` (delta method).
+pub fn det(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<f64>> {
+    let l = logdet(a, cfg)?;
+    let v = l.value.exp();
+    Ok(Estimate {
+        value: v,
+        std_error: v * l.std_error,
+        error_estimate: v * l.std_error,
+        analog_time: l.analog_time,
+        readouts: l.readouts,
+    })
+}
+
+/// `e^{-A}` for symmetric positive definite `A`: the lag-1 autocovariance of
+/// `dx = -A x dt + N(0, (A + Aᵀ) dt)`, whose stationary covariance is `I`.
+/// The lag 1 must be a whole number of sampling intervals.
+pub fn expnegm(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f64>>> {
+    let n = check_spd("matrix A", a)?;
+    cfg.validate()?;
+    let m = (1.0 / cfg.sampling_interval).round() as usize;
+    if m == 0 || (m as f64 * cfg.sampling_interval - 1.0).abs() > 1e-9 {
+        return Err(ThermoError::InvalidConfig {
+            field: "sampling_interval",
+            reason: format!(
+                "must divide the lag 1 exactly, got {}",
+                cfg.sampling_interval
+            ),
+        });
+    }
+    let total = cfg.readouts();
+    if total < m + 2 * cfg.batches {
+        return Err(ThermoError::InvalidConfig {
+            field: "analog_time",
+            reason: "too short for lag-1 products in every batch".into(),
+        });
+    }
+    let noise = Mat::from_fn(n, n, |i, j| a[(i, j)] + a[(j, i)]);
+    let dev = Device::new(a, &vec![0.0; n], noise.as_ref(), cfg.sampling_interval)?;
+    // Products x_{r} x_{r-m}ᵀ for readouts r ≥ m (pair index p = r - m).
+    let pairs = total - m;
+    let mut mats: Vec<Mat<f64>> = (0..cfg.batches).map(|_| Mat::zeros(n, n)).collect();
+    // History buffer: columns [0, m) are the last m readouts before the block.
+    let mut hist = Mat::<f64>::zeros(n, m + BLOCK);
+    let mut seen = 0usize;
+    dev.run(cfg, |_, xs| {
+        let k = xs.ncols();
+        for j in 0..k {
+            hist.col_as_slice_mut(m + j)
+                .copy_from_slice(xs.col(j).try_as_col_major().unwrap().as_slice());
+        }
+        // Readout seen + j pairs with hist column j (readout seen + j - m).
+        let first_j = m.saturating_sub(seen);
+        if first_j < k {
+            let p0 = seen + first_j - m;
+            for_batches(p0, k - first_j, pairs, cfg.batches, |bt, s, kk| {
+                let cur = hist.as_ref().submatrix(0, m + first_j + s, n, kk);
+                let lag = hist.as_ref().submatrix(0, first_j + s, n, kk);
+                matmul(
+                    mats[bt].as_mut(),
+                    Accum::Add,
+                    cur,
+                    lag.transpose(),
+                    1.0,
+                    Par::Seq,
+                );
+            });
+        }
+        // Keep the last m readouts as history.
+        let tail = Mat::from_fn(n, m, |i, j| hist[(i, k + j)]);
+        hist.as_mut().submatrix_mut(0, 0, n, m).copy_from(&tail);
+        seen += k;
+    });
+    let sums: Vec<Vec<f64>> = mats
+        .iter()
+        .map(|mt| {
+            (0..n * n)
+                .map(|e| 0.5 * (mt[(e % n, e / n)] + mt[(e / n, e % n)]))
+                .collect()
+        })
+        .collect();
+    let (mean, se) = batch_stats(&sums, &batch_counts(pairs, cfg.batches));
+    Ok(Estimate {
+        error_estimate: norm2(&se),
+        value: to_mat(n, &mean),
+        std_error: to_mat(n, &se),
+        analog_time: cfg.analog_time,
+        readouts: total,
+    })
+}
+
+/// `e^{A}` for symmetric `A`: `e^{c} · expnegm(cI − A)` with `c` the Gershgorin
+/// upper bound of the spectrum of `A` plus one (so `cI − A` has eigenvalues ≥ 1).
+/// The error grows like `e^{c}`: fine for matrices of modest norm only.
+pub fn expm(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f64>>> {
+    let n = check_square("matrix A", a)?;
+    check_symmetric("matrix A", a)?;
+    let c = (0..n)
+        .map(|i| {
+            a[(i, i)]
+                + (0..n)
+                    .filter(|&j| j != i)
+                    .map(|j| a[(i, j)].abs())
+                    .sum::<f64>()
+        })
+        .fold(f64::NEG_INFINITY, f64::max)
+        + 1.0;
+    let shifted = Mat::from_fn(n, n, |i, j| if i == j { c } else { 0.0 } - a[(i, j)]);
+    let est = expnegm(shifted.as_ref(), cfg)?;
+    let s = c.exp();
+    Ok(Estimate {
+        value: Mat::from_fn(n, n, |i, j| s * est.value[(i, j)]),
+        std_error: Mat::from_fn(n, n, |i, j| s * est.std_error[(i, j)]),
+        error_estimate: s * est.error_estimate,
+        analog_time: est.analog_time,
+        readouts: est.readouts,
+    })
+}
+
+/// A first-order model of an analog thermodynamic device's wall-clock time and energy
+/// (assumptions, not measurements; every constant is a public field).
+///
+/// * Time: load `d²` matrix entries (and `d` vector entries) through `dacs` parallel
+///   DACs at `dac_rate` values/s each; run for `analog_time × rc` seconds; read
+///   `readouts × d` values through `adcs` parallel ADCs at `adc_rate` values/s
+///   (readout overlaps the run, so the run phase takes the longer of the two).
+/// * Energy: `dac_energy` per loaded value, `adc_energy` per read value, and
+///   `cell_power` per coupled cell (`d²` of them) during the run.
+///
+/// Defaults: RC = 1 µs (the paper's time constant), 1 GS/s DAC/ADC channels with
+/// `d` channels each, 1 pJ per conversion, 1 µW per cell.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct HardwareModel {
+    pub rc: f64,
+    pub dac_rate: f64,
+    pub adc_rate: f64,
+    /// Parallel DAC channels; 0 means `d`.
+    pub dacs: usize,
+    /// Parallel ADC channels; 0 means `d`.
+    pub adcs: usize,
+    pub dac_energy: f64,
+    pub adc_energy: f64,
+    pub cell_power: f64,
+}
+
+impl Default for HardwareModel {
+    fn default() -> Self {
+        Self {
+            rc: 1e-6,
+            dac_rate: 1e9,
+            adc_rate: 1e9,
+            dacs: 0,
+            adcs: 0,
+            dac_energy: 1e-12,
+            adc_energy: 1e-12,
+            cell_power: 1e-6,
+        }
+    }
+}
+
+/// Modelled device cost of one computation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct HardwareCost {
+    pub load_seconds: f64,
+    pub run_seconds: f64,
+    pub total_seconds: f64,
+    pub energy_joules: f64,
+}
+
+impl HardwareModel {
+    /// Cost of a run in dimension `d` with `readouts` readouts over `analog_time`.
+    pub fn cost(&self, d: usize, analog_time: f64, readouts: usize) -> HardwareCost {
+        let dacs = if self.dacs == 0 { d.max(1) } else { self.dacs } as f64;
+        let adcs = if self.adcs == 0 { d.max(1) } else { self.adcs } as f64;
+        let loaded = (d * d + d) as f64;
+        let read = (readouts * d) as f64;
+        let load_seconds = loaded / (dacs * self.dac_rate);
+        let run_seconds = (analog_time * self.rc).max(read / (adcs * self.adc_rate));
+        let energy_joules = loaded * self.dac_energy
+            + read * self.adc_energy
+            + (d * d) as f64 * self.cell_power * run_seconds;
+        HardwareCost {
+            load_seconds,
+            run_seconds,
+            total_seconds: load_seconds + run_seconds,
+            energy_joules,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_partition_readouts() {
+        let c = batch_counts(103, 5);
+        assert_eq!(c.iter().sum::<usize>(), 103);
+        let mut seen = vec![0; 5];
+        for_batches(0, 50, 103, 5, |b, _, k| seen[b] += k);
+        for_batches(50, 53, 103, 5, |b, _, k| seen[b] += k);
+        assert_eq!(seen, c);
+    }
+
+    #[test]
+    fn config_rejects_bad_values() {
+        let cfg = ThermoConfig {
+            sampling_interval: -1.0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            cfg.validate(),
+            Err(ThermoError::InvalidConfig {
+                field: "sampling_interval",
+                ..
+            })
+        ));
+        let cfg = ThermoConfig {
+            analog_time: 1.0,
+            burn_in: 0.0,
+            ..Default::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
+}

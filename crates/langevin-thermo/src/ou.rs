@@ -48,11 +48,15 @@
 use std::collections::HashMap;
 
 use faer::linalg::matmul::matmul;
+use faer::linalg::solvers::DenseSolveCore;
 use faer::prelude::*;
-use faer::{Accum, Mat, MatRef, Side};
+use faer::{Accum, Side};
 use rand::Rng;
 
 use crate::error::{Result, ThermoError};
+
+/// Re-exported so that users (and the CLI) need no direct faer dependency.
+pub use faer::{Mat, MatRef};
 use langevin_core::rng::fill_standard_normal;
 
 /// Steps of consecutive equal step size whose noise is drawn per block.
@@ -542,7 +546,8 @@ impl OuProcess {
             let key = cache_key(h);
             // Length of the run of steps sharing this transition, capped at BLOCK.
             let mut len = 1;
-            while len < BLOCK && k + len < steps && cache_key(ts[k + len + 1] - ts[k + len]) == key {
+            while len < BLOCK && k + len < steps && cache_key(ts[k + len + 1] - ts[k + len]) == key
+            {
                 len += 1;
             }
             self.transition(h)?;
