@@ -53,6 +53,9 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
         if cause.downcast_ref::<Diverged>().is_some() {
             return 3;
         }
+        if let Some(e) = cause.downcast_ref::<langevin_models::ModelError>() {
+            return if e.is_bad_input() { 2 } else { 1 };
+        }
         if let Some(e) = cause.downcast_ref::<langevin_core::Error>() {
             use langevin_core::Error as E;
             return match e {

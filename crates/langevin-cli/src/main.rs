@@ -2,13 +2,22 @@
 
 use clap::{Parser, Subcommand};
 
-mod emt;
 #[macro_use]
 mod exit;
+mod diagnose;
+mod emt;
+mod evaluate;
+mod fit;
+mod predict;
+mod runio;
 mod thermo;
 
 #[derive(Parser)]
-#[command(name = "langevin", version, about = "Bayesian learning and thermodynamic computing")]
+#[command(
+    name = "langevin",
+    version,
+    about = "Bayesian learning and thermodynamic computing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,6 +25,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Bayesian learning on a CSV file or a bundled data set (default: bundled iris_virginica).
+    Fit(Box<fit::FitArgs>),
+    /// Posterior predictive of a fitted run for new rows.
+    Predict(predict::PredictArgs),
+    /// Convergence diagnostics of a fitted run (mean, sd, ESS, R-hat).
+    Diagnose(diagnose::DiagnoseArgs),
     /// Thermodynamic computing: OU sampling, linear algebra, SPU, analog samplers, TNGD.
     #[command(subcommand)]
     Thermo(thermo::ThermoCommand),
@@ -27,6 +42,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Fit(a) => fit::run(*a),
+        Command::Predict(a) => predict::run(a),
+        Command::Diagnose(a) => diagnose::run(a),
         Command::Thermo(c) => thermo::run(c),
         Command::Emt(c) => emt::run(c),
     };

@@ -1,0 +1,1007 @@
+//! `langevin fit`: Bayesian learning on a CSV file or a bundled data set.
+//!
+//! Pipeline: load the table, split it (seeded), standardise features (and a
+//! regression target) with training statistics, build the model's
+//! batch-averaged log posterior, run `--chains` chains of the chosen sampler
+//! in parallel at temperature T = 1/N (T = 0 for `--method map`), append the
+//! kept draws to `samples.csv`, then summarise (ESS, R-hat), evaluate the
+//! posterior predictive on the held-out rows, plot, and write `summary.json`
+//! last (atomically).
+//!
+//! Reproducibility: chain `c` draws every random number (initial point,
+//! momenta, minibatch order, noise) from `chain_rng(seed, c)`; the split uses
+//! its own stream of the same seed. The result does not depend on the number
+//! of threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use langevin::sgmcmc::{
+    Baoa, BaoaConfig, MomentaInit, Sghmc, SghmcConfig, Sgld, SgldConfig, Sgnht, SgnhtConfig,
+};
+use langevin_core::{chain_rng, ChainRng, Transform, TransformState};
+use langevin_models::bundled;
+use langevin_models::data::{Dataset, Split, Standardizer};
+use langevin_models::{Batch, Model, ModelKind, ModelSpec, Noise, Task};
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::evaluate::{classification_metrics, predictive, regression_metrics, Predictive};
+use crate::exit::{bad_input, Diverged};
+use crate::runio::{num, write_json_atomic, RunMeta, SamplesWriter, RUN_VERSION};
+
+/// The bundled data set used when `--data` is not given.
+pub const DEFAULT_DATA: &str = "iris_virginica";
+
+/// Most draws used for the posterior predictive.
+const MAX_PREDICTIVE_DRAWS: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodArg {
+    Sgld,
+    Sghmc,
+    Sgnht,
+    Baoa,
+    Map,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelArg {
+    Linear,
+    Logistic,
+    Softmax,
+    Mlp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskArg {
+    Classification,
+    Regression,
+}
+
+/// Arguments of `langevin fit`.
+#[derive(Args, Debug, Clone)]
+pub struct FitArgs {
+    /// CSV file with a header row, or a bundled data set: iris_virginica (default),
+    /// iris, wine, breast_cancer, diabetes, digits.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Target column (default for a bundled set: its target).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Model (default: logistic for a two-class integer target, softmax for up
+    /// to 20 integer classes, else linear).
+    #[arg(long, value_enum)]
+    pub model: Option<ModelArg>,
+    /// Task of an MLP (default: classification for an integer target with at
+    /// most 20 distinct values, else regression).
+    #[arg(long, value_enum)]
+    pub task: Option<TaskArg>,
+    /// Hidden layer widths of the MLP, comma-separated.
+    #[arg(long, default_value = "64,64")]
+    pub hidden: String,
+    /// Sampler, or `map` (the same SGHMC machinery at temperature 0).
+    #[arg(long, value_enum, default_value = "sghmc")]
+    pub method: MethodArg,
+    /// Standard deviation of the Gaussian prior on every parameter.
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    pub prior_sd: f64,
+    /// Fix the regression noise sd (in standardised target units) instead of learning it.
+    #[arg(long, allow_hyphen_values = true)]
+    pub noise_sd: Option<f64>,
+    /// Step size ε (posteriors' `lr`). Default: see `docs/cli.md`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub step_size: Option<f64>,
+    /// Friction α of SGHMC, SGNHT and BAOA.
+    #[arg(long, allow_hyphen_values = true)]
+    pub friction: Option<f64>,
+    /// Steps per chain.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Steps discarded at the start of each chain (default: a quarter of --steps).
+    #[arg(long)]
+    pub burn_in: Option<u64>,
+    /// Keep every K-th step after burn-in (default: at most 1000 draws per chain).
+    #[arg(long)]
+    pub thin: Option<u64>,
+    /// Number of chains, run in parallel (default 4; 1 for map).
+    #[arg(long)]
+    pub chains: Option<usize>,
+    /// Minibatch size (default: all training rows up to 2000, else 256).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Fraction of rows held out for the test metrics; 0 fits on every row
+    /// (metrics are then on the training rows).
+    #[arg(long, default_value_t = 0.2, allow_hyphen_values = true)]
+    pub test_fraction: f64,
+    /// Seed of the split and of every chain.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory (default: runs/<UTC timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not standardise features (and a regression target).
+    #[arg(long)]
+    pub no_standardize: bool,
+    /// Stop with exit code 3 after this many divergent (non-finite) steps in a chain.
+    #[arg(long, default_value_t = 100)]
+    pub max_divergences: u64,
+    /// Skip the PNG plots.
+    #[arg(long)]
+    pub no_plots: bool,
+    /// No progress bar and no report on stdout.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The configuration as resolved (defaults filled in); saved in run.json and summary.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitConfig {
+    pub data: String,
+    pub target: String,
+    pub model: ModelKind,
+    pub task: String,
+    pub hidden: Vec<usize>,
+    pub method: MethodArg,
+    pub prior_sd: f64,
+    pub noise_sd: Option<f64>,
+    pub step_size: f64,
+    pub friction: f64,
+    pub temperature: f64,
+    pub steps: u64,
+    pub burn_in: u64,
+    pub thin: u64,
+    pub chains: usize,
+    pub batch_size: usize,
+    pub test_fraction: f64,
+    pub seed: u64,
+    pub standardize: bool,
+    pub max_divergences: u64,
+    pub n_rows: usize,
+    pub n_train: usize,
+    pub n_test: usize,
+    pub metrics_on: &'static str,
+}
+
+/// Default step size ε per method (batch-averaged log posterior, standardised data).
+pub fn default_step_size(method: MethodArg) -> f64 {
+    match method {
+        MethodArg::Sgld => 1e-3,
+        MethodArg::Sghmc | MethodArg::Sgnht => 1e-2,
+        MethodArg::Baoa => 5e-2,
+        MethodArg::Map => 1e-1,
+    }
+}
+
+/// Default friction α per method.
+pub fn default_friction(method: MethodArg) -> f64 {
+    match method {
+        MethodArg::Sgld => 0.0,
+        _ => 1.0,
+    }
+}
+
+fn parse_hidden(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|t| {
+            let t = t.trim();
+            match t.parse::<usize>() {
+                Ok(v) if v > 0 => Ok(v),
+                _ => Err(bad_input(format!(
+                    "--hidden: `{t}` is not a positive integer (expected widths like 64,64)"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Load `--data` (a file, or a bundled name) with `--target`.
+pub fn load_data(data: Option<&str>, target: Option<&str>) -> Result<(Dataset, String)> {
+    let data = data.unwrap_or(DEFAULT_DATA);
+    let path = Path::new(data);
+    if path.is_file() {
+        let Some(target) = target else {
+            crate::bail_input!(
+                "--target is required with a data file (the name of the target column of {data})"
+            );
+        };
+        let ds = langevin_models::load_csv(path, target).map_err(bad_input)?;
+        return Ok((ds, data.to_string()));
+    }
+    if let Some(b) = bundled::find(data) {
+        let ds = b.load(target).map_err(bad_input)?;
+        return Ok((ds, format!("bundled:{}", b.name)));
+    }
+    let names: Vec<&str> = bundled::BUNDLED.iter().map(|b| b.name).collect();
+    crate::bail_input!(
+        "--data {data}: no such file, and no bundled data set of that name (bundled: {})",
+        names.join(", ")
+    )
+}
+
+/// Classification-looking target: integer values, at most 20 distinct.
+fn looks_categorical(ds: &Dataset) -> Option<usize> {
+    let mut seen: Vec<f64> = Vec::new();
+    for &v in &ds.y {
+        if v.fract() != 0.0 {
+            return None;
+        }
+        if !seen.contains(&v) {
+            seen.push(v);
+            if seen.len() > 20 {
+                return None;
+            }
+        }
+    }
+    Some(seen.len())
+}
+
+fn check_positive(name: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        crate::bail_input!("--{name} must be a finite number > 0, got {v}");
+    }
+    Ok(())
+}
+
+/// Data prepared for fitting: standardised training and evaluation rows.
+pub struct Prepared {
+    pub model: Model,
+    pub meta_standardizer: Option<Standardizer>,
+    pub target_scaler: Option<(f64, f64)>,
+    pub class_labels: Vec<f64>,
+    pub train_x: Vec<f64>,
+    /// Class indices, or model-unit regression targets.
+    pub train_y: Vec<f64>,
+    pub eval_x: Vec<f64>,
+    pub eval_y: Vec<f64>,
+    /// Evaluation targets in data units (regression) or class indices.
+    pub eval_y_raw: Vec<f64>,
+}
+
+/// Resolve every option, validate, load and prepare the data.
+pub fn prepare(args: &FitArgs) -> Result<(FitConfig, Prepared, String)> {
+    let (ds, data_name) = load_data(args.data.as_deref(), args.target.as_deref())?;
+    check_positive("prior-sd", args.prior_sd)?;
+    if let Some(s) = args.noise_sd {
+        check_positive("noise-sd", s)?;
+    }
+    let method = args.method;
+    let step_size = args.step_size.unwrap_or(default_step_size(method));
+    check_positive("step-size", step_size)?;
+    let friction = args.friction.unwrap_or(default_friction(method));
+    if !(friction.is_finite() && friction >= 0.0) {
+        crate::bail_input!("--friction must be a finite number >= 0, got {friction}");
+    }
+    let is_map = method == MethodArg::Map;
+    let steps = args.steps.unwrap_or(if is_map { 5_000 } else { 20_000 });
+    if steps == 0 {
+        crate::bail_input!("--steps must be at least 1");
+    }
+    let burn_in = args.burn_in.unwrap_or(if is_map { 0 } else { steps / 4 });
+    if burn_in >= steps {
+        crate::bail_input!("--burn-in ({burn_in}) must be smaller than --steps ({steps})");
+    }
+    let chains = args.chains.unwrap_or(if is_map { 1 } else { 4 });
+    if chains == 0 {
+        crate::bail_input!("--chains must be at least 1");
+    }
+    if chains > 1024 {
+        crate::bail_input!("--chains {chains} is too many (at most 1024)");
+    }
+    if args.thin == Some(0) {
+        crate::bail_input!("--thin must be at least 1");
+    }
+    if args.batch_size == Some(0) {
+        crate::bail_input!("--batch-size must be at least 1");
+    }
+    if !(args.test_fraction.is_finite() && (0.0..1.0).contains(&args.test_fraction)) {
+        crate::bail_input!(
+            "--test-fraction must be in [0, 1), got {}",
+            args.test_fraction
+        );
+    }
+    let hidden = parse_hidden(&args.hidden)?;
+
+    // Model and task.
+    let categorical = looks_categorical(&ds);
+    let kind = match args.model {
+        Some(ModelArg::Linear) => ModelKind::Linear,
+        Some(ModelArg::Logistic) => ModelKind::Logistic,
+        Some(ModelArg::Softmax) => ModelKind::Softmax,
+        Some(ModelArg::Mlp) => ModelKind::Mlp,
+        None => match categorical {
+            Some(2) => ModelKind::Logistic,
+            Some(k) if k > 2 => ModelKind::Softmax,
+            _ => ModelKind::Linear,
+        },
+    };
+    let classification = match kind {
+        ModelKind::Linear => {
+            if args.task == Some(TaskArg::Classification) {
+                crate::bail_input!("--task classification does not fit --model linear");
+            }
+            false
+        }
+        ModelKind::Logistic | ModelKind::Softmax => {
+            if args.task == Some(TaskArg::Regression) {
+                crate::bail_input!("--task regression does not fit --model {kind}");
+            }
+            true
+        }
+        ModelKind::Mlp => match args.task {
+            Some(t) => t == TaskArg::Classification,
+            None => categorical.is_some_and(|k| k >= 2),
+        },
+    };
+    let class_labels = if classification {
+        ds.class_labels().map_err(bad_input)?
+    } else {
+        Vec::new()
+    };
+    let task = if classification {
+        Task::Classification {
+            n_classes: class_labels.len(),
+        }
+    } else {
+        Task::Regression
+    };
+
+    // Split and standardise.
+    let split = Split::new(ds.n(), args.test_fraction, args.seed).map_err(bad_input)?;
+    let train = ds.subset(&split.train);
+    let (eval, metrics_on) = if split.test.is_empty() {
+        (train.clone(), "train")
+    } else {
+        (ds.subset(&split.test), "test")
+    };
+    let standardize = !args.no_standardize;
+    let mut train_x = train.x.clone();
+    let mut eval_x = eval.x.clone();
+    let standardizer = if standardize {
+        let s = Standardizer::fit(&train_x, ds.d());
+        s.apply(&mut train_x);
+        s.apply(&mut eval_x);
+        Some(s)
+    } else {
+        None
+    };
+    let (train_y, eval_y, eval_y_raw, target_scaler) = if classification {
+        let ty = train.class_indices(&class_labels).map_err(bad_input)?;
+        let ey = eval.class_indices(&class_labels).map_err(bad_input)?;
+        (ty, ey.clone(), ey, None)
+    } else {
+        let scaler = if standardize {
+            let s = Standardizer::fit(&train.y, 1);
+            Some((s.mean[0], s.sd[0]))
+        } else {
+            None
+        };
+        let (m, sd) = scaler.unwrap_or((0.0, 1.0));
+        let ty = train.y.iter().map(|y| (y - m) / sd).collect();
+        let ey = eval.y.iter().map(|y| (y - m) / sd).collect();
+        (ty, ey, eval.y.clone(), scaler)
+    };
+    let n_train = train.n();
+    let spec = ModelSpec {
+        kind,
+        task,
+        feature_names: ds.feature_names.clone(),
+        hidden: if kind == ModelKind::Mlp {
+            hidden.clone()
+        } else {
+            Vec::new()
+        },
+        prior_sd: args.prior_sd,
+        noise: match args.noise_sd {
+            Some(s) => Noise::Fixed(s),
+            None => Noise::Learned,
+        },
+        n_train,
+    };
+    let model = Model::new(spec).map_err(bad_input)?;
+    let batch_size = args
+        .batch_size
+        .unwrap_or(if n_train <= 2000 { n_train } else { 256 })
+        .min(n_train);
+    let kept = if is_map { 1 } else { steps - burn_in };
+    // At most 1000 draws per chain and about 4 million stored numbers in all.
+    let max_draws = (4_000_000 / (model.n_params() * chains).max(1)).clamp(10, 1000) as u64;
+    let thin = args.thin.unwrap_or(kept.div_ceil(max_draws).max(1));
+    let temperature = if is_map { 0.0 } else { 1.0 / n_train as f64 };
+    let config = FitConfig {
+        data: data_name.clone(),
+        target: ds.target_name.clone(),
+        model: kind,
+        task: if classification {
+            "classification"
+        } else {
+            "regression"
+        }
+        .into(),
+        hidden: if kind == ModelKind::Mlp {
+            hidden
+        } else {
+            Vec::new()
+        },
+        method,
+        prior_sd: args.prior_sd,
+        noise_sd: args.noise_sd,
+        step_size,
+        friction,
+        temperature,
+        steps,
+        burn_in,
+        thin,
+        chains,
+        batch_size,
+        test_fraction: args.test_fraction,
+        seed: args.seed,
+        standardize,
+        max_divergences: args.max_divergences,
+        n_rows: ds.n(),
+        n_train,
+        n_test: split.test.len(),
+        metrics_on,
+    };
+    Ok((
+        config,
+        Prepared {
+            model,
+            meta_standardizer: standardizer,
+            target_scaler,
+            class_labels,
+            train_x,
+            train_y,
+            eval_x,
+            eval_y,
+            eval_y_raw,
+        },
+        data_name,
+    ))
+}
+
+/// Minibatches of the training set for one chain (reshuffled every epoch
+/// with the chain's generator; the full batch is built once and reused).
+struct Batcher<'a> {
+    full: &'a Batch,
+    n: usize,
+    size: usize,
+    order: Vec<u32>,
+    pos: usize,
+}
+
+impl<'a> Batcher<'a> {
+    fn new(full: &'a Batch, n: usize, size: usize) -> Self {
+        Self {
+            full,
+            n,
+            size,
+            order: (0..n as u32).collect(),
+            pos: n,
+        }
+    }
+
+    fn next(&mut self, rng: &mut ChainRng) -> Result<std::borrow::Cow<'a, Batch>> {
+        if self.size >= self.n {
+            return Ok(std::borrow::Cow::Borrowed(self.full));
+        }
+        if self.pos + self.size > self.n {
+            self.order.shuffle(rng);
+            self.pos = 0;
+        }
+        let idx = &self.order[self.pos..self.pos + self.size];
+        self.pos += self.size;
+        let it = Tensor::from_slice(idx, self.size, self.full.x.device())?;
+        Ok(std::borrow::Cow::Owned(Batch {
+            x: self.full.x.index_select(&it, 0)?,
+            y: self.full.y.index_select(&it, 0)?,
+        }))
+    }
+}
+
+/// What one chain produced.
+struct ChainOut {
+    draws: Vec<Vec<f64>>,
+    divergences: u64,
+    stopped: bool,
+}
+
+struct Ctx<'a> {
+    cfg: &'a FitConfig,
+    model: &'a Model,
+    full: &'a Batch,
+    writer: &'a SamplesWriter,
+    progress: &'a ProgressBar,
+    abort: &'a AtomicBool,
+}
+
+fn run_chain<T>(t: &T, ctx: &Ctx<'_>, chain: usize) -> Result<ChainOut>
+where
+    T: Transform<Batch = Batch>,
+{
+    let cfg = ctx.cfg;
+    let mut rng = chain_rng(cfg.seed, chain as u64);
+    let p0 = ctx.model.init(&mut rng);
+    let mut state = t.init(p0, &mut rng)?;
+    let mut batcher = Batcher::new(ctx.full, cfg.n_train, cfg.batch_size);
+    let mut out = ChainOut {
+        draws: Vec::new(),
+        divergences: 0,
+        stopped: false,
+    };
+    let is_map = cfg.method == MethodArg::Map;
+    let tick = 100u64;
+    for step in 0..cfg.steps {
+        if ctx.abort.load(Ordering::Relaxed) {
+            break;
+        }
+        let batch = batcher.next(&mut rng)?;
+        match t.step(&mut state, &batch, &mut rng) {
+            Ok(_) => {}
+            Err(langevin_core::Error::NonFiniteLogDensity { .. }) => {
+                out.divergences += 1;
+                if out.divergences > cfg.max_divergences {
+                    out.stopped = true;
+                    break;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let keep = if is_map {
+            step + 1 == cfg.steps
+        } else {
+            step >= cfg.burn_in && (step + 1 - cfg.burn_in) % cfg.thin == 0
+        };
+        if keep {
+            let v = state.params().values().to_vec();
+            ctx.writer.append(chain, out.draws.len(), &v)?;
+            out.draws.push(v);
+        }
+        if (step + 1) % tick == 0 {
+            ctx.progress.inc(tick);
+        }
+    }
+    Ok(out)
+}
+
+fn run_all<T>(t: &T, ctx: &Ctx<'_>) -> Result<Vec<ChainOut>>
+where
+    T: Transform<Batch = Batch>,
+{
+    (0..ctx.cfg.chains)
+        .into_par_iter()
+        .map(|c| {
+            let r = run_chain(t, ctx, c);
+            if r.is_err() {
+                ctx.abort.store(true, Ordering::Relaxed);
+            }
+            r
+        })
+        .collect()
+}
+
+fn default_out_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let base = format!(
+        "runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    let mut p = PathBuf::from(&base);
+    let mut i = 2;
+    while p.exists() {
+        p = PathBuf::from(format!("{base}-{i}"));
+        i += 1;
+    }
+    p
+}
+
+/// Prepare DIR: create it, and remove the files a previous run left there
+/// (so a stale summary.json never claims success for this run).
+fn prepare_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))
+        .map_err(|e| bad_input(format!("{e:#}")))?;
+    for f in [
+        "summary.json",
+        "summary.json.tmp",
+        "samples.csv",
+        "run.json",
+        "trace.png",
+        "marginals.png",
+        "reliability.png",
+    ] {
+        let p = dir.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing stale {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Run `langevin fit`.
+pub fn run(args: FitArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let (cfg, prep, data_name) = prepare(&args)?;
+    let out_dir = args.out.clone().unwrap_or_else(default_out_dir);
+    prepare_out_dir(&out_dir)?;
+    if !args.quiet {
+        if args.data.is_none() {
+            eprintln!(
+                "no --data given: using the bundled data set `{DEFAULT_DATA}` (target `{}`)",
+                cfg.target
+            );
+        }
+        eprintln!(
+            "fitting {} ({}) on {} ({} rows: {} train, {} test) with {:?}: {} chains x {} steps",
+            cfg.model,
+            cfg.task,
+            data_name,
+            cfg.n_rows,
+            cfg.n_train,
+            cfg.n_test,
+            cfg.method,
+            cfg.chains,
+            cfg.steps
+        );
+    }
+    let model = &prep.model;
+    let meta = RunMeta {
+        version: RUN_VERSION,
+        model: model.spec().clone(),
+        standardizer: prep.meta_standardizer.clone(),
+        target_scaler: prep.target_scaler,
+        class_labels: prep.class_labels.clone(),
+        target: cfg.target.clone(),
+        param_names: model.param_names().to_vec(),
+        config: serde_json::to_value(&cfg)?,
+    };
+    write_json_atomic(&out_dir.join("run.json"), &meta)?;
+    let writer = SamplesWriter::create(&out_dir.join("samples.csv"), model.param_names())?;
+
+    let device = Device::Cpu;
+    let dtype = DType::F32;
+    let full = model.batch(&prep.train_x, &prep.train_y, dtype, &device)?;
+    let density = model.density(dtype, &device);
+    let progress = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new(cfg.steps / 100 * 100 * cfg.chains as u64);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    };
+    let abort = AtomicBool::new(false);
+    let ctx = Ctx {
+        cfg: &cfg,
+        model,
+        full: &full,
+        writer: &writer,
+        progress: &progress,
+        abort: &abort,
+    };
+    let eps = cfg.step_size;
+    let temp = cfg.temperature;
+    let outs = match cfg.method {
+        MethodArg::Sgld => {
+            let t = Sgld::new(
+                &density,
+                SgldConfig {
+                    step_size: eps.into(),
+                    temperature: temp.into(),
+                    beta: 0.0,
+                },
+            )
+            .map_err(bad_input)?;
+            run_all(&t, &ctx)
+        }
+        MethodArg::Sghmc | MethodArg::Map => {
+            let t = Sghmc::new(
+                &density,
+                SghmcConfig {
+                    step_size: eps.into(),
+                    temperature: temp.into(),
+                    friction: cfg.friction,
+                    beta: 0.0,
+                    sigma: 1.0,
+                    momenta: if cfg.method == MethodArg::Map {
+                        MomentaInit::Constant(0.0)
+                    } else {
+                        MomentaInit::Normal
+                    },
+                },
+            )
+            .map_err(bad_input)?;
+            run_all(&t, &ctx)
+        }
+        MethodArg::Sgnht => {
+            let t = Sgnht::new(
+                &density,
+                SgnhtConfig {
+                    step_size: eps.into(),
+                    temperature: temp.into(),
+                    friction: cfg.friction,
+                    beta: 0.0,
+                    sigma: 1.0,
+                    momenta: MomentaInit::Normal,
+                    thermostat: None,
+                },
+            )
+            .map_err(bad_input)?;
+            run_all(&t, &ctx)
+        }
+        MethodArg::Baoa => {
+            let t = Baoa::new(
+                &density,
+                BaoaConfig {
+                    step_size: eps.into(),
+                    temperature: temp.into(),
+                    friction: cfg.friction,
+                    sigma: 1.0,
+                    momenta: MomentaInit::Normal,
+                },
+            )
+            .map_err(bad_input)?;
+            run_all(&t, &ctx)
+        }
+    };
+    progress.finish_and_clear();
+    writer.flush()?;
+    let outs = outs?;
+    let divergences: Vec<u64> = outs.iter().map(|o| o.divergences).collect();
+    if outs.iter().any(|o| o.stopped) {
+        return Err(anyhow::Error::new(Diverged(format!(
+            "stopped: more than {} divergent steps (non-finite log posterior) in a chain \
+             (per chain: {divergences:?}); the draws collected so far are in {}. \
+             Try a smaller --step-size.",
+            cfg.max_divergences,
+            out_dir.join("samples.csv").display()
+        ))));
+    }
+    let chains: Vec<Vec<Vec<f64>>> = outs.into_iter().map(|o| o.draws).collect();
+    let summary = summarize_and_report(&cfg, &prep, &chains, &divergences, &out_dir, &args, t0)?;
+    write_json_atomic(&out_dir.join("summary.json"), &summary)?;
+    if !args.quiet {
+        println!("wrote {}", out_dir.display());
+    }
+    Ok(())
+}
+
+/// Per-parameter summaries (mean, sd, ESS, R-hat) of draws `chains[c][i][j]`.
+pub fn param_summaries(names: &[String], chains: &[Vec<Vec<f64>>]) -> Vec<serde_json::Value> {
+    let min_draws = chains.iter().map(|c| c.len()).min().unwrap_or(0);
+    names
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            let per_chain: Vec<Vec<f64>> = chains
+                .iter()
+                .map(|c| c[..min_draws].iter().map(|d| d[j]).collect())
+                .collect();
+            let pooled: Vec<f64> = per_chain.iter().flatten().copied().collect();
+            let n = pooled.len().max(1) as f64;
+            let mean = pooled.iter().sum::<f64>() / n;
+            let sd = if pooled.len() > 1 {
+                (pooled.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+            } else {
+                f64::NAN
+            };
+            let refs: Vec<&[f64]> = per_chain.iter().map(|c| c.as_slice()).collect();
+            let (ess_bulk, ess_tail, rhat) = match langevin::diagnostics::summarize(&refs) {
+                Ok(s) if min_draws >= langevin::diagnostics::MIN_DRAWS => {
+                    (s.ess_bulk, s.ess_tail, s.rhat)
+                }
+                _ => (f64::NAN, f64::NAN, f64::NAN),
+            };
+            json!({
+                "name": name,
+                "mean": num(mean),
+                "sd": num(sd),
+                "ess_bulk": num(ess_bulk),
+                "ess_tail": num(ess_tail),
+                "rhat": num(rhat),
+            })
+        })
+        .collect()
+}
+
+fn summarize_and_report(
+    cfg: &FitConfig,
+    prep: &Prepared,
+    chains: &[Vec<Vec<f64>>],
+    divergences: &[u64],
+    out_dir: &Path,
+    args: &FitArgs,
+    t0: Instant,
+) -> Result<serde_json::Value> {
+    let model = &prep.model;
+    let names = model.param_names();
+    let params = param_summaries(names, chains);
+    let all: Vec<&[f64]> = chains
+        .iter()
+        .flat_map(|c| c.iter().map(|d| d.as_slice()))
+        .collect();
+    if all.is_empty() {
+        anyhow::bail!("no draws were collected");
+    }
+    let draws: Vec<&[f64]> = if all.len() > MAX_PREDICTIVE_DRAWS {
+        (0..MAX_PREDICTIVE_DRAWS)
+            .map(|i| all[i * all.len() / MAX_PREDICTIVE_DRAWS])
+            .collect()
+    } else {
+        all
+    };
+    let pred = predictive(model, &draws, &prep.eval_x)?;
+    let on = cfg.metrics_on;
+    let mut metrics = serde_json::Map::new();
+    let mut reliability = None;
+    match &pred {
+        Predictive::Classification { probs, k, .. } => {
+            let y: Vec<usize> = prep.eval_y.iter().map(|&v| v as usize).collect();
+            let m = classification_metrics(probs, *k, &y, 10);
+            metrics.insert(format!("{on}_nll"), num(m.nll));
+            metrics.insert(format!("{on}_accuracy"), num(m.accuracy));
+            metrics.insert("ece".into(), num(m.calibration.ece));
+            metrics.insert("brier".into(), num(m.brier));
+            reliability = Some(m.calibration);
+        }
+        Predictive::Regression { means, sds } => {
+            let (shift, scale) = prep.target_scaler.unwrap_or((0.0, 1.0));
+            let (rmse, nll) = regression_metrics(means, sds, &prep.eval_y_raw, scale, shift);
+            metrics.insert(format!("{on}_nll"), num(nll));
+            metrics.insert(format!("{on}_rmse"), num(rmse));
+        }
+    }
+    metrics.insert("metrics_on".into(), json!(on));
+    metrics.insert("n_eval".into(), json!(prep.eval_y.len()));
+    metrics.insert("predictive_draws".into(), json!(draws.len()));
+
+    let mut plots = Vec::new();
+    if !args.no_plots {
+        let max_plot = 12.min(names.len());
+        let plot_names: Vec<String> = names[..max_plot].to_vec();
+        let more = if names.len() > max_plot {
+            format!(" (first {max_plot} of {} parameters)", names.len())
+        } else {
+            String::new()
+        };
+        let min_draws = chains.iter().map(|c| c.len()).min().unwrap_or(0);
+        let title = format!("{} {} on {}", cfg.method_name(), cfg.model, cfg.data);
+        if min_draws >= 2 {
+            let traces: Vec<Vec<Vec<f64>>> = (0..max_plot)
+                .map(|j| {
+                    chains
+                        .iter()
+                        .map(|c| c.iter().map(|d| d[j]).collect())
+                        .collect()
+                })
+                .collect();
+            let pooled: Vec<Vec<f64>> = traces.iter().map(|t| t.concat()).collect();
+            plot(
+                &mut plots,
+                "trace.png",
+                langevin_plot::trace_grid_png(
+                    out_dir.join("trace.png"),
+                    &format!("trace: {title}{more}"),
+                    &plot_names,
+                    &traces,
+                ),
+            );
+            plot(
+                &mut plots,
+                "marginals.png",
+                langevin_plot::marginals_grid_png(
+                    out_dir.join("marginals.png"),
+                    &format!("posterior marginals: {title}{more}"),
+                    &plot_names,
+                    &pooled,
+                    30,
+                ),
+            );
+        }
+        if let Some(cal) = &reliability {
+            plot(
+                &mut plots,
+                "reliability.png",
+                langevin_plot::reliability_png(
+                    out_dir.join("reliability.png"),
+                    &format!("reliability ({on} rows): {title}"),
+                    &cal.bin_confidence,
+                    &cal.bin_accuracy,
+                    &cal.bin_counts,
+                ),
+            );
+        }
+    }
+
+    let summary = json!({
+        "params": params,
+        "metrics": metrics,
+        "divergences": divergences.iter().sum::<u64>(),
+        "divergences_per_chain": divergences,
+        "draws_per_chain": chains.iter().map(|c| c.len()).collect::<Vec<_>>(),
+        "plots": plots,
+        "config": serde_json::to_value(cfg)?,
+        "seconds": t0.elapsed().as_secs_f64(),
+    });
+    if !args.quiet {
+        print_report(cfg, &summary);
+    }
+    Ok(summary)
+}
+
+fn plot(done: &mut Vec<String>, name: &str, r: std::result::Result<(), langevin_plot::PlotError>) {
+    match r {
+        Ok(()) => done.push(name.to_string()),
+        Err(e) => eprintln!("warning: plot {name} not written: {e}"),
+    }
+}
+
+impl FitConfig {
+    fn method_name(&self) -> &'static str {
+        match self.method {
+            MethodArg::Sgld => "SGLD",
+            MethodArg::Sghmc => "SGHMC",
+            MethodArg::Sgnht => "SGNHT",
+            MethodArg::Baoa => "BAOA",
+            MethodArg::Map => "MAP",
+        }
+    }
+}
+
+fn print_report(cfg: &FitConfig, summary: &serde_json::Value) {
+    let params = summary["params"].as_array().cloned().unwrap_or_default();
+    if params.len() <= 40 {
+        println!("{}", crate::diagnose::table(&params));
+    } else {
+        println!("({} parameters: see summary.json)", params.len());
+    }
+    let m = &summary["metrics"];
+    let on = cfg.metrics_on;
+    let mut line = format!("{on} metrics ({} rows):", m["n_eval"]);
+    for key in ["nll", "accuracy", "rmse"] {
+        if let Some(v) = m[format!("{on}_{key}")].as_f64() {
+            line += &format!(" {key} {v:.4}");
+        }
+    }
+    for key in ["ece", "brier"] {
+        if let Some(v) = m[key].as_f64() {
+            line += &format!(" {key} {v:.4}");
+        }
+    }
+    println!("{line}");
+    let div = summary["divergences"].as_u64().unwrap_or(0);
+    if div > 0 {
+        println!("divergent steps (skipped): {div}");
+    }
+    println!("time: {:.2} s", summary["seconds"].as_f64().unwrap_or(0.0));
+}

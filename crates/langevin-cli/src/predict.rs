@@ -1,0 +1,187 @@
+//! `langevin predict --run DIR --data FILE.csv --out preds.csv`: the posterior
+//! predictive of a fitted run for new rows.
+//!
+//! Output columns, one row per data row:
+//! * classification: `row, predicted, prob_<label>..., total_uncertainty,
+//!   aleatoric_uncertainty, epistemic_uncertainty` (nats: entropy of the mean
+//!   prediction = mean entropy of each draw's prediction + mutual information);
+//! * regression: `row, mean, sd, aleatoric_sd, epistemic_sd` in data units
+//!   (sd² = aleatoric_sd² + epistemic_sd²: mean noise variance plus the
+//!   variance of the draws' means).
+//!
+//! `row` is the line of the row in the input file. When the file has the
+//! target column, the metrics are printed to stderr.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use langevin_models::bundled;
+use langevin_models::data::{load_csv_columns, Columns, Dataset};
+use langevin_models::Model;
+
+use crate::evaluate::{
+    argmax, classification_metrics, entropy, mixture_moments, predictive, regression_metrics,
+    Predictive,
+};
+use crate::exit::bad_input;
+use crate::runio::{read_meta, read_samples};
+
+/// Arguments of `langevin predict`.
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// A directory written by `langevin fit`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// CSV file with (at least) the model's feature columns, or a bundled data set name.
+    #[arg(long)]
+    pub data: String,
+    /// Output CSV (default: DIR/predictions.csv; `-` for stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Most posterior draws to average over (spread evenly over the chains).
+    #[arg(long, default_value_t = 1000)]
+    pub max_draws: usize,
+}
+
+fn fmt_label(v: f64) -> String {
+    format!("{v}")
+}
+
+fn load(data: &str, features: &[String], target: &str) -> Result<Dataset> {
+    let cols = Columns {
+        features: Some(features),
+        target: Some(target),
+        require_target: false,
+    };
+    let path = Path::new(data);
+    if path.is_file() {
+        return load_csv_columns(path, cols).map_err(bad_input);
+    }
+    if let Some(b) = bundled::find(data) {
+        return langevin_models::data::load_csv_str_columns(
+            &format!("bundled:{}", b.name),
+            b.text,
+            cols,
+        )
+        .map_err(bad_input);
+    }
+    crate::bail_input!("--data {data}: no such file, and no bundled data set of that name")
+}
+
+/// Run `langevin predict`.
+pub fn run(args: PredictArgs) -> Result<()> {
+    if args.max_draws == 0 {
+        crate::bail_input!("--max-draws must be at least 1");
+    }
+    let meta = read_meta(&args.run)?;
+    let samples = read_samples(&args.run.join("samples.csv"))?;
+    let model = Model::new(meta.model.clone()).map_err(bad_input)?;
+    if samples.names != model.param_names() {
+        crate::bail_input!(
+            "{}: the columns of samples.csv do not match the model in run.json",
+            args.run.display()
+        );
+    }
+    if samples
+        .chains
+        .iter()
+        .flatten()
+        .any(|d| d.len() != model.n_params())
+    {
+        crate::bail_input!(
+            "{}: a row of samples.csv has the wrong number of values",
+            args.run.display()
+        );
+    }
+    let ds = load(&args.data, &meta.model.feature_names, &meta.target)?;
+    let mut x = ds.x.clone();
+    if let Some(s) = &meta.standardizer {
+        s.apply(&mut x);
+    }
+    let draws = samples.pooled(args.max_draws);
+    let pred = predictive(&model, &draws, &x)?;
+    let out_path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.run.join("predictions.csv"));
+    let mut text = String::new();
+    match &pred {
+        Predictive::Classification {
+            probs,
+            k,
+            aleatoric,
+        } => {
+            text += "row,predicted";
+            for l in &meta.class_labels {
+                text += &format!(",prob_{}", fmt_label(*l));
+            }
+            text += ",total_uncertainty,aleatoric_uncertainty,epistemic_uncertainty\n";
+            for (i, row) in probs.chunks_exact(*k).enumerate() {
+                let (c, _) = argmax(row);
+                let total = entropy(row);
+                text += &format!("{},{}", ds.lines[i], fmt_label(meta.class_labels[c]));
+                for p in row {
+                    text += &format!(",{p}");
+                }
+                text += &format!(
+                    ",{total},{},{}\n",
+                    aleatoric[i],
+                    (total - aleatoric[i]).max(0.0)
+                );
+            }
+            if ds.has_target() {
+                let y = ds.class_indices(&meta.class_labels).map_err(bad_input)?;
+                let y: Vec<usize> = y.iter().map(|&v| v as usize).collect();
+                let m = classification_metrics(probs, *k, &y, 10);
+                eprintln!(
+                    "metrics on {} rows: nll {:.4} accuracy {:.4} ece {:.4} brier {:.4}",
+                    y.len(),
+                    m.nll,
+                    m.accuracy,
+                    m.calibration.ece,
+                    m.brier
+                );
+            }
+        }
+        Predictive::Regression { means, sds } => {
+            let (shift, scale) = meta.target_scaler.unwrap_or((0.0, 1.0));
+            let (mean, var) = mixture_moments(means, sds, scale, shift);
+            let s = sds.len().max(1) as f64;
+            let alea_var = sds.iter().map(|v| v * v).sum::<f64>() / s * scale * scale;
+            text += "row,mean,sd,aleatoric_sd,epistemic_sd\n";
+            for i in 0..mean.len() {
+                let epi = (var[i] - alea_var).max(0.0);
+                text += &format!(
+                    "{},{},{},{},{}\n",
+                    ds.lines[i],
+                    mean[i],
+                    var[i].sqrt(),
+                    alea_var.sqrt(),
+                    epi.sqrt()
+                );
+            }
+            if ds.has_target() {
+                let (rmse, nll) = regression_metrics(means, sds, &ds.y, scale, shift);
+                eprintln!(
+                    "metrics on {} rows: nll {nll:.4} rmse {rmse:.4}",
+                    ds.y.len()
+                );
+            }
+        }
+    }
+    if out_path.as_os_str() == "-" {
+        std::io::stdout().write_all(text.as_bytes())?;
+    } else {
+        std::fs::write(&out_path, text)
+            .with_context(|| format!("writing {}", out_path.display()))?;
+        eprintln!(
+            "wrote {} ({} rows, {} posterior draws)",
+            out_path.display(),
+            ds.n(),
+            draws.len()
+        );
+    }
+    Ok(())
+}
