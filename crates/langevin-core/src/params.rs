@@ -58,7 +58,11 @@ impl ParamLayout {
             offsets.push(len);
             len += s.numel();
         }
-        Ok(Self { specs, offsets, len })
+        Ok(Self {
+            specs,
+            offsets,
+            len,
+        })
     }
 
     /// A layout with a single vector parameter called `name`.
@@ -232,7 +236,11 @@ mod tests {
         let l = ParamLayout::vector("x", 3);
         assert!(matches!(
             Params::new(l, vec![0.0; 2]),
-            Err(Error::DimensionMismatch { expected: 3, got: 2, .. })
+            Err(Error::DimensionMismatch {
+                expected: 3,
+                got: 2,
+                ..
+            })
         ));
     }
 }

@@ -97,8 +97,14 @@ mod tests {
         let s = Schedule::from_fn(|t| 1.0 / (1.0 + t as f64));
         assert_eq!(s.at(1), 0.5);
         assert!(Schedule::from(-1.0).validate_positive("step_size").is_err());
-        assert!(Schedule::from(0.0).validate_non_negative("temperature").is_ok());
-        assert!(Schedule::from(f64::NAN).validate_non_negative("temperature").is_err());
-        assert!(Schedule::from_fn(|_| -1.0).at_checked("t", 0, false).is_err());
+        assert!(Schedule::from(0.0)
+            .validate_non_negative("temperature")
+            .is_ok());
+        assert!(Schedule::from(f64::NAN)
+            .validate_non_negative("temperature")
+            .is_err());
+        assert!(Schedule::from_fn(|_| -1.0)
+            .at_checked("t", 0, false)
+            .is_err());
     }
 }

@@ -7,7 +7,9 @@ use crate::error::Result;
 use crate::params::Params;
 
 /// What every transform state exposes.
-pub trait TransformState: Clone + Serialize + DeserializeOwned + Send + Sync + std::fmt::Debug {
+pub trait TransformState:
+    Clone + Serialize + DeserializeOwned + Send + Sync + std::fmt::Debug
+{
     /// The current parameters (for samplers: the current draw; for Gaussian
     /// approximations: the mean).
     fn params(&self) -> &Params;

@@ -112,7 +112,10 @@ pub(crate) fn grad_at<D: LogDensity>(
 /// Validate a strictly positive finite scalar hyper-parameter.
 pub(crate) fn positive(field: &'static str, v: f64) -> Result<()> {
     if !(v.is_finite() && v > 0.0) {
-        return Err(Error::config(field, format!("must be finite and > 0, got {v}")));
+        return Err(Error::config(
+            field,
+            format!("must be finite and > 0, got {v}"),
+        ));
     }
     Ok(())
 }
@@ -120,7 +123,10 @@ pub(crate) fn positive(field: &'static str, v: f64) -> Result<()> {
 /// Validate a non-negative finite scalar hyper-parameter.
 pub(crate) fn non_negative(field: &'static str, v: f64) -> Result<()> {
     if !(v.is_finite() && v >= 0.0) {
-        return Err(Error::config(field, format!("must be finite and >= 0, got {v}")));
+        return Err(Error::config(
+            field,
+            format!("must be finite and >= 0, got {v}"),
+        ));
     }
     Ok(())
 }

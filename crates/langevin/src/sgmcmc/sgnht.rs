@@ -142,7 +142,10 @@ impl<D: LogDensity> Transform for Sgnht<D> {
         let (eps, temp) = schedules_at(&c.step_size, &c.temperature, state.step)?;
         let (lp, grad, aux) = grad_at(&self.density, &state.params, batch, state.step)?;
         let inv_mass = c.sigma.powi(-2);
-        let noise = noise_scale(temp * eps * (2.0 * c.friction - temp * eps * c.beta), state.step)?;
+        let noise = noise_scale(
+            temp * eps * (2.0 * c.friction - temp * eps * c.beta),
+            state.step,
+        )?;
         let move_scale = eps * inv_mass;
         let decay = 1.0 - eps * inv_mass * state.thermostat;
         let theta = state.params.values_mut();
