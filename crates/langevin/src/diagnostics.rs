@@ -639,6 +639,7 @@ pub fn ksd_imq(samples: &[Vec<f64>], grad_log_p: &[Vec<f64>], c: f64, beta: f64)
 /// Inverse of the standard normal CDF (Wichura 1988, AS 241 `PPND16`,
 /// relative accuracy about 1e-16). `p` outside (0, 1) gives `-inf`, `+inf`
 /// or NaN.
+#[allow(clippy::excessive_precision)] // the published coefficients, verbatim
 pub fn inverse_normal_cdf(p: f64) -> f64 {
     if p.is_nan() || !(0.0..=1.0).contains(&p) {
         return f64::NAN;
@@ -734,6 +735,7 @@ pub fn inverse_normal_cdf(p: f64) -> f64 {
 }
 
 /// ln Gamma(x) for x > 0 (Lanczos, g = 7, n = 9; relative error ~1e-15).
+#[allow(clippy::excessive_precision)] // the published coefficients, verbatim
 fn ln_gamma(x: f64) -> f64 {
     const G: f64 = 7.0;
     const COEF: [f64; 9] = [
@@ -1081,32 +1083,41 @@ mod tests {
         assert!(dt.as_secs_f64() < 2.0, "FFT autocorrelation took {dt:?}");
     }
 
-    /// ESS of AR(1) chains against the exact N (1 - rho) / (1 + rho).
+    /// ESS of AR(1) chains against the exact N (1 - rho) / (1 + rho)
+    /// (4 chains x 25 000 draws, N = 100 000).
     ///
     /// Tolerance. The ESS estimate is N / tau_hat and tau_hat sums about 2M
     /// autocorrelations (M the Geyer truncation lag, a few tau). Its relative
     /// sd is roughly sqrt(2 (2M + 1) / N) (Sokal 1997): with N = 100 000 that
     /// is ~2% at rho = 0.5 (tau = 3, M ~ 10) and ~5% at rho = 0.9 (tau = 19,
-    /// M ~ 60). Measured over 200 seeds (`ess_ar1_spread`, ignored) the
-    /// relative sd is MEASURED_05 at rho = 0.5 and MEASURED_09 at rho = 0.9.
-    /// The tolerances below are about 4 measured sds, for five seeds each.
+    /// M ~ 60). Measured over 200 seeds (`ess_ar1_spread`, ignored): relative
+    /// error mean -0.35%, sd 1.84%, worst 9.2% at rho = 0.5; mean -0.8%, sd
+    /// 4.6%, worst 15.8% at rho = 0.9 (basic and bulk alike). So each seed
+    /// must be within about 5 sd (10% and 23%), and the mean relative error
+    /// over the five seeds (sd 0.8% and 2.1%) within about 4 of its sds
+    /// (3.5% and 8.5%): a bias of a few percent in the estimator fails.
     #[test]
     fn ess_of_ar1_chains() {
-        for (rho, tol) in [(0.5, 0.07), (0.9, 0.16)] {
+        for (rho, tol_one, tol_mean) in [(0.5, 0.10, 0.035), (0.9, 0.23, 0.085)] {
             let truth = 100_000.0 * (1.0 - rho) / (1.0 + rho);
+            let (mut sum_basic, mut sum_bulk) = (0.0, 0.0);
             for seed in 0..5 {
                 let x = ar1(100 + seed, 4, 25_000, rho);
                 let c = refs(&x);
-                for (name, ess) in [
-                    ("basic", ess_basic(&c).unwrap()),
-                    ("bulk", ess_bulk(&c).unwrap()),
-                ] {
-                    let rel = ess / truth - 1.0;
+                let basic = ess_basic(&c).unwrap() / truth - 1.0;
+                let bulk = ess_bulk(&c).unwrap() / truth - 1.0;
+                for (name, rel) in [("basic", basic), ("bulk", bulk)] {
                     assert!(
-                        rel.abs() < tol,
-                        "rho {rho} seed {seed} {name}: ess {ess}, truth {truth}"
+                        rel.abs() < tol_one,
+                        "rho {rho} seed {seed} {name}: rel err {rel}"
                     );
                 }
+                sum_basic += basic;
+                sum_bulk += bulk;
+            }
+            for (name, sum) in [("basic", sum_basic), ("bulk", sum_bulk)] {
+                let m = sum / 5.0;
+                assert!(m.abs() < tol_mean, "rho {rho} {name}: mean rel err {m}");
             }
         }
     }
