@@ -229,6 +229,8 @@ impl LineChart {
                 .configure_mesh()
                 .x_desc(self.x_label.as_str())
                 .y_desc(self.y_label.as_str())
+                .x_labels(ax.label_count(xr))
+                .y_labels(ay.label_count(yr))
                 .x_label_formatter(&xf)
                 .y_label_formatter(&yf)
                 .axis_desc_style((FONT, 18))
@@ -380,6 +382,7 @@ pub fn trace_grid_png(
             let ((x0, x1), (y0, y1)) = ranges[p];
             let mut chart = ChartBuilder::on(area)
                 .margin(8)
+                .margin_right(30)
                 .x_label_area_size(if p + 1 == shown { 35 } else { 20 })
                 .y_label_area_size(80)
                 .build_cartesian_2d(x0..x1, y0..y1)?;
@@ -467,7 +470,7 @@ pub fn marginals_grid_png(
                 .y_labels(4)
                 .x_label_formatter(&|v| fmt_tick(*v))
                 .y_label_formatter(&|v| fmt_tick(*v))
-                .label_style((FONT, 11))
+                .label_style((FONT, 13))
                 .light_line_style(RGBColor(240, 240, 240))
                 .draw()?;
             let w = (hi - lo) / bins as f64;

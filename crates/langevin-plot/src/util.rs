@@ -26,6 +26,18 @@ impl Axis {
         }
     }
 
+    /// How many tick labels to ask plotters for over the plot range `r`. On
+    /// a log axis spanning a decade or more this lands the ticks on whole
+    /// decades (plotters picks steps of 1, 2, 5 x 10^k within the count).
+    pub(crate) fn label_count(self, r: (f64, f64)) -> usize {
+        let span = r.1 - r.0;
+        match self {
+            Axis::Log if span >= 1.0 => (span.floor() as usize + 1).clamp(2, 12),
+            Axis::Log => 5,
+            Axis::Linear => 10,
+        }
+    }
+
     /// Tick label of a plot coordinate.
     pub(crate) fn fmt(self, v: f64) -> String {
         match self {
@@ -94,7 +106,14 @@ pub(crate) fn fmt_tick_log(v: f64) -> String {
             format!("1e{}", r as i64)
         }
     } else {
-        fmt_tick(10f64.powf(v))
+        // Off-decade ticks of a short log axis: three significant digits.
+        let x = 10f64.powf(v);
+        let decimals = (2 - x.log10().floor() as i32).clamp(0, 12) as usize;
+        if (1e-3..1e5).contains(&x) {
+            trim_zeros(&format!("{x:.decimals$}")).to_string()
+        } else {
+            fmt_tick(x)
+        }
     }
 }
 
@@ -190,7 +209,12 @@ mod tests {
         assert_eq!(fmt_tick_log(-2.0), "0.01");
         assert_eq!(fmt_tick_log(3.0), "1000");
         assert_eq!(fmt_tick_log(-7.0), "1e-7");
-        assert_eq!(fmt_tick_log(0.5), "3.162");
+        assert_eq!(fmt_tick_log(0.5), "3.16");
+        assert_eq!(fmt_tick_log(0.4), "2.51");
+        assert_eq!(fmt_tick_log(-1.5), "0.0316");
+        assert_eq!(Axis::Log.label_count((-2.0, 1.3)), 4);
+        assert_eq!(Axis::Log.label_count((0.2, 0.9)), 5);
+        assert_eq!(Axis::Log.label_count((-40.0, 0.0)), 12);
     }
 
     #[test]

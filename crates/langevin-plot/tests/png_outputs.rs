@@ -169,6 +169,12 @@ fn line_chart_skips_non_finite_and_breaks_lines() {
 #[test]
 fn line_chart_errors() {
     let path = out("err_line.png");
+    // Slices and borrowed vectors are accepted too.
+    let (x, y) = (vec![1.0, 2.0], vec![3.0, 4.0]);
+    let chart = LineChart::new("t", "x", "y").series(Series::line("a", &x[..], &y[..]));
+    assert_eq!(chart.series[0].x, x);
+    assert_eq!(chart.series[0].style, langevin_plot::Style::Line);
+
     let e = LineChart::new("t", "x", "y").save_png(&path).unwrap_err();
     assert!(matches!(e, PlotError::EmptyData { .. }), "{e}");
     assert!(
@@ -250,6 +256,15 @@ fn trace_grid() {
     let img = load_png(&path);
     assert_eq!(img.height, 50 + 3 * 170);
     assert!(img.coloured() > 10_000);
+
+    // Non-finite draws are skipped (the line breaks there); a chain that is
+    // entirely NaN is allowed when another chain has finite draws.
+    let mut gappy = vec![gaussian_like(500, 0.0), vec![f64::NAN; 300]];
+    gappy[0][100] = f64::NAN;
+    gappy[0][200] = f64::INFINITY;
+    let path2 = out("trace_nan.png");
+    trace_grid_png(&path2, "gappy", &names[..1], &[gappy]).unwrap();
+    load_png(&path2);
 
     let e = trace_grid_png(&path, "t", &names[..2], &traces).unwrap_err();
     assert!(matches!(e, PlotError::InvalidInput { .. }), "{e}");
