@@ -741,6 +741,17 @@ pub struct ErrorCurve {
     pub power_watts: f64,
 }
 
+/// Program a device for `task` on the problem matrix `p` (Σ for sampling, A for inversion).
+pub fn program_for(cfg: &SpuConfig, task: SpuTask, p: &Mat<f64>) -> Result<Spu> {
+    check_spd_input(p, "problem matrix")?;
+    let m = match task {
+        SpuTask::Sample => inverse(p)?,
+        SpuTask::Invert => p.clone(),
+    };
+    let m = Mat::from_fn(m.nrows(), m.ncols(), |i, j| 0.5 * (m[(i, j)] + m[(j, i)]));
+    Spu::program(cfg, &m)
+}
+
 /// A reproducible random symmetric, diagonally dominant (hence SPD and
 /// realisable) test matrix of size `n` with condition number of order 10.
 pub fn random_dd_matrix(n: usize, seed: u64) -> Mat<f64> {

@@ -1,0 +1,281 @@
+//! Statistical and reference tests of the SPU model, the analog samplers and TNGD.
+
+use faer::Mat;
+use langevin_core::rng::chain_rng;
+use langevin_thermo::analog::{
+    self, CircuitConfig, GaussianProblem, LinearCircuit, LogisticCircuit, LogisticProblem,
+    Nonlinearity,
+};
+use langevin_thermo::spu::{self, Spu, SpuConfig, SpuTask};
+use langevin_thermo::tngd::{self, Dataset, Method, Optimizer, OuConfig, TrainConfig};
+
+/// Ideal components: the ADC readings' covariance equals κ₀ R C⁻¹ within
+/// Monte Carlo error (thinned to near-independent samples), for 3 seeds.
+#[test]
+fn ideal_spu_voltage_covariance_is_kappa_r_c_inverse() {
+    let m = spu::random_dd_matrix(4, 5);
+    let dev = Spu::program(&SpuConfig::ideal(), &m).unwrap();
+    let want = dev.nominal_voltage_covariance().unwrap();
+    for seed in 0..3 {
+        let run = dev.run(0.2, 1e-4, &mut chain_rng(seed, 0)).unwrap();
+        let thin: Vec<Vec<f64>> = run.voltages.iter().step_by(50).cloned().collect();
+        let n = thin.len() as f64;
+        let cov = spu::sample_covariance(&thin);
+        for i in 0..4 {
+            for j in 0..4 {
+                let sd = ((want[(i, i)] * want[(j, j)] + want[(i, j)].powi(2)) / n).sqrt();
+                assert!(
+                    (cov[(i, j)] - want[(i, j)]).abs() < 4.5 * sd,
+                    "seed {seed} ({i},{j}): {} vs {} (sd {sd})",
+                    cov[(i, j)],
+                    want[(i, j)]
+                );
+            }
+        }
+    }
+}
+
+/// Error falls with run time for an ideal device, and mismatch + quantisation
+/// leave a floor that the long-run error does not go below by much.
+#[test]
+fn spu_error_decreases_with_time_and_nonidealities_give_a_floor() {
+    let a = spu::random_dd_matrix(4, 1);
+    let times = [1e-3, 1e-2, 1e-1];
+    let ideal = spu::error_vs_time(
+        &SpuConfig::ideal(),
+        SpuTask::Invert,
+        &a,
+        &times,
+        1e-4,
+        3,
+        "ideal",
+    )
+    .unwrap();
+    assert!(ideal.floor < 1e-8);
+    assert!(
+        ideal.mean_error[2] < 0.5 * ideal.mean_error[0],
+        "{:?}",
+        ideal.mean_error
+    );
+    let bad = SpuConfig {
+        tolerance_pct: 10.0,
+        bank_bits: Some(3),
+        adc_bits: Some(6),
+        ..SpuConfig::default()
+    };
+    let c = spu::error_vs_time(&bad, SpuTask::Sample, &a, &times, 1e-4, 3, "bad").unwrap();
+    assert!(c.floor > 0.02, "floor {}", c.floor);
+    assert!(
+        c.mean_error[2] > 0.5 * c.floor,
+        "{:?} floor {}",
+        c.mean_error,
+        c.floor
+    );
+    assert!(c.energy_joules > 0.0 && c.power_watts > 0.0);
+}
+
+#[test]
+fn spu_rejects_bad_input() {
+    let m = spu::random_dd_matrix(4, 1);
+    assert!(Spu::program(
+        &SpuConfig {
+            resistance: -1.0,
+            ..SpuConfig::default()
+        },
+        &m
+    )
+    .is_err());
+    let asym = Mat::from_fn(2, 2, |i, j| [[1.0, 0.2], [0.1, 1.0]][i][j]);
+    assert!(Spu::program(&SpuConfig::default(), &asym).is_err());
+    let dev = Spu::program(&SpuConfig::default(), &m).unwrap();
+    assert!(dev.run(-1.0, 0.0, &mut chain_rng(0, 0)).is_err());
+}
+
+/// Gaussian-Gaussian circuit: exact-transition samples at t = 15 τ match the
+/// exact posterior mean and covariance within Monte Carlo error (3 seeds).
+#[test]
+fn linear_circuit_samples_match_exact_posterior() {
+    let post = GaussianProblem::blur_family(4, 2).unwrap();
+    let circ = LinearCircuit::realise(&post, &CircuitConfig::default()).unwrap();
+    let cov = faer::linalg::solvers::DenseSolveCore::inverse(
+        &post.precision.llt(faer::Side::Lower).unwrap(),
+    );
+    for seed in 0..3 {
+        let draws = circ
+            .sample(&[0.0; 4], 0.5, 30, 3000, &mut chain_rng(seed, 3))
+            .unwrap();
+        let n = draws.len() as f64;
+        let sc = spu::sample_covariance(&draws);
+        for i in 0..4 {
+            let mean: f64 = draws.iter().map(|d| d[i]).sum::<f64>() / n;
+            assert!(
+                (mean - post.mean[i]).abs() < 4.5 * (cov[(i, i)] / n).sqrt(),
+                "seed {seed} mean {i}"
+            );
+            for j in 0..4 {
+                let sd = ((cov[(i, i)] * cov[(j, j)] + cov[(i, j)].powi(2)) / n).sqrt();
+                assert!(
+                    (sc[(i, j)] - cov[(i, j)]).abs() < 4.5 * sd,
+                    "seed {seed} cov ({i},{j})"
+                );
+            }
+        }
+    }
+}
+
+/// Time to a KL threshold grows like ln d for the bounded-spectrum family.
+#[test]
+fn gaussian_time_to_threshold_grows_logarithmically() {
+    let rows =
+        analog::gaussian_scaling(&[4, 16, 64, 256], 0.05, &CircuitConfig::default(), 0, 0).unwrap();
+    let t: Vec<f64> = rows.iter().map(|r| r.t_ideal_tau).collect();
+    for w in t.windows(2) {
+        let inc = w[1] - w[0];
+        // each 4x in d adds about ln(4)/(2 λ_min) ≈ 0.69 τ; never multiplies the time
+        assert!(inc > 0.05 && inc < 1.5, "{t:?}");
+    }
+    assert!(t[3] < 4.0 * t[0], "{t:?}");
+    for r in &rows {
+        assert!(r.lambda_min > 0.99 && r.lambda_max < 17.01);
+    }
+}
+
+/// Logistic circuit with ideal sigmoid and components: ensemble moments match
+/// a long MALA run within MC error plus a small Euler-Maruyama bias.
+#[test]
+fn logistic_circuit_matches_mala_reference() {
+    let p = LogisticProblem::synthetic(3, 4).unwrap();
+    let reference = analog::mala(&p, 60_000, 5_000, 1).unwrap();
+    assert!(reference.acceptance > 0.3 && reference.acceptance < 0.9);
+    let circ =
+        LogisticCircuit::realise(&p, Nonlinearity::Ideal, &CircuitConfig::default()).unwrap();
+    let chains = 2000;
+    let path = circ
+        .simulate(0.01, 800, chains, 800, &mut chain_rng(2, 0))
+        .unwrap();
+    let last = &path.last().unwrap().1;
+    for j in 0..3 {
+        let sd = reference.var[j].sqrt();
+        assert!(
+            (last.mean[j] - reference.mean[j]).abs()
+                < 4.5 * sd / (chains as f64).sqrt() + 0.03 * sd,
+            "mean {j}"
+        );
+        assert!(
+            (last.var[j] / reference.var[j] - 1.0).abs()
+                < 4.5 * (2.0 / chains as f64).sqrt() + 0.05,
+            "var {j}"
+        );
+    }
+    // the MOS pair's distorted sigmoid shifts the stationary law measurably less than 1 sd.
+    let mos = LogisticCircuit::realise(&p, Nonlinearity::MosSquareLaw, &CircuitConfig::default())
+        .unwrap();
+    let pm = mos
+        .simulate(0.01, 800, 500, 800, &mut chain_rng(3, 0))
+        .unwrap();
+    let kl = analog::marginal_kl(&pm.last().unwrap().1, &reference);
+    assert!(kl.is_finite() && kl < 1.0, "{kl}");
+}
+
+fn blobs(n: usize, seed: u64) -> Dataset {
+    let mut rng = chain_rng(seed, 0);
+    let mut x = vec![0.0; n * 4];
+    langevin_core::rng::fill_standard_normal(&mut rng, &mut x);
+    let y: Vec<usize> = (0..n).map(|i| i % 3).collect();
+    for i in 0..n {
+        x[i * 4 + y[i]] += 2.5;
+    }
+    Dataset::new(x, y, 4, 3).unwrap()
+}
+
+/// TNGD with long analog time equals NGD; small κ₀ does not hurt; all methods learn.
+#[test]
+fn tngd_learns_and_approaches_ngd() {
+    let data = blobs(300, 1);
+    let (tr, te) = data.split(0.3, 0).unwrap();
+    let base = TrainConfig {
+        hidden: 6,
+        batch: 24,
+        iters: 60,
+        eval_every: 20,
+        damping: 0.1,
+        optimizer: Optimizer::Sgd { lr: 0.3 },
+        ..Default::default()
+    };
+    let run = |m: Method| {
+        tngd::train(
+            &tr,
+            &te,
+            &TrainConfig {
+                method: m,
+                ..base.clone()
+            },
+        )
+        .unwrap()
+    };
+    let ngd = run(Method::Ngd);
+    let t50 = run(Method::Tngd(OuConfig {
+        time: 50.0,
+        ..Default::default()
+    }));
+    let t1 = run(Method::Tngd(OuConfig {
+        time: 1.0,
+        ..Default::default()
+    }));
+    let noisy = run(Method::Tngd(OuConfig {
+        time: 50.0,
+        kappa: 1e-4,
+        ..Default::default()
+    }));
+    let l = |r: &tngd::TrainResult| r.trace.last().unwrap().train_loss;
+    let dist = |a: &tngd::TrainResult, b: &tngd::TrainResult| {
+        a.params
+            .iter()
+            .zip(&b.params)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            / b.params.iter().map(|y| y * y).sum::<f64>().sqrt()
+    };
+    assert!(
+        dist(&t50, &ngd) < dist(&t1, &ngd),
+        "{} vs {}",
+        dist(&t50, &ngd),
+        dist(&t1, &ngd)
+    );
+    assert!(l(&ngd) < 0.5 * ngd.trace[0].train_loss);
+    assert!(
+        (l(&noisy) - l(&t50)).abs() < 0.1 * l(&t50) + 0.02,
+        "{} vs {}",
+        l(&noisy),
+        l(&t50)
+    );
+    assert!(ngd.trace.last().unwrap().test_accuracy > 0.8);
+}
+
+/// The bundled digits (if present): TNGD runs and beats chance quickly.
+#[test]
+fn digits_tngd_smoke() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/digits.csv");
+    if !path.exists() {
+        eprintln!("skipping: {} not found", path.display());
+        return;
+    }
+    let data = Dataset::from_csv(&path, 1.0 / 16.0).unwrap();
+    assert_eq!((data.n, data.d, data.k), (1797, 64, 10));
+    let (tr, te) = data.split(0.2, 0).unwrap();
+    let cfg = TrainConfig {
+        hidden: 8,
+        batch: 32,
+        iters: 20,
+        eval_every: 20,
+        method: Method::Tngd(OuConfig {
+            time: 5.0,
+            ..Default::default()
+        }),
+        optimizer: Optimizer::Sgd { lr: 0.2 },
+        ..Default::default()
+    };
+    let r = tngd::train(&tr, &te, &cfg).unwrap();
+    assert!(r.trace.last().unwrap().test_accuracy > 0.3);
+}
