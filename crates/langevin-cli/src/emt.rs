@@ -1,10 +1,258 @@
-//! `langevin emt` (being built).
+//! `langevin emt`: Extended Mind attention on SmolLM2-135M-Instruct.
+//!
+//! * `langevin emt ask --memory doc.txt --question "..."`: answer a question from a memory
+//!   bank of the document (or, with `--in-context`, with the document in the prompt; with
+//!   `--no-memory`, from the question alone);
+//! * `langevin emt bench`: the behavioural benchmark (a fact hidden in filler text).
 
-use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use langevin_emt::needle::{evaluate, make_items, markdown_table, Condition};
+use langevin_emt::{
+    citations, generate, EmtConfig, EmtError, GenerateConfig, Llama, Memory, MemoryBank,
+    MemoryOptions, Tokenizer, Uncertainty, DEFAULT_MODEL_PATH,
+};
 
 #[derive(Subcommand)]
-pub enum EmtCommand {}
+pub enum EmtCommand {
+    /// Answer a question about a document held as memories.
+    Ask(AskArgs),
+    /// Behavioural benchmark: a fact hidden in ~20 filler sentences, several conditions.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct AskArgs {
+    /// The document (plain text) to build memories from.
+    #[arg(long)]
+    memory: Option<PathBuf>,
+    /// The question.
+    #[arg(long)]
+    question: String,
+    /// Memories retrieved per query and head.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// Maximum number of generated tokens.
+    #[arg(long, default_value_t = 48)]
+    max_tokens: usize,
+    /// Ignore the document (the model answers from the question alone).
+    #[arg(long, conflicts_with = "in_context")]
+    no_memory: bool,
+    /// Put the document in the prompt instead of the memory bank (the baseline).
+    #[arg(long)]
+    in_context: bool,
+    /// Print JSON: {"answer", "citations": [{"text", "score"}], "tokens_per_second"}.
+    #[arg(long)]
+    json: bool,
+    /// The GGUF model (fetched by scripts/fetch-smollm2.sh).
+    #[arg(long, default_value = DEFAULT_MODEL_PATH)]
+    model: PathBuf,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Mask retrieved memories whose cosine similarity is not above this.
+    #[arg(long)]
+    sim_threshold: Option<f32>,
+    /// Recompute a token with `--uncertainty-top-k` memories when its entropy (nats) exceeds this.
+    #[arg(long)]
+    uncertainty_threshold: Option<f32>,
+    /// The larger k for uncertainty-triggered retrieval.
+    #[arg(long, default_value_t = 32)]
+    uncertainty_top_k: usize,
+    /// Use the model's chat template instead of the "Question: ...\nAnswer:" prompt.
+    #[arg(long)]
+    chat: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Number of items.
+    #[arg(long, default_value_t = 30)]
+    items: usize,
+    /// Item generator seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// k for the memory conditions.
+    #[arg(long, default_value_t = 2)]
+    top_k: usize,
+    /// The GGUF model (fetched by scripts/fetch-smollm2.sh).
+    #[arg(long, default_value = DEFAULT_MODEL_PATH)]
+    model: PathBuf,
+    /// Also write the full report as JSON here.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
 
 pub fn run(cmd: EmtCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        EmtCommand::Ask(a) => ask(a),
+        EmtCommand::Bench(b) => bench(b),
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<(Llama, Tokenizer)> {
+    if !path.is_file() {
+        bail_input!(
+            "model file not found: {} (run scripts/fetch-smollm2.sh to fetch SmolLM2-135M-Instruct)",
+            path.display()
+        );
+    }
+    match Llama::load(path) {
+        Ok(m) => Ok(m),
+        Err(
+            e @ (EmtError::ModelNotFound { .. }
+            | EmtError::InvalidModel(_)
+            | EmtError::Tokenizer(_)),
+        ) => Err(crate::exit::bad_input(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn prompt_for(question: &str, document: Option<&str>, chat: bool) -> String {
+    let q = match document {
+        Some(d) if chat => format!("{d}\n\n{question}"),
+        Some(d) => format!("{d}\n\nQuestion: {question}\nAnswer:"),
+        None if chat => question.to_string(),
+        None => format!("Question: {question}\nAnswer:"),
+    };
+    if chat {
+        format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n")
+    } else {
+        q
+    }
+}
+
+fn ask(a: AskArgs) -> anyhow::Result<()> {
+    if a.question.trim().is_empty() {
+        bail_input!("--question is empty");
+    }
+    if a.top_k == 0 || a.max_tokens == 0 {
+        bail_input!("--top-k and --max-tokens must be at least 1");
+    }
+    if !(a.temperature >= 0.0) || !a.temperature.is_finite() {
+        bail_input!("--temperature must be finite and >= 0");
+    }
+    let doc = match (&a.memory, a.no_memory) {
+        (Some(p), _) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| crate::exit::bad_input(format!("cannot read {}: {e}", p.display())))?,
+        ),
+        (None, true) => None,
+        (None, false) => bail_input!("--memory FILE is required (or pass --no-memory)"),
+    };
+    if doc.as_deref().is_some_and(|d| d.trim().is_empty()) && !a.no_memory {
+        bail_input!("the memory document is empty");
+    }
+    let (model, tok) = load(&a.model)?;
+    let use_memory = !a.no_memory && !a.in_context;
+    let prompt = prompt_for(
+        &a.question,
+        if a.in_context { doc.as_deref() } else { None },
+        a.chat,
+    );
+    let ids = tok.encode(&prompt)?;
+    let bank = match (use_memory, &doc) {
+        (true, Some(d)) => Some(
+            MemoryBank::from_text(&model, &tok, d, &MemoryOptions::default())
+                .context("building the memory bank")?,
+        ),
+        _ => None,
+    };
+    let ec = EmtConfig {
+        top_k: a.top_k,
+        layers: None,
+        sim_threshold: a.sim_threshold,
+    };
+    let memory = bank.as_ref().map(|b| Memory {
+        bank: b,
+        config: &ec,
+    });
+    let eos = if a.chat {
+        tok.token_id("<|im_end|>").or(tok.eos_id())
+    } else {
+        tok.eos_id()
+    };
+    let cfg = GenerateConfig {
+        max_tokens: a.max_tokens,
+        temperature: a.temperature,
+        seed: a.seed,
+        eos,
+        uncertainty: a.uncertainty_threshold.map(|t| Uncertainty {
+            entropy_threshold: t,
+            top_k: a.uncertainty_top_k,
+        }),
+        citations_per_token: 5,
+    };
+    let g = generate(&model, &ids, memory, &cfg).map_err(|e| match e {
+        EmtError::ContextTooLong { .. } => crate::exit::bad_input(e),
+        e => e.into(),
+    })?;
+    let mut answer = tok.decode(&g.tokens, true)?;
+    if !a.chat {
+        // The completion format runs on into a next "Question:"; keep the answer line.
+        let trimmed = answer.trim_start();
+        if let Some(i) = trimmed.find('\n') {
+            answer = trimmed[..i].to_string();
+        }
+    }
+    let answer = answer.trim().to_string();
+    let cites = bank.as_ref().map_or_else(Vec::new, |b| citations(b, &g, 3));
+    if a.json {
+        let out = serde_json::json!({
+            "answer": answer,
+            "citations": cites.iter().map(|c| serde_json::json!({"text": c.text, "score": c.score})).collect::<Vec<_>>(),
+            "tokens_per_second": g.tokens_per_second(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{answer}");
+        for c in &cites {
+            eprintln!("  [{:.2}] {}", c.score, c.text);
+        }
+        if g.extra_retrievals > 0 {
+            eprintln!(
+                "  ({} tokens recomputed with k = {})",
+                g.extra_retrievals, a.uncertainty_top_k
+            );
+        }
+        eprintln!(
+            "  {:.1} tokens/s ({} prompt tokens)",
+            g.tokens_per_second(),
+            g.prompt_tokens
+        );
+    }
+    Ok(())
+}
+
+fn bench(b: BenchArgs) -> anyhow::Result<()> {
+    if b.items < 2 || b.top_k == 0 {
+        bail_input!("--items must be at least 2 and --top-k at least 1");
+    }
+    let (model, tok) = load(&b.model)?;
+    let items = make_items(b.items, 20, b.seed)?;
+    let k = b.top_k;
+    let conditions = [
+        Condition::NoMemory,
+        Condition::InContext,
+        Condition::Memory { top_k: k },
+        Condition::OtherMemory { top_k: k },
+        Condition::RotatedMemory { top_k: k },
+    ];
+    let mut report = evaluate(&model, &tok, &items, &conditions, 2, |m| eprintln!("{m}"))?;
+    report.seed = b.seed;
+    println!(
+        "{} items, mean document {:.0} tokens, memory bank build {:.2} s/document\n",
+        report.n_items, report.mean_document_tokens, report.mean_memory_build_secs
+    );
+    print!("{}", markdown_table(&report));
+    if let Some(p) = &b.json_out {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
 }

@@ -1,1 +1,35 @@
-//! langevin-emt
+//! Extended Mind attention (Klett & Ahle, 2024) on a llama-architecture decoder in candle.
+//!
+//! A pre-trained decoder reads a bank of pre-computed key/value memories of a document:
+//! in every (chosen) layer, each query retrieves its own top-k memories by cosine
+//! similarity between its rotated query and the unrotated memory keys, and attends to
+//! them jointly with its causal local context. No fine-tuning.
+//!
+//! * [`Llama`]: the decoder (GGUF loading, KV cache, memories), checked against
+//!   candle's `quantized_llama`;
+//! * [`Tokenizer`]: GPT-2 byte-level BPE from GGUF metadata;
+//! * [`MemoryBank`]: memories built by striding the plain model over a document;
+//! * [`attention::emt_attention`]: the kernel;
+//! * [`generate()`]: greedy / temperature sampling with citations and optional
+//!   uncertainty-triggered extra retrieval;
+//! * [`needle`]: the behavioural benchmark (a fact hidden in filler text).
+
+pub mod attention;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod memory;
+pub mod model;
+pub mod needle;
+pub mod tokenizer;
+
+pub use config::{EmtConfig, LlamaConfig};
+pub use error::{EmtError, Result};
+pub use generate::{citations, generate, Citation, GenerateConfig, Generation, Uncertainty};
+pub use memory::{MemoryBank, MemoryOptions};
+pub use model::{KvCache, Llama, Memory, RetrievalCounts};
+pub use tokenizer::Tokenizer;
+
+/// Default location of the SmolLM2-135M-Instruct GGUF, relative to the repository root
+/// (fetched by `scripts/fetch-smollm2.sh`).
+pub const DEFAULT_MODEL_PATH: &str = ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf";

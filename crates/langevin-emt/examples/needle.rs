@@ -1,0 +1,59 @@
+//! Behavioural benchmark of Extended Mind attention on SmolLM2-135M-Instruct.
+//!
+//! ```text
+//! scripts/fetch-smollm2.sh
+//! cargo run --release -p langevin-emt --example needle -- [N_ITEMS] [SEED] [OUT.json]
+//! ```
+//!
+//! Prints a markdown table (conditions: no memory, document in context, memories with
+//! k = 2, another document's memories, rotated memory keys) and writes the JSON report.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use langevin_emt::needle::{evaluate, make_items, markdown_table, Condition};
+use langevin_emt::{Llama, DEFAULT_MODEL_PATH};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args
+        .first()
+        .map_or(Ok(30), |s| s.parse())
+        .context("N_ITEMS")?;
+    let seed: u64 = args.get(1).map_or(Ok(0), |s| s.parse()).context("SEED")?;
+    let out = args.get(2).map(PathBuf::from);
+    let model_path = std::env::var("LANGEVIN_EMT_MODEL").unwrap_or_else(|_| {
+        // Examples run from the crate directory under cargo; look in the workspace root.
+        let here = PathBuf::from(DEFAULT_MODEL_PATH);
+        if here.exists() {
+            DEFAULT_MODEL_PATH.to_string()
+        } else {
+            format!("{}/../../{DEFAULT_MODEL_PATH}", env!("CARGO_MANIFEST_DIR"))
+        }
+    });
+    let (model, tok) = Llama::load(&model_path)?;
+    let items = make_items(n, 20, seed)?;
+    let conditions = [
+        Condition::NoMemory,
+        Condition::InContext,
+        Condition::Memory { top_k: 2 },
+        Condition::OtherMemory { top_k: 2 },
+        Condition::RotatedMemory { top_k: 2 },
+        Condition::Memory { top_k: 10 },
+    ];
+    let mut report = evaluate(&model, &tok, &items, &conditions, 2, |m| eprintln!("{m}"))?;
+    report.seed = seed;
+    println!(
+        "{} items, {} filler sentences + 1 fact, mean document {:.0} tokens, memory bank build {:.2} s/document\n",
+        report.n_items, 20, report.mean_document_tokens, report.mean_memory_build_secs
+    );
+    println!("{}", markdown_table(&report));
+    for r in &report.results {
+        println!("{}: {}", r.label, r.examples.join("; "));
+    }
+    if let Some(p) = out {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
