@@ -816,7 +816,7 @@ pub(crate) fn accumulate_diag_ggn(
     }
 }
 
-fn model_jacobian_and_hessians<M: OutputModel>(
+pub(crate) fn jacobian_and_hessians<M: OutputModel>(
     model: &M,
     params: &Params,
     batch: &M::Batch,
@@ -839,7 +839,7 @@ fn model_jacobian_and_hessians<M: OutputModel>(
 
 /// Dense GGN `Σᵢ Jᵢᵀ Hᵢ Jᵢ` (row-major `dim × dim`).
 pub fn ggn<M: OutputModel>(model: &M, params: &Params, batch: &M::Batch) -> Result<Vec<f64>> {
-    let (jac, h) = model_jacobian_and_hessians(model, params, batch)?;
+    let (jac, h) = jacobian_and_hessians(model, params, batch)?;
     let s = Subset::all(params.len());
     let mut g = vec![0.0; s.len() * s.len()];
     accumulate_ggn(&jac, &h, &s, &mut g);
@@ -848,7 +848,7 @@ pub fn ggn<M: OutputModel>(model: &M, params: &Params, batch: &M::Batch) -> Resu
 
 /// Diagonal of the GGN.
 pub fn diag_ggn<M: OutputModel>(model: &M, params: &Params, batch: &M::Batch) -> Result<Vec<f64>> {
-    let (jac, h) = model_jacobian_and_hessians(model, params, batch)?;
+    let (jac, h) = jacobian_and_hessians(model, params, batch)?;
     let s = Subset::all(params.len());
     let mut g = vec![0.0; s.len()];
     accumulate_diag_ggn(&jac, &h, &s, &mut g);
@@ -863,7 +863,7 @@ pub fn ggnvp<M: OutputModel>(
     v: &[f64],
 ) -> Result<Vec<f64>> {
     check_len("vector", params.len(), v.len())?;
-    let (jac, h) = model_jacobian_and_hessians(model, params, batch)?;
+    let (jac, h) = jacobian_and_hessians(model, params, batch)?;
     let (k, d) = (jac.k, jac.dim);
     let mut out = vec![0.0; d];
     let mut jv = vec![0.0; k];
