@@ -45,6 +45,7 @@
 //! **Parameter subsets** ([`Subset`]): Laplace methods can restrict the
 //! curvature to a list of named tensors (e.g. the last layer); the subset's
 //! flat indices follow the ravel order of the layout.
+#![allow(clippy::needless_range_loop)]
 
 use std::marker::PhantomData;
 
@@ -1055,7 +1056,7 @@ where
     while res > target && iterations < max_iters {
         apply(&mut matvec, &p, &mut ap)?;
         let pap = dot(&p, &ap);
-        if !(pap > 0.0) {
+        if pap.is_nan() || pap <= 0.0 {
             return Err(Error::NotPositiveDefinite {
                 context: Some(format!("cg: pᵀAp = {pap} at iteration {iterations}")),
             });

@@ -528,8 +528,10 @@ mod tests {
         assert!(Optimizer::sgd(-1.0).validate().is_err());
         assert!(Optimizer::sgd_momentum(0.1, 0.0, true).validate().is_err());
         assert!(Optimizer::sgd_momentum(0.1, 1.5, false).validate().is_err());
-        let mut a = AdamConfig::default();
-        a.beta2 = 1.0;
+        let a = AdamConfig {
+            beta2: 1.0,
+            ..AdamConfig::default()
+        };
         assert!(Optimizer::Adam(a).validate().is_err());
         let d = FnDensity::new(|x: &[f64], _: &(), g: &mut [f64]| {
             g[0] = f64::NAN;

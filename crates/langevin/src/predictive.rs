@@ -18,6 +18,7 @@
 //!   ([`Covariance::Dense`]), over a [`Subset`] of the parameters (e.g. the
 //!   last layer of a Laplace approximation). Cross-example covariances are
 //!   not returned.
+#![allow(clippy::needless_range_loop)]
 
 use langevin_core::{Error, Params, Result};
 

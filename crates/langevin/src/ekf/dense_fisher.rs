@@ -16,6 +16,7 @@
 //! state is left untouched.
 //!
 //! Defaults: ε = 1e-3, q = 0, Σ₀ = I.
+#![allow(clippy::needless_range_loop)]
 
 use langevin_core::rng::fill_standard_normal;
 use langevin_core::{Params, Result, Transform, TransformState};

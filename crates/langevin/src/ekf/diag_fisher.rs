@@ -10,6 +10,7 @@
 //! ```
 //!
 //! Defaults (posteriors' `ekf.diag_fisher`): ε = 1e-3, q = 0, s₀ = 1.
+#![allow(clippy::needless_range_loop)]
 
 use langevin_core::rng::fill_standard_normal;
 use langevin_core::{Params, Result, Transform, TransformState};

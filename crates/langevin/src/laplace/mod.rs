@@ -24,6 +24,7 @@
 //!
 //! Reference: posteriors' `laplace` module; Daxberger et al. (2021),
 //! *Laplace redux*.
+#![allow(clippy::needless_range_loop)]
 
 use langevin_core::rng::fill_standard_normal;
 use langevin_core::{Error, Params, Result, TransformState};

@@ -19,10 +19,11 @@
 //! `vi.dense` detaches only `L`, which leaves the mean's score term
 //! (`∂m = −Σ gₛ` instead of `−Σ (gₛ + T uₛ)`), so its estimator does not have
 //! zero variance at the optimum; the test
-//! `stl_gradient_vanishes_at_the_optimum` checks that ours does.
+//! `nelbo_is_zero_and_stl_gradient_vanishes_at_the_optimum` checks that ours does.
 //!
 //! Defaults: Adam with learning rate 1e-2, T = 1, S = 1, stick the landing on,
 //! `L = I` initially.
+#![allow(clippy::needless_range_loop)]
 
 use langevin_core::rng::fill_standard_normal;
 use langevin_core::{

@@ -20,6 +20,7 @@
 //!
 //! References: Blundell et al. (2015), *Weight uncertainty in neural
 //! networks*; Roeder, Wu and Duvenaud (2017), *Sticking the landing*.
+#![allow(clippy::needless_range_loop)]
 
 use langevin_core::rng::fill_standard_normal;
 use langevin_core::{
