@@ -14,7 +14,8 @@
 //! of threads.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -29,7 +30,6 @@ use langevin_models::bundled;
 use langevin_models::data::{Dataset, Split, Standardizer};
 use langevin_models::{Batch, Model, ModelKind, ModelSpec, Noise, Task};
 use rand::seq::SliceRandom;
-use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::json;
 
@@ -174,21 +174,119 @@ pub struct FitConfig {
 }
 
 /// Default step size ε per method (batch-averaged log posterior, standardised data).
+/// (Capped for stability by [`stable_step_size`] when the curvature is high.)
 pub fn default_step_size(method: MethodArg) -> f64 {
     match method {
-        MethodArg::Sgld => 1e-3,
-        MethodArg::Sghmc | MethodArg::Sgnht => 1e-2,
-        MethodArg::Baoa => 5e-2,
-        MethodArg::Map => 1e-1,
+        MethodArg::Sgld => 1e-2,
+        MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa | MethodArg::Map => 1e-1,
     }
 }
 
-/// Default friction α per method.
-pub fn default_friction(method: MethodArg) -> f64 {
+/// Default friction α per method: 0.1 for classification (tuned on the
+/// default data set against NUTS, docs/cli.md), 1 for regression (whose noise
+/// scale makes the curvature high, so the step size must shrink and more
+/// damping mixes faster).
+pub fn default_friction(method: MethodArg, classification: bool) -> f64 {
     match method {
         MethodArg::Sgld => 0.0,
-        _ => 1.0,
+        MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa if classification => 0.1,
+        MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa | MethodArg::Map => 1.0,
     }
+}
+
+/// The largest default step size that keeps the integrator stable with a
+/// margin, for a largest curvature `c` of the batch-averaged negative log
+/// posterior and friction `alpha`:
+///
+/// * SGHMC and SGNHT (explicit Euler on (θ, m)): a mode of curvature c is
+///   stable for ε c < α, and its variance is inflated by about ε c / α;
+///   we take ε ≤ α / (4 c) (a margin for the curvature growing away from the
+///   starting point, as a regression's noise scale shrinks);
+/// * SGLD: stable for ε c < 2, we take ε ≤ 0.5 / c;
+/// * BAOA (leapfrog-like): stable for ε √c < 2, we take ε ≤ 0.5 / √c;
+/// * MAP (heavy ball with learning rate ε², momentum 1 − εα): ε ≤ 1 / √c.
+pub fn stable_step_size(method: MethodArg, c: f64, alpha: f64) -> f64 {
+    if !(c.is_finite() && c > 0.0) {
+        return f64::INFINITY;
+    }
+    match method {
+        MethodArg::Sghmc | MethodArg::Sgnht => alpha / (4.0 * c),
+        MethodArg::Sgld => 0.5 / c,
+        MethodArg::Baoa => 0.5 / c.sqrt(),
+        MethodArg::Map => 1.0 / c.sqrt(),
+    }
+}
+
+/// Largest eigenvalue of the Hessian of the negative batch-averaged log
+/// posterior near its mode, on the full training batch (f64): from `theta`,
+/// 300 steps of gradient ascent with learning rate 1/c (c re-estimated every
+/// 100 steps), then 30 power iterations with central finite differences of
+/// the gradient. The curvature at a random starting point can be far from the
+/// curvature where the chains spend their time (a regression's noise scale),
+/// hence the ascent. Deterministic for a given `seed`.
+pub fn max_curvature(
+    model: &Model,
+    theta: &[f64],
+    train_x: &[f64],
+    train_y: &[f64],
+    seed: u64,
+) -> Result<f64> {
+    use langevin_core::LogDensity;
+    let dev = Device::Cpu;
+    let density = model.density(DType::F64, &dev);
+    let batch = model.batch(train_x, train_y, DType::F64, &dev)?;
+    let p = theta.len();
+    let mut rng = chain_rng(seed, u64::MAX - 1);
+    let mut v0 = vec![0.0; p];
+    langevin_core::rng::fill_standard_normal(&mut rng, &mut v0);
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let power = |theta: &[f64], iters: usize| -> Result<f64> {
+        let mut v = v0.clone();
+        let mut lambda = 0.0;
+        let h = 1e-4;
+        let mut gp = vec![0.0; p];
+        let mut gm = vec![0.0; p];
+        for _ in 0..iters {
+            let n = norm(&v);
+            if !(n > 0.0 && n.is_finite()) {
+                break;
+            }
+            v.iter_mut().for_each(|x| *x /= n);
+            let plus: Vec<f64> = theta.iter().zip(&v).map(|(t, d)| t + h * d).collect();
+            let minus: Vec<f64> = theta.iter().zip(&v).map(|(t, d)| t - h * d).collect();
+            density.value_and_grad(&model_params(model, plus)?, &batch, &mut gp)?;
+            density.value_and_grad(&model_params(model, minus)?, &batch, &mut gm)?;
+            for i in 0..p {
+                v[i] = -(gp[i] - gm[i]) / (2.0 * h);
+            }
+            lambda = norm(&v);
+        }
+        Ok(lambda)
+    };
+    let mut theta = theta.to_vec();
+    let mut g = vec![0.0; p];
+    let mut c = power(&theta, 20)?;
+    for it in 0..300 {
+        if it > 0 && it % 100 == 0 {
+            c = power(&theta, 20)?;
+        }
+        if !(c.is_finite() && c > 0.0) {
+            break;
+        }
+        let (value, ()) =
+            density.value_and_grad(&model_params(model, theta.clone())?, &batch, &mut g)?;
+        if !value.is_finite() || g.iter().any(|x| !x.is_finite()) {
+            break;
+        }
+        for (t, gi) in theta.iter_mut().zip(&g) {
+            *t += gi / c;
+        }
+    }
+    power(&theta, 30)
+}
+
+fn model_params(model: &Model, values: Vec<f64>) -> Result<langevin_core::Params> {
+    Ok(langevin_core::Params::new(model.layout().clone(), values)?)
 }
 
 fn parse_hidden(s: &str) -> Result<Vec<usize>> {
@@ -278,9 +376,10 @@ pub fn prepare(args: &FitArgs) -> Result<(FitConfig, Prepared, String)> {
     let method = args.method;
     let step_size = args.step_size.unwrap_or(default_step_size(method));
     check_positive("step-size", step_size)?;
-    let friction = args.friction.unwrap_or(default_friction(method));
-    if !(friction.is_finite() && friction >= 0.0) {
-        crate::bail_input!("--friction must be a finite number >= 0, got {friction}");
+    if let Some(f) = args.friction {
+        if !(f.is_finite() && f >= 0.0) {
+            crate::bail_input!("--friction must be a finite number >= 0, got {f}");
+        }
     }
     let is_map = method == MethodArg::Map;
     let steps = args.steps.unwrap_or(if is_map { 5_000 } else { 20_000 });
@@ -343,6 +442,9 @@ pub fn prepare(args: &FitArgs) -> Result<(FitConfig, Prepared, String)> {
             None => categorical.is_some_and(|k| k >= 2),
         },
     };
+    let friction = args
+        .friction
+        .unwrap_or(default_friction(method, classification));
     let class_labels = if classification {
         ds.class_labels().map_err(bad_input)?
     } else {
@@ -409,6 +511,25 @@ pub fn prepare(args: &FitArgs) -> Result<(FitConfig, Prepared, String)> {
         n_train,
     };
     let model = Model::new(spec).map_err(bad_input)?;
+    // A default step size is capped so that the integrator is stable at the
+    // curvature found at chain 0's starting point.
+    let step_size = if args.step_size.is_some() {
+        step_size
+    } else {
+        let theta0 = model.init(&mut chain_rng(args.seed, 0));
+        let c = max_curvature(&model, theta0.values(), &train_x, &train_y, args.seed)?;
+        let cap = stable_step_size(method, c, friction);
+        if cap < step_size {
+            if !args.quiet {
+                eprintln!(
+                    "note: largest curvature {c:.4} near the mode: default step size lowered from {step_size} to {cap:.4} for stability"
+                );
+            }
+            cap
+        } else {
+            step_size
+        }
+    };
     let batch_size = args
         .batch_size
         .unwrap_or(if n_train <= 2000 { n_train } else { 256 })
@@ -574,19 +695,42 @@ where
     Ok(out)
 }
 
+/// Run every chain: `min(chains, cores)` worker threads take chains in
+/// order; each chain's tensor operations run single-threaded (see [`run`]).
 fn run_all<T>(t: &T, ctx: &Ctx<'_>) -> Result<Vec<ChainOut>>
 where
     T: Transform<Batch = Batch>,
 {
-    (0..ctx.cfg.chains)
-        .into_par_iter()
-        .map(|c| {
-            let r = run_chain(t, ctx, c);
-            if r.is_err() {
-                ctx.abort.store(true, Ordering::Relaxed);
-            }
-            r
-        })
+    let n = ctx.cfg.chains;
+    let workers = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(1)
+        .clamp(1, n);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<ChainOut>>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let c = next.fetch_add(1, Ordering::SeqCst);
+                if c >= n {
+                    break;
+                }
+                let r = run_chain(t, ctx, c);
+                if r.is_err() {
+                    ctx.abort.store(true, Ordering::Relaxed);
+                }
+                if let Ok(mut v) = results.lock() {
+                    v[c] = Some(r);
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a chain thread panicked"))?;
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("a chain did not run"))))
         .collect()
 }
 
@@ -647,6 +791,13 @@ fn prepare_out_dir(dir: &Path) -> Result<()> {
 /// Run `langevin fit`.
 pub fn run(args: FitArgs) -> Result<()> {
     let t0 = Instant::now();
+    // Parallelism is over chains. candle's CPU matmul asks rayon for threads
+    // on every call (even on tiny matrices), which costs more than it gains
+    // here and fights the chain threads: keep each chain's tensor operations
+    // on its own thread unless the user chose otherwise.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     let (cfg, prep, data_name) = prepare(&args)?;
     let out_dir = args.out.clone().unwrap_or_else(default_out_dir);
     prepare_out_dir(&out_dir)?;
