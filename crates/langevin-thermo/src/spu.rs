@@ -850,6 +850,8 @@ pub fn error_vs_time(
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassifierReport {
     pub n_weights: usize,
+    /// Prior precision used (the smallest power of two ≥ 1 whose Laplace precision the SPU can realise).
+    pub prior_precision: f64,
     pub n_train: usize,
     pub test_accuracy_map: f64,
     pub test_accuracy_spu: f64,
@@ -925,38 +927,50 @@ pub fn classifier_demo(cfg: &SpuConfig, duration: f64, seed: u64) -> Result<Clas
         f.push(1.0);
         f
     };
-    let prior_prec = 1.0;
-    let phi: Vec<Vec<f64>> = train.iter().map(|&(x, y, _)| feat(x, y)).collect();
-    let mut w = vec![0.0; nw];
-    let mut prec = Mat::<f64>::zeros(nw, nw);
-    for _ in 0..50 {
-        let mut g: Vec<f64> = w.iter().map(|v| -prior_prec * v).collect();
-        prec = Mat::from_fn(nw, nw, |i, j| if i == j { prior_prec } else { 0.0 });
-        for (f, &(_, _, c)) in phi.iter().zip(&train) {
-            let p = sigmoid(f.iter().zip(&w).map(|(a, b)| a * b).sum());
-            for i in 0..nw {
-                g[i] += (c as f64 - p) * f[i];
-                for j in 0..nw {
-                    prec[(i, j)] += p * (1.0 - p) * f[i] * f[j];
+    // The SPU realises only H-matrices (non-negative ground capacitances):
+    // start from a unit prior precision and double it until the Laplace
+    // precision is realisable; the value used is reported.
+    let mut prior_prec = 0.5;
+    let mut attempt = 0;
+    let (spu, w, prec) = loop {
+        prior_prec *= 2.0;
+        attempt += 1;
+        let phi: Vec<Vec<f64>> = train.iter().map(|&(x, y, _)| feat(x, y)).collect();
+        let mut w = vec![0.0; nw];
+        let mut prec = Mat::<f64>::zeros(nw, nw);
+        for _ in 0..50 {
+            let mut g: Vec<f64> = w.iter().map(|v| -prior_prec * v).collect();
+            prec = Mat::from_fn(nw, nw, |i, j| if i == j { prior_prec } else { 0.0 });
+            for (f, &(_, _, c)) in phi.iter().zip(&train) {
+                let p = sigmoid(f.iter().zip(&w).map(|(a, b)| a * b).sum());
+                for i in 0..nw {
+                    g[i] += (c as f64 - p) * f[i];
+                    for j in 0..nw {
+                        prec[(i, j)] += p * (1.0 - p) * f[i] * f[j];
+                    }
                 }
             }
+            let step = prec
+                .llt(Side::Lower)
+                .map_err(|_| Error::NotPositiveDefinite {
+                    context: Some("Laplace precision".into()),
+                })?
+                .solve(Mat::from_fn(nw, 1, |i, _| g[i]));
+            let mut maxs = 0.0f64;
+            for i in 0..nw {
+                w[i] += step[(i, 0)];
+                maxs = maxs.max(step[(i, 0)].abs());
+            }
+            if maxs < 1e-10 {
+                break;
+            }
         }
-        let step = prec
-            .llt(Side::Lower)
-            .map_err(|_| Error::NotPositiveDefinite {
-                context: Some("Laplace precision".into()),
-            })?
-            .solve(Mat::from_fn(nw, 1, |i, _| g[i]));
-        let mut maxs = 0.0f64;
-        for i in 0..nw {
-            w[i] += step[(i, 0)];
-            maxs = maxs.max(step[(i, 0)].abs());
+        match Spu::program(cfg, &prec) {
+            Ok(s) => break (s, w, prec),
+            Err(e) if attempt >= 12 => return Err(e),
+            Err(_) => continue,
         }
-        if maxs < 1e-10 {
-            break;
-        }
-    }
-    let spu = Spu::program(cfg, &prec)?;
+    };
     let mut srng = chain_rng(seed, 22);
     let run = spu.run(duration, 20.0 / cfg.sample_rate, &mut srng)?;
     let draws = spu.samples(&run);
@@ -1033,6 +1047,7 @@ pub fn classifier_demo(cfg: &SpuConfig, duration: f64, seed: u64) -> Result<Clas
         / far.len() as f64;
     Ok(ClassifierReport {
         n_weights: nw,
+        prior_precision: prior_prec,
         n_train: train.len(),
         test_accuracy_map: acc_map / nt,
         test_accuracy_spu: acc_spu / nt,

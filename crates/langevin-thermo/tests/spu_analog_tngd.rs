@@ -279,3 +279,14 @@ fn digits_tngd_smoke() {
     let r = tngd::train(&tr, &te, &cfg).unwrap();
     assert!(r.trace.last().unwrap().test_accuracy > 0.3);
 }
+
+/// Last-layer classifier on the simulated (non-ideal) SPU: predictive close to the exact Laplace one.
+#[test]
+fn spu_classifier_predictive_matches_exact_laplace() {
+    let r = spu::classifier_demo(&SpuConfig::default(), 0.02, 0).unwrap();
+    assert_eq!(r.n_weights, 8);
+    assert!(r.test_accuracy_spu > 0.75, "{}", r.test_accuracy_spu);
+    assert!(r.max_abs_prob_diff < 0.1, "{}", r.max_abs_prob_diff);
+    assert!((r.test_nll_spu - r.test_nll_exact).abs() < 0.05);
+    assert!(r.cov_rel_error < 0.2, "{}", r.cov_rel_error);
+}
