@@ -382,7 +382,7 @@ pub fn prepare(args: &FitArgs) -> Result<(FitConfig, Prepared, String)> {
         }
     }
     let is_map = method == MethodArg::Map;
-    let steps = args.steps.unwrap_or(if is_map { 5_000 } else { 20_000 });
+    let steps = args.steps.unwrap_or(20_000);
     if steps == 0 {
         crate::bail_input!("--steps must be at least 1");
     }
