@@ -82,11 +82,11 @@ fn main() -> anyhow::Result<()> {
             .log_y(true);
             for (label, cfg) in &configs {
                 let c = spu::error_vs_time(cfg, task, &a, &times, 1e-4, 4, label)?;
-                for k in 0..times.len() {
+                for (k, t) in times.iter().enumerate() {
                     writeln!(
                         f,
                         "{n},{task:?},{label},{},{},{},{},{}",
-                        times[k], c.mean_error[k], c.se_error[k], c.floor, c.energy_joules
+                        t, c.mean_error[k], c.se_error[k], c.floor, c.energy_joules
                     )?;
                 }
                 println!(

@@ -46,6 +46,8 @@
 //! * energy = total power × analog time `t τ`. The "cells" count of the issue
 //!   is the number of integrators `d`.
 
+#![allow(clippy::needless_range_loop)] // dense numerical kernels index several arrays at once
+
 use crate::spu::{chol_psd, expm, inverse, matmul};
 use faer::linalg::solvers::DenseSolveCore;
 use faer::prelude::*;
@@ -403,13 +405,7 @@ impl LinearCircuit {
             let (rb, cb, ri, ci) = (r / d, c / d, r % d, c % d);
             h * match (rb, cb) {
                 (0, 0) => self.drift[(ri, ci)],
-                (0, 1) => {
-                    if ri == ci {
-                        self.diffusion[ri]
-                    } else {
-                        0.0
-                    }
-                }
+                (0, 1) if ri == ci => self.diffusion[ri],
                 (1, 1) => -self.drift[(ci, ri)],
                 _ => 0.0,
             }

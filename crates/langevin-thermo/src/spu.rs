@@ -61,6 +61,8 @@
 //!   (order of magnitude of discrete parts; an assumption). Energy =
 //!   power × run time.
 
+#![allow(clippy::needless_range_loop)] // dense numerical kernels index several arrays at once
+
 use faer::prelude::*;
 use faer::{Mat, Side};
 use langevin_core::rng::{chain_rng, fill_standard_normal, ChainRng};

@@ -40,6 +40,8 @@
 //! order of magnitude of the SPU's RC constant). Upload of `F` to the device
 //! is not modelled (stated in the results).
 
+#![allow(clippy::needless_range_loop)] // dense numerical kernels index several arrays at once
+
 use faer::prelude::*;
 use faer::{Accum, Mat, Par, Side};
 use langevin_core::rng::{chain_rng, fill_standard_normal, ChainRng};
@@ -536,7 +538,7 @@ fn sym_eig(f: &Mat<f64>) -> Result<(Vec<f64>, Mat<f64>)> {
         })?;
     let n = f.nrows();
     let lam: Vec<f64> = (0..n).map(|i| e.S().column_vector()[i]).collect();
-    if lam.iter().any(|&l| !(l > 0.0)) {
+    if lam.iter().any(|&l| l.is_nan() || l <= 0.0) {
         return Err(Error::NotPositiveDefinite {
             context: Some("the OU drift F must be symmetric positive definite".into()),
         });
@@ -964,7 +966,7 @@ impl TrainConfig {
                     });
                 }
             }
-            Method::NgdCg { iters } if iters == 0 => {
+            Method::NgdCg { iters: 0 } => {
                 return Err(Error::InvalidConfig {
                     field: "cg_iters",
                     reason: "must be >= 1".into(),
