@@ -1,9 +1,10 @@
 //! Posterior predictive and its metrics, for `fit` (test metrics) and `predict`.
 //!
-//! NOTE: `langevin::metrics` was still empty when this was written; these are
-//! small private versions (classification NLL, accuracy, ECE with per-bin
-//! data, Brier, RMSE, Gaussian-mixture NLL, entropy decomposition). Switch to
-//! the library's when it lands.
+//! Classification metrics come from `langevin::metrics`; the regression
+//! metrics here use the exact Gaussian-mixture predictive over draws (the
+//! library's `gaussian_nll` takes one Gaussian per row), and the per-row
+//! entropy decomposition works on the running sums of the draws' predictions
+//! (the library's `uncertainty_decomposition` takes every draw's full table).
 
 use anyhow::Result;
 use langevin_models::{Model, PointPrediction, Task};
@@ -89,52 +90,37 @@ pub struct ClassMetrics {
     pub calibration: Calibration,
 }
 
-pub fn classification_metrics(probs: &[f64], k: usize, y: &[usize], bins: usize) -> ClassMetrics {
-    let n = y.len();
-    let mut nll = 0.0;
-    let mut correct = 0usize;
-    let mut brier = 0.0;
-    let mut conf_sum = vec![0.0; bins];
-    let mut acc_sum = vec![0.0; bins];
-    let mut counts = vec![0usize; bins];
-    for (row, &yi) in probs.chunks_exact(k).zip(y) {
-        nll -= row[yi].max(1e-300).ln();
-        let (pred, conf) = argmax(row);
-        let hit = pred == yi;
-        correct += usize::from(hit);
-        brier += row
-            .iter()
-            .enumerate()
-            .map(|(c, p)| (p - f64::from(u8::from(c == yi))).powi(2))
-            .sum::<f64>();
-        let b = ((conf * bins as f64) as usize).min(bins - 1);
-        conf_sum[b] += conf;
-        acc_sum[b] += f64::from(u8::from(hit));
-        counts[b] += 1;
-    }
-    let nf = n.max(1) as f64;
-    let mut ece = 0.0;
-    let mut bin_confidence = vec![f64::NAN; bins];
-    let mut bin_accuracy = vec![f64::NAN; bins];
-    for b in 0..bins {
-        if counts[b] > 0 {
-            let c = counts[b] as f64;
-            bin_confidence[b] = conf_sum[b] / c;
-            bin_accuracy[b] = acc_sum[b] / c;
-            ece += c / nf * (bin_accuracy[b] - bin_confidence[b]).abs();
-        }
-    }
-    ClassMetrics {
-        nll: nll / nf,
-        accuracy: correct as f64 / nf,
-        brier: brier / nf,
+/// NLL, accuracy, Brier and ECE from `langevin::metrics` (empty bins get
+/// NaN confidence and accuracy, so plots skip them).
+pub fn classification_metrics(
+    probs: &[f64],
+    k: usize,
+    y: &[usize],
+    bins: usize,
+) -> Result<ClassMetrics> {
+    use langevin::metrics;
+    let rows: Vec<Vec<f64>> = probs.chunks_exact(k).map(|r| r.to_vec()).collect();
+    let cal = metrics::ece(&rows, y, bins)?;
+    let empty = |c: usize, v: f64| if c == 0 { f64::NAN } else { v };
+    Ok(ClassMetrics {
+        nll: metrics::nll_classification(&rows, y)?,
+        accuracy: metrics::accuracy(&rows, y)?,
+        brier: metrics::brier(&rows, y)?,
         calibration: Calibration {
-            ece,
-            bin_confidence,
-            bin_accuracy,
-            bin_counts: counts,
+            ece: cal.ece,
+            bin_confidence: cal
+                .bins
+                .iter()
+                .map(|b| empty(b.count, b.confidence))
+                .collect(),
+            bin_accuracy: cal
+                .bins
+                .iter()
+                .map(|b| empty(b.count, b.accuracy))
+                .collect(),
+            bin_counts: cal.bins.iter().map(|b| b.count).collect(),
         },
-    }
+    })
 }
 
 /// Index and value of the largest entry (first on ties).
@@ -217,13 +203,17 @@ mod tests {
     #[test]
     fn classification_metrics_by_hand() {
         // two rows, two classes: p = [0.8, 0.2] (y = 0), [0.4, 0.6] (y = 0)
-        let m = classification_metrics(&[0.8, 0.2, 0.4, 0.6], 2, &[0, 0], 10);
+        let m = classification_metrics(&[0.8, 0.2, 0.4, 0.6], 2, &[0, 0], 10).unwrap();
         assert!((m.nll - -(0.8f64.ln() + 0.4f64.ln()) / 2.0).abs() < 1e-12);
         assert_eq!(m.accuracy, 0.5);
         assert!((m.brier - (0.08 + 0.72) / 2.0).abs() < 1e-12);
-        // bins: 0.8 -> bin 8 (hit), 0.6 -> bin 6 (miss)
+        // bins: confidence 0.8 (hit), 0.6 (miss), one row each
         assert!((m.calibration.ece - (0.5 * 0.2 + 0.5 * 0.6)).abs() < 1e-12);
-        assert_eq!(m.calibration.bin_counts[8], 1);
+        assert_eq!(m.calibration.bin_counts.iter().sum::<usize>(), 2);
+        assert_eq!(
+            m.calibration.bin_counts.iter().filter(|&&c| c == 1).count(),
+            2
+        );
         assert!((entropy(&[0.5, 0.5]) - 2f64.ln()).abs() < 1e-15);
     }
 

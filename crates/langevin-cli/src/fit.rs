@@ -1018,7 +1018,7 @@ fn summarize_and_report(
     match &pred {
         Predictive::Classification { probs, k, .. } => {
             let y: Vec<usize> = prep.eval_y.iter().map(|&v| v as usize).collect();
-            let m = classification_metrics(probs, *k, &y, 10);
+            let m = classification_metrics(probs, *k, &y, 10)?;
             metrics.insert(format!("{on}_nll"), num(m.nll));
             metrics.insert(format!("{on}_accuracy"), num(m.accuracy));
             metrics.insert("ece".into(), num(m.calibration.ece));

@@ -134,7 +134,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             if ds.has_target() {
                 let y = ds.class_indices(&meta.class_labels).map_err(bad_input)?;
                 let y: Vec<usize> = y.iter().map(|&v| v as usize).collect();
-                let m = classification_metrics(probs, *k, &y, 10);
+                let m = classification_metrics(probs, *k, &y, 10)?;
                 eprintln!(
                     "metrics on {} rows: nll {:.4} accuracy {:.4} ece {:.4} brier {:.4}",
                     y.len(),

@@ -201,7 +201,7 @@ fn compare(fit: &Fit, mean: &[f64], sd: &[f64]) -> (f64, f64) {
 }
 
 #[test]
-#[ignore = "long: run in release mode (cargo test --release -p langevin-cli --test cli_nuts -- --ignored)"]
+#[ignore = "long (about 3 minutes; docs/cli.md): cargo test -p langevin-cli --test cli_nuts -- --ignored sghmc_agrees_with_nuts"]
 fn sghmc_agrees_with_nuts() {
     let steps: u64 = std::env::var("LANGEVIN_NUTS_TEST_STEPS")
         .ok()
