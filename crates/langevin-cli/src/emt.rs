@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use langevin_emt::needle::{evaluate, make_items, markdown_table, Condition};
 use langevin_emt::{
     citations, generate, EmtConfig, EmtError, GenerateConfig, Llama, Memory, MemoryBank,
-    MemoryOptions, Tokenizer, Uncertainty, DEFAULT_MODEL_PATH,
+    MemoryOptions, Tokenizer, Uncertainty, WeightFormat, DEFAULT_MODEL_PATH,
 };
 
 #[derive(Subcommand)]
@@ -67,6 +67,10 @@ pub struct AskArgs {
     /// Use the model's chat template instead of the "Question: ...\nAnswer:" prompt.
     #[arg(long)]
     chat: bool,
+    /// Keep the GGUF's quantized weights (as llama.cpp); default dequantizes them to f32 at
+    /// load, which is several times faster on x86 CPUs.
+    #[arg(long)]
+    quantized: bool,
 }
 
 #[derive(Args)]
@@ -86,6 +90,9 @@ pub struct BenchArgs {
     /// Also write the full report as JSON here.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Keep the GGUF's quantized weights (default: dequantize to f32 at load).
+    #[arg(long)]
+    quantized: bool,
 }
 
 pub fn run(cmd: EmtCommand) -> anyhow::Result<()> {
@@ -95,14 +102,19 @@ pub fn run(cmd: EmtCommand) -> anyhow::Result<()> {
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<(Llama, Tokenizer)> {
+fn load(path: &Path, quantized: bool) -> anyhow::Result<(Llama, Tokenizer)> {
     if !path.is_file() {
         bail_input!(
             "model file not found: {} (run scripts/fetch-smollm2.sh to fetch SmolLM2-135M-Instruct)",
             path.display()
         );
     }
-    match Llama::load(path) {
+    let format = if quantized {
+        WeightFormat::Quantized
+    } else {
+        WeightFormat::Dequantized
+    };
+    match Llama::load_with(path, format) {
         Ok(m) => Ok(m),
         Err(
             e @ (EmtError::ModelNotFound { .. }
@@ -134,7 +146,7 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
     if a.top_k == 0 || a.max_tokens == 0 {
         bail_input!("--top-k and --max-tokens must be at least 1");
     }
-    if !(a.temperature >= 0.0) || !a.temperature.is_finite() {
+    if !a.temperature.is_finite() || a.temperature < 0.0 {
         bail_input!("--temperature must be finite and >= 0");
     }
     let doc = match (&a.memory, a.no_memory) {
@@ -148,7 +160,7 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
     if doc.as_deref().is_some_and(|d| d.trim().is_empty()) && !a.no_memory {
         bail_input!("the memory document is empty");
     }
-    let (model, tok) = load(&a.model)?;
+    let (model, tok) = load(&a.model, a.quantized)?;
     let use_memory = !a.no_memory && !a.in_context;
     let prompt = prompt_for(
         &a.question,
@@ -233,7 +245,7 @@ fn bench(b: BenchArgs) -> anyhow::Result<()> {
     if b.items < 2 || b.top_k == 0 {
         bail_input!("--items must be at least 2 and --top-k at least 1");
     }
-    let (model, tok) = load(&b.model)?;
+    let (model, tok) = load(&b.model, b.quantized)?;
     let items = make_items(b.items, 20, b.seed)?;
     let k = b.top_k;
     let conditions = [

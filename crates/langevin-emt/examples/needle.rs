@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! scripts/fetch-smollm2.sh
-//! cargo run --release -p langevin-emt --example needle -- [N_ITEMS] [SEED] [OUT.json]
+//! cargo run --release -p langevin-emt --example needle -- [N_ITEMS] [SEED] [OUT.json] [quantized]
 //! ```
+//!
+//! Weights are dequantized to f32 at load unless the fourth argument is `quantized`
+//! (candle 0.11 has no SIMD Q4_1 kernel on x86, so the quantized path is ~10x slower).
 //!
 //! Prints a markdown table (conditions: no memory, document in context, memories with
 //! k = 2, another document's memories, rotated memory keys) and writes the JSON report.
@@ -12,7 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use langevin_emt::needle::{evaluate, make_items, markdown_table, Condition};
-use langevin_emt::{Llama, DEFAULT_MODEL_PATH};
+use langevin_emt::{Llama, WeightFormat, DEFAULT_MODEL_PATH};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,7 +34,13 @@ fn main() -> anyhow::Result<()> {
             format!("{}/../../{DEFAULT_MODEL_PATH}", env!("CARGO_MANIFEST_DIR"))
         }
     });
-    let (model, tok) = Llama::load(&model_path)?;
+    let format = match args.get(3).map(String::as_str) {
+        Some("quantized") => WeightFormat::Quantized,
+        None | Some("dequantized") => WeightFormat::Dequantized,
+        Some(other) => anyhow::bail!("unknown weight format {other:?}"),
+    };
+    eprintln!("weights: {format:?}");
+    let (model, tok) = Llama::load_with(&model_path, format)?;
     let items = make_items(n, 20, seed)?;
     let conditions = [
         Condition::NoMemory,
@@ -50,6 +59,9 @@ fn main() -> anyhow::Result<()> {
     println!("{}", markdown_table(&report));
     for r in &report.results {
         println!("{}: {}", r.label, r.examples.join("; "));
+        for (i, answer, truth) in &r.failures {
+            println!("    wrong: item {i}: {answer:?} (truth {truth})");
+        }
     }
     if let Some(p) = out {
         std::fs::write(&p, serde_json::to_string_pretty(&report)?)

@@ -73,7 +73,7 @@ fn causal_mask(t: usize, s: usize, offset: usize, device: &Device) -> Result<Ten
 
 /// Exact top-k of each row of `sims` (`rows x m`), best first; ties by lower index.
 fn top_k_rows(sims: &[f32], m: usize, k: usize) -> Vec<u32> {
-    let rows = if m == 0 { 0 } else { sims.len() / m };
+    let rows = sims.len().checked_div(m).unwrap_or(0);
     let mut out = Vec::with_capacity(rows * k);
     let mut idx: Vec<u32> = Vec::with_capacity(m);
     for r in 0..rows {

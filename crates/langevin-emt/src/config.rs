@@ -76,7 +76,7 @@ impl LlamaConfig {
         if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
             return bad("n_kv_heads", "must divide n_heads");
         }
-        if !(self.rope_theta > 0.0) || self.max_position == 0 {
+        if !self.rope_theta.is_finite() || self.rope_theta <= 0.0 || self.max_position == 0 {
             return bad("rope_theta", "must be positive");
         }
         Ok(())

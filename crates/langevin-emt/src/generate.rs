@@ -174,7 +174,7 @@ pub fn generate(
     if prompt.is_empty() {
         return Err(EmtError::EmptyInput("prompt"));
     }
-    if !(cfg.temperature >= 0.0) || !cfg.temperature.is_finite() {
+    if !cfg.temperature.is_finite() || cfg.temperature < 0.0 {
         return Err(EmtError::InvalidConfig {
             field: "temperature",
             reason: format!("must be finite and >= 0, got {}", cfg.temperature),
@@ -386,6 +386,44 @@ mod tests {
         };
         assert!(generate(&m, &[1], None, &bad).is_err());
         assert!(generate(&m, &[], None, &GenerateConfig::default()).is_err());
+    }
+
+    #[test]
+    fn citations_map_retrievals_to_sentences() {
+        let tok = crate::tokenizer::tests::toy();
+        let cfg = LlamaConfig {
+            vocab_size: tok.vocab_size(),
+            ..LlamaConfig::tiny()
+        };
+        let m = Llama::random(&cfg, 1).unwrap();
+        let text = "One two. Three four five. Six.";
+        let bank = MemoryBank::from_text(&m, &tok, text, &MemoryOptions::default()).unwrap();
+        // Memories whose span starts inside "Three four five." (bytes 8..25).
+        let in_second: Vec<usize> = (0..bank.len())
+            .filter(|&j| bank.span(j).is_some_and(|(a, _)| (8..25).contains(&a)))
+            .collect();
+        let first = (0..bank.len())
+            .find(|&j| bank.span(j).is_some_and(|(a, _)| a < 8))
+            .unwrap();
+        assert!(in_second.len() >= 2);
+        let g = Generation {
+            tokens: vec![1, 2],
+            token_citations: vec![
+                vec![(in_second[0], 0.5), (first, 0.25)],
+                vec![(in_second[1], 0.25)],
+            ],
+            entropies: vec![0.0, 0.0],
+            extra_retrievals: 0,
+            prompt_tokens: 1,
+            prefill_secs: 0.0,
+            decode_secs: 0.0,
+        };
+        let c = citations(&bank, &g, 3);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].text, "Three four five.");
+        assert!((c[0].score - 0.75).abs() < 1e-6);
+        assert_eq!(c[1].text, "One two.");
+        assert_eq!(&text[c[1].start..c[1].end], "One two.");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use config::{EmtConfig, LlamaConfig};
 pub use error::{EmtError, Result};
 pub use generate::{citations, generate, Citation, GenerateConfig, Generation, Uncertainty};
 pub use memory::{MemoryBank, MemoryOptions};
-pub use model::{KvCache, Llama, Memory, RetrievalCounts};
+pub use model::{KvCache, Llama, Memory, RetrievalCounts, WeightFormat};
 pub use tokenizer::Tokenizer;
 
 /// Default location of the SmolLM2-135M-Instruct GGUF, relative to the repository root

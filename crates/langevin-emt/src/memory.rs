@@ -105,20 +105,14 @@ impl MemoryBank {
             keep.iter().map(|&i| i as u32).collect::<Vec<_>>(),
             model.device(),
         )?;
-        let positions: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for (ks, vs) in per_layer {
             let k = Tensor::cat(&ks, 1)?.index_select(&keep_t, 1)?;
             let v = Tensor::cat(&vs, 1)?.index_select(&keep_t, 1)?;
-            let k = if opts.rotate_keys && !keep.is_empty() {
-                model.rope_at(&k, &positions)?
-            } else {
-                k
-            };
             let u = unit_norm(&k)?;
             layers.push((k, u, v.contiguous()?));
         }
-        Ok(Self {
+        let bank = Self {
             layers,
             n_kv_heads: cfg.n_kv_heads,
             head_dim: cfg.head_dim(),
@@ -126,7 +120,28 @@ impl MemoryBank {
             positions: keep,
             spans: Vec::new(),
             text: String::new(),
-        })
+        };
+        if opts.rotate_keys {
+            bank.with_rotated_keys(model)
+        } else {
+            Ok(bank)
+        }
+    }
+
+    /// The ablation of [`MemoryOptions::rotate_keys`]: a copy of this bank whose keys are
+    /// rotated (RoPE) by their document positions.
+    pub fn with_rotated_keys(&self, model: &Llama) -> Result<Self> {
+        self.check_compatible(model.config())?;
+        let mut out = self.clone();
+        if self.is_empty() {
+            return Ok(out);
+        }
+        let positions: Vec<u32> = self.positions.iter().map(|&p| p as u32).collect();
+        for (k, u, _) in out.layers.iter_mut() {
+            *k = model.rope_at(k, &positions)?;
+            *u = unit_norm(k)?;
+        }
+        Ok(out)
     }
 
     /// Tokenize `text` and build its memory bank, keeping each memory's text span for

@@ -263,6 +263,8 @@ pub struct ConditionResult {
     pub tokens_per_second: f64,
     /// Example answers (first three items).
     pub examples: Vec<String>,
+    /// Every wrong answer: `(item index, answer, truth)`.
+    pub failures: Vec<(usize, String, String)>,
 }
 
 /// Everything one benchmark run measured.
@@ -305,22 +307,14 @@ pub fn evaluate(
     let mut doc_tokens = 0usize;
     for (i, it) in items.iter().enumerate() {
         doc_tokens += tok.encode(&it.document)?.len();
-        if need_plain {
+        if need_plain || need_rot {
             let t0 = Instant::now();
-            banks.push(MemoryBank::from_text(
-                model,
-                tok,
-                &it.document,
-                &MemoryOptions::default(),
-            )?);
+            let bank = MemoryBank::from_text(model, tok, &it.document, &MemoryOptions::default())?;
             build_secs += t0.elapsed().as_secs_f64();
-        }
-        if need_rot {
-            let opts = MemoryOptions {
-                rotate_keys: true,
-                ..MemoryOptions::default()
-            };
-            rot_banks.push(MemoryBank::from_text(model, tok, &it.document, &opts)?);
+            if need_rot {
+                rot_banks.push(bank.with_rotated_keys(model)?);
+            }
+            banks.push(bank);
         }
         progress(&format!("memory banks {}/{}", i + 1, items.len()));
     }
@@ -335,6 +329,7 @@ pub fn evaluate(
         let mut gen_tokens = 0usize;
         let mut secs = 0.0;
         let mut examples = Vec::new();
+        let mut failures = Vec::new();
         for (i, it) in items.iter().enumerate() {
             let prompt = match cond {
                 Condition::InContext => it.in_context_prompt(),
@@ -370,6 +365,8 @@ pub fn evaluate(
             let answer = tok.decode(&g.tokens, true)?;
             if it.is_correct(&answer) {
                 correct += 1;
+            } else {
+                failures.push((i, answer.clone(), it.city.clone()));
             }
             if examples.len() < 3 {
                 examples.push(format!("{} -> {:?} (truth {})", it.name, answer, it.city));
@@ -392,12 +389,14 @@ pub fn evaluate(
                 0.0
             },
             examples,
+            failures,
         };
         progress(&format!("{}: {}/{}", r.label, r.correct, r.total));
         results.push(r);
     }
     Ok(NeedleReport {
         n_items: items.len(),
+        // Sentences are joined by ". ": boundaries = sentences - 1 = filler sentences.
         n_filler: items[0].document.matches(". ").count(),
         seed: 0,
         max_tokens,

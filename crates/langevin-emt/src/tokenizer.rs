@@ -331,11 +331,11 @@ impl Tokenizer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A toy vocabulary: all 256 byte symbols plus a few merges.
-    fn toy() -> Tokenizer {
+    pub(crate) fn toy() -> Tokenizer {
         let b2u = bytes_to_unicode();
         let mut tokens: Vec<String> = vec!["<|endoftext|>".into()];
         tokens.extend(b2u.iter().map(|c| c.to_string()));

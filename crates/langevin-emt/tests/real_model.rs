@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use langevin_emt::needle::{evaluate, make_items, markdown_table, Condition};
-use langevin_emt::{KvCache, Llama, Tokenizer, DEFAULT_MODEL_PATH};
+use langevin_emt::{KvCache, Llama, Tokenizer, WeightFormat, DEFAULT_MODEL_PATH};
 
 fn model_path() -> Option<PathBuf> {
     let p = std::env::var("LANGEVIN_EMT_MODEL")
@@ -82,6 +82,28 @@ fn plain_model_matches_candle_quantized_llama() -> anyhow::Result<()> {
 }
 
 #[test]
+fn dequantized_weights_agree_with_quantized() -> anyhow::Result<()> {
+    let Some(path) = model_path() else {
+        return Ok(());
+    };
+    let (q, tok) = Llama::load_with(&path, WeightFormat::Quantized)?;
+    let (f, _) = Llama::load_with(&path, WeightFormat::Dequantized)?;
+    let ids =
+        tok.encode("Question: What is the capital of France?\nAnswer: The capital of France is")?;
+    let lq = q.forward(&ids, &mut KvCache::new(), None)?;
+    let lf = f.forward(&ids, &mut KvCache::new(), None)?;
+    let diff = (&lq - &lf)?.abs()?.max(0)?.to_scalar::<f32>()?;
+    eprintln!("quantized vs dequantized: max |logit diff| = {diff}");
+    // Same weights; only the 8-bit activation quantization of the quantized path differs.
+    assert_eq!(
+        lq.argmax(0)?.to_scalar::<u32>()?,
+        lf.argmax(0)?.to_scalar::<u32>()?
+    );
+    assert!(diff < 2.0, "{diff}");
+    Ok(())
+}
+
+#[test]
 fn tokenizer_matches_reference_ids() -> anyhow::Result<()> {
     let Some(path) = model_path() else {
         return Ok(());
@@ -134,7 +156,7 @@ fn needle_benchmark_meets_acceptance() -> anyhow::Result<()> {
     let Some(path) = model_path() else {
         return Ok(());
     };
-    let (model, tok) = Llama::load(&path)?;
+    let (model, tok) = Llama::load_with(&path, WeightFormat::Dequantized)?;
     let items = make_items(30, 20, 0)?;
     let conditions = [
         Condition::NoMemory,
