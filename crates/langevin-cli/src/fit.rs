@@ -809,14 +809,14 @@ pub fn run(args: FitArgs) -> Result<()> {
             );
         }
         eprintln!(
-            "fitting {} ({}) on {} ({} rows: {} train, {} test) with {:?}: {} chains x {} steps",
+            "fitting {} ({}) on {} ({} rows: {} train, {} test) with {}: {} chains x {} steps",
             cfg.model,
             cfg.task,
             data_name,
             cfg.n_rows,
             cfg.n_train,
             cfg.n_test,
-            cfg.method,
+            cfg.method_name(),
             cfg.chains,
             cfg.steps
         );
@@ -1155,4 +1155,43 @@ fn print_report(cfg: &FitConfig, summary: &serde_json::Value) {
         println!("divergent steps (skipped): {div}");
     }
     println!("time: {:.2} s", summary["seconds"].as_f64().unwrap_or(0.0));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linear regression with a fixed noise sd of 1 has a constant Hessian:
+    /// the batch-averaged negative log posterior's is `E[x̃ x̃ᵀ] + I / (N s²)`
+    /// with `x̃ = (x, 1)`; its largest eigenvalue in closed form for one feature.
+    #[test]
+    fn max_curvature_matches_closed_form() {
+        let x: Vec<f64> = (0..40)
+            .map(|i| (i as f64 * 0.37).sin() * 2.0 + 0.5)
+            .collect();
+        let y: Vec<f64> = x.iter().map(|v| 0.3 * v - 1.0).collect();
+        let n = x.len() as f64;
+        let spec = ModelSpec {
+            kind: ModelKind::Linear,
+            task: Task::Regression,
+            feature_names: vec!["x".into()],
+            hidden: vec![],
+            prior_sd: 2.0,
+            noise: Noise::Fixed(1.0),
+            n_train: x.len(),
+        };
+        let model = Model::new(spec).unwrap();
+        let (a, b) = (
+            x.iter().map(|v| v * v).sum::<f64>() / n + 1.0 / (4.0 * n),
+            x.iter().sum::<f64>() / n,
+        );
+        let c = 1.0 + 1.0 / (4.0 * n);
+        let exact = 0.5 * (a + c) + (0.25 * (a - c).powi(2) + b * b).sqrt();
+        let got = max_curvature(&model, &[0.7, -0.2], &x, &y, 3).unwrap();
+        assert!((got - exact).abs() < 1e-4 * exact, "{got} vs {exact}");
+        // And the caps keep the integrators stable at that curvature.
+        assert!(stable_step_size(MethodArg::Sghmc, got, 0.1) * got < 0.1);
+        assert!(stable_step_size(MethodArg::Sgld, got, 0.0) * got < 2.0);
+        assert!(stable_step_size(MethodArg::Baoa, got, 0.1) * got.sqrt() < 2.0);
+    }
 }
