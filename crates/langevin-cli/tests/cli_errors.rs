@@ -190,3 +190,75 @@ fn divergence_stops_with_exit_3_and_no_summary() {
     assert!(out.join("samples.csv").exists());
     assert!(!out.join("summary.json").exists());
 }
+
+#[test]
+fn predict_on_bad_data_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    let out = langevin(&["fit", "--steps", "200", "--quiet", "--no-plots", "--out", r]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = tmp.path();
+    let f = write(
+        t,
+        "missing.csv",
+        "sepal_length,sepal_width,petal_length\n1,2,3\n",
+    );
+    expect(
+        &["predict", "--run", r, "--data", &f],
+        2,
+        &["missing.csv", "no column named `petal_width`"],
+    );
+    let f = write(
+        t,
+        "bad.csv",
+        "sepal_length,sepal_width,petal_length,petal_width\n1,2,3,4\n1,2,x,4\n",
+    );
+    expect(
+        &["predict", "--run", r, "--data", &f],
+        2,
+        &["bad.csv:3: column `petal_length`"],
+    );
+    // A target column with an unseen label.
+    let f = write(
+        t,
+        "label.csv",
+        "sepal_length,sepal_width,petal_length,petal_width,virginica\n1,2,3,4,7\n",
+    );
+    expect(
+        &["predict", "--run", r, "--data", &f],
+        2,
+        &["label.csv:2: column `virginica`", "not seen in training"],
+    );
+    // A target-less file works and writes one row per data row.
+    let f = write(
+        t,
+        "new.csv",
+        "id,petal_width,sepal_length,sepal_width,petal_length\na,0.2,5.1,3.5,1.4\nb,2.3,6.9,3.1,5.4\n",
+    );
+    let preds = t.join("p.csv");
+    let out = langevin(&[
+        "predict",
+        "--run",
+        r,
+        "--data",
+        &f,
+        "--out",
+        preds.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&preds).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 3);
+    // setosa-like row: not virginica; virginica-like row: virginica.
+    assert!(rows[1].starts_with("2,0,"), "{text}");
+    assert!(rows[2].starts_with("3,1,"), "{text}");
+}
