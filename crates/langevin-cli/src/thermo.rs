@@ -250,7 +250,10 @@ fn run_sample(args: SampleArgs) -> anyhow::Result<()> {
         .sample(&ts, &x0, &mut rng)
         .map_err(input_err("sample"))?;
     let seconds = start.elapsed().as_secs_f64();
-    let s = proc.stationary_covariance().to_owned();
+    let s = proc
+        .stationary_covariance()
+        .map_err(input_err(&src))?
+        .to_owned();
 
     prepare_out(&args.out)?;
     let mut csv = String::from("t");
@@ -947,7 +950,7 @@ pub struct TbiArgs {
     #[arg(long, default_value_t = 64)]
     mismatch_max_d: usize,
     /// Parallel chains of the logistic circuit.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 1000)]
     chains: usize,
     /// Euler-Maruyama step of the logistic circuit (units of tau).
     #[arg(long, default_value_t = 0.01)]
