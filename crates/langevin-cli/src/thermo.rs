@@ -811,10 +811,10 @@ fn run_spu(args: SpuArgs) -> anyhow::Result<()> {
             ] {
                 let c = spu::error_vs_time(&cfg, task, a, &times, 1e-4, args.seeds, dev)
                     .map_err(bad_input)?;
-                for k in 0..times.len() {
+                for (k, t) in times.iter().enumerate() {
                     csv.push_str(&format!(
                         "{name},{task:?},{dev},{},{},{},{}\n",
-                        times[k], c.mean_error[k], c.se_error[k], c.floor
+                        t, c.mean_error[k], c.se_error[k], c.floor
                     ));
                 }
                 chart = chart.series(Series::line_points(
