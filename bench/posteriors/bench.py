@@ -38,6 +38,7 @@ TEMPERATURE = 1.0 / N_DATA
 LOGREG_DIM, LOGREG_BATCH = 20, 32
 N_CHAINS = 1000
 EMPTY = torch.tensor([])
+CPU = []  # per-step CPU time of the calling thread, per block (time.thread_time)
 
 
 def sghmc(log_post):
@@ -50,11 +51,14 @@ def time_blocks(reps, steps, f):
     for _ in range(max(steps, 3)):
         f()
     out = []
+    CPU.clear()
     for _ in range(reps):
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         for _ in range(steps):
             f()
         out.append((time.perf_counter() - t0) / steps)
+        CPU.append((time.thread_time() - c0) / steps)
     return out
 
 
@@ -65,6 +69,7 @@ def report(workload, variant, blocks, **extra):
         "variant": variant,
         "threads": THREADS,
         "median_s": statistics.median(blocks),
+        "cpu_median_s": statistics.median(CPU) if len(CPU) == len(blocks) else float("nan"),
         "blocks_s": blocks,
     }
     d.update(extra)

@@ -5,6 +5,7 @@
 #   ROUNDS=3 THREADS="1" bench/posteriors/run.sh
 #   WORKLOADS="mlp logreg" bench/posteriors/run.sh
 #   CRITERION=1 bench/posteriors/run.sh   # also the criterion benches (sghmc_mlp, sgmcmc_steps)
+#   SKIP_BUILD=1 bench/posteriors/run.sh  # use the already built release example
 #
 # For every thread count and workload the two systems run alternately, ROUNDS
 # times each, in the same shell (same load), pinned with taskset to the first
@@ -30,7 +31,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 
-cargo build --release -p langevin --example bench_posteriors
+if [ "${SKIP_BUILD:-0}" != "1" ]; then
+    cargo build --release -p langevin --example bench_posteriors
+fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 BIN="$TARGET_DIR/release/examples/bench_posteriors"
 

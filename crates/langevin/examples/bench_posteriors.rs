@@ -1,0 +1,221 @@
+//! langevin's side of the speed comparison with posteriors (PyTorch); see
+//! `bench/posteriors/run.sh`, which alternates this binary with
+//! `bench/posteriors/bench.py` and writes `bench/posteriors/RESULTS.md`.
+//!
+//! ```text
+//! cargo run --release -p langevin --example bench_posteriors -- <workload> [reps] [steps]
+//! ```
+//!
+//! Workloads: `mlp` (SGHMC step, MLP 784-256-256-10, batch 64, f32),
+//! `logreg` (SGHMC step, logistic regression d = 20, batch 32), `chains`
+//! (1 000 SGHMC chains of that logistic regression, one step of all of them),
+//! `matmul` (f32 1024×1024 matrix product through candle, in GFLOP/s).
+//! Threads: `LANGEVIN_BENCH_THREADS` (default 1). Prints one JSON line per
+//! variant with the median over `reps` blocks of `steps` steps.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use langevin::core::{chain_rng, LogDensity, Params, Transform};
+use langevin::ensemble::run_chains;
+use langevin::samples::Thinning;
+use langevin::sgmcmc::{MomentaInit, Sghmc, SghmcConfig};
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+use common::*;
+
+const N_CHAINS: usize = 1000;
+
+fn config() -> SghmcConfig {
+    SghmcConfig {
+        step_size: LR.into(),
+        temperature: TEMPERATURE.into(),
+        friction: ALPHA,
+        beta: BETA,
+        sigma: SIGMA,
+        momenta: MomentaInit::Normal,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// CPU time of the calling thread in seconds (Linux `/proc/thread-self/schedstat`;
+/// NaN elsewhere). On a loaded machine this is steadier than wall time for
+/// one-thread runs: it leaves out the time the thread waits for a core.
+fn thread_cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |ns| ns * 1e-9)
+}
+
+thread_local! {
+    static CPU: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Time `reps` blocks of `steps` calls of `f` (after `steps` warm-up calls);
+/// per-call wall seconds of each block (per-call thread CPU seconds go to `CPU`).
+fn time_blocks(reps: usize, steps: usize, mut f: impl FnMut()) -> Vec<f64> {
+    for _ in 0..steps.max(3) {
+        f();
+    }
+    CPU.with(|c| c.borrow_mut().clear());
+    (0..reps)
+        .map(|_| {
+            let c0 = thread_cpu_s();
+            let t0 = Instant::now();
+            for _ in 0..steps {
+                f();
+            }
+            let wall = t0.elapsed().as_secs_f64() / steps as f64;
+            let cpu = (thread_cpu_s() - c0) / steps as f64;
+            CPU.with(|c| c.borrow_mut().push(cpu));
+            wall
+        })
+        .collect()
+}
+
+fn report(workload: &str, variant: &str, threads: usize, per_step: Vec<f64>, extra: &str) {
+    let med = median(per_step.clone());
+    let cpu = CPU.with(|c| c.borrow().clone());
+    let cpu_med = if cpu.len() == per_step.len() {
+        median(cpu)
+    } else {
+        f64::NAN
+    };
+    let list: Vec<String> = per_step.iter().map(|t| format!("{t:.6e}")).collect();
+    println!(
+        "{{\"system\":\"langevin\",\"workload\":\"{workload}\",\"variant\":\"{variant}\",\"threads\":{threads},\"median_s\":{med:.6e},\"cpu_median_s\":{cpu_med:.6e},\"blocks_s\":[{}]{extra}}}",
+        list.join(",")
+    );
+}
+
+fn main() {
+    let threads = threads_from_env();
+    let args: Vec<String> = std::env::args().collect();
+    let workload = args.get(1).map(String::as_str).unwrap_or("mlp");
+    let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let steps_arg: Option<usize> = args.get(3).and_then(|s| s.parse().ok());
+    match workload {
+        "mlp" => {
+            let steps = steps_arg.unwrap_or(20);
+            let batch = mlp_batch(1);
+            let sghmc = Sghmc::new(mlp_density(), config()).unwrap();
+            let mut rng = chain_rng(0, 0);
+            let mut state = sghmc.init(mlp_init(0), &mut rng).unwrap();
+            let t = time_blocks(reps, steps, || {
+                black_box(sghmc.step(&mut state, &batch, &mut rng).unwrap());
+            });
+            report("mlp", "sghmc_step", threads, t, "");
+            let params = mlp_init(0);
+            let mut grad = vec![0.0; params.len()];
+            let d = mlp_density();
+            let t = time_blocks(reps, steps, || {
+                black_box(d.value_and_grad(&params, &batch, &mut grad).unwrap());
+            });
+            report(
+                "mlp",
+                "value_and_grad",
+                threads,
+                t,
+                &format!(",\"flops\":{:.6e}", mlp_flops()),
+            );
+        }
+        "logreg" => {
+            let steps = steps_arg.unwrap_or(20_000);
+            let batch = logreg_batch(1);
+            let sghmc = Sghmc::new(logreg_fn_density(), config()).unwrap();
+            let mut rng = chain_rng(0, 0);
+            let mut state = sghmc.init(logreg_init(0), &mut rng).unwrap();
+            let t = time_blocks(reps, steps, || {
+                black_box(sghmc.step(&mut state, &batch, &mut rng).unwrap());
+            });
+            report("logreg", "sghmc_step_fn_density", threads, t, "");
+            let sghmc = Sghmc::new(logreg_candle_density(), config()).unwrap();
+            let mut state = sghmc.init(logreg_init(0), &mut rng).unwrap();
+            let t = time_blocks(reps, (steps / 20).max(1), || {
+                black_box(sghmc.step(&mut state, &batch, &mut rng).unwrap());
+            });
+            report("logreg", "sghmc_step_candle_density", threads, t, "");
+        }
+        "chains" => {
+            let steps = steps_arg.unwrap_or(20);
+            let batch = logreg_batch(1);
+            let sghmc = Sghmc::new(logreg_fn_density(), config()).unwrap();
+            // One step of all chains, states kept in a Vec, one RNG per chain.
+            let mut rngs: Vec<_> = (0..N_CHAINS).map(|k| chain_rng(0, k as u64)).collect();
+            let mut states: Vec<_> = rngs
+                .iter_mut()
+                .enumerate()
+                .map(|(k, r)| sghmc.init(logreg_init(k as u64), r).unwrap())
+                .collect();
+            let t = time_blocks(reps, steps, || {
+                for (s, r) in states.iter_mut().zip(rngs.iter_mut()) {
+                    black_box(sghmc.step(s, &batch, r).unwrap());
+                }
+            });
+            report(
+                "chains",
+                "sghmc_loop_fn_density",
+                threads,
+                t,
+                &format!(",\"chains\":{N_CHAINS}"),
+            );
+            // run_chains (rayon over chains), keeping only the final draw;
+            // per step of all chains = total / steps.
+            let inits: Vec<Params> = (0..N_CHAINS).map(|k| logreg_init(k as u64)).collect();
+            let t = time_blocks(reps, 1, || {
+                let thin = Thinning {
+                    burn_in: steps as u64 - 1,
+                    thin: 1,
+                };
+                let out = run_chains(&sghmc, inits.clone(), 0, steps as u64, thin, |_, _| {
+                    batch.clone()
+                })
+                .unwrap();
+                black_box(out);
+            });
+            let t: Vec<f64> = t.into_iter().map(|x| x / steps as f64).collect();
+            // The work runs on rayon's pool, not on this thread: no CPU figure.
+            CPU.with(|c| c.borrow_mut().iter_mut().for_each(|x| *x = f64::NAN));
+            report(
+                "chains",
+                "sghmc_run_chains_fn_density",
+                threads,
+                t,
+                &format!(",\"chains\":{N_CHAINS}"),
+            );
+        }
+        "matmul" => {
+            let steps = steps_arg.unwrap_or(10);
+            let n = 1024;
+            let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu).unwrap();
+            let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu).unwrap();
+            let t = time_blocks(reps, steps, || {
+                black_box(a.matmul(&b).unwrap());
+            });
+            let flops = 2.0 * (n as f64).powi(3);
+            report(
+                "matmul",
+                "candle_f32_1024",
+                threads,
+                t,
+                &format!(",\"flops\":{flops:.6e}"),
+            );
+        }
+        other => {
+            eprintln!("unknown workload {other}: use mlp, logreg, chains or matmul");
+            std::process::exit(2);
+        }
+    }
+}
