@@ -211,6 +211,10 @@ def main():
                 per = f"{ns / int(i):.2f}" if i.isdigit() else ""
                 w(f"| {g} | {i} | {fmt_t(ns * 1e-9)} | {per} |")
             w("")
+    notes = os.path.join(os.path.dirname(os.path.abspath(a.out)), "NOTES.md")
+    if os.path.exists(notes):
+        w(open(notes).read().rstrip())
+        w("")
     open(a.out, "w").write("\n".join(lines) + "\n")
 
 
