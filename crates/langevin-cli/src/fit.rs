@@ -117,7 +117,7 @@ pub struct FitArgs {
     /// Number of chains, run in parallel (default 4; 1 for map).
     #[arg(long)]
     pub chains: Option<usize>,
-    /// Minibatch size (default: all training rows up to 2000, else 256).
+    /// Minibatch size (default: MLP 128; other models all training rows up to 2000, else 256).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Fraction of rows held out for the test metrics; 0 fits on every row
@@ -532,7 +532,13 @@ pub fn prepare(args: &FitArgs) -> Result<(FitConfig, Prepared, String)> {
     };
     let batch_size = args
         .batch_size
-        .unwrap_or(if n_train <= 2000 { n_train } else { 256 })
+        .unwrap_or(if kind == ModelKind::Mlp {
+            128
+        } else if n_train <= 2000 {
+            n_train
+        } else {
+            256
+        })
         .min(n_train);
     let kept = if is_map { 1 } else { steps - burn_in };
     // At most 1000 draws per chain and about 4 million stored numbers in all.
