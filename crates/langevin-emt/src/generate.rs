@@ -1,9 +1,12 @@
 //! Generation with a KV cache: greedy or temperature sampling, citations, and optional
 //! uncertainty-triggered extra retrieval.
 //!
-//! * Citations: for every generated token, the memories retrieved most often by the
-//!   position that produced it (summed over layers and heads), as a share of all its
-//!   retrievals. [`citations`] maps them to sentences of the document.
+//! * Citations: for every generated token, the memories retrieved by the position that
+//!   produced it (counted over layers and heads), scored by their share of its retrievals
+//!   minus their mean share over the prompt's other positions. Memories that every query
+//!   pulls in (above all the document's first tokens, which act as attention sinks) cancel
+//!   out; what remains is what this token specifically retrieved. [`citations`] maps them
+//!   to sentences of the document.
 //! * Uncertainty: if the entropy (nats) of a generated token's distribution exceeds
 //!   `entropy_threshold`, that step is recomputed with `top_k` memories instead of the
 //!   configured number (only when that is larger), and the token is drawn from the new
@@ -65,7 +68,8 @@ impl Default for GenerateConfig {
 pub struct Generation {
     /// New token ids.
     pub tokens: Vec<u32>,
-    /// Per new token: `(memory index, share of retrievals)`, most retrieved first.
+    /// Per new token: `(memory index, score)`, best first; score = the memory's share of
+    /// this token's retrievals minus its mean share over the prompt (positive only).
     pub token_citations: Vec<Vec<(usize, f32)>>,
     /// Per new token: entropy (nats) of the distribution it was drawn from.
     pub entropies: Vec<f32>,
@@ -134,18 +138,42 @@ fn sample(logits: &[f32], temperature: f64, rng: &mut ChaCha8Rng) -> usize {
     argmax(logits)
 }
 
-fn top_memories(counts: &RetrievalCounts, t: usize, n: usize) -> Vec<(usize, f32)> {
-    let row = counts.row(t);
+fn shares(row: &[u32]) -> Vec<f32> {
     let total: u64 = row.iter().map(|&c| c as u64).sum();
     if total == 0 {
-        return Vec::new();
+        return vec![0.0; row.len()];
     }
-    let mut idx: Vec<usize> = (0..row.len()).filter(|&j| row[j] > 0).collect();
-    idx.sort_by(|&a, &b| row[b].cmp(&row[a]).then(a.cmp(&b)));
-    idx.truncate(n);
-    idx.into_iter()
-        .map(|j| (j, row[j] as f32 / total as f32))
-        .collect()
+    row.iter().map(|&c| c as f32 / total as f32).collect()
+}
+
+/// Mean retrieval share of each memory over the prompt rows before the last.
+fn background(counts: &RetrievalCounts) -> Vec<f32> {
+    let mut bg = vec![0f32; counts.n_memories];
+    let rows = counts.n_queries.saturating_sub(1);
+    for t in 0..rows {
+        for (b, s) in bg.iter_mut().zip(shares(counts.row(t))) {
+            *b += s / rows as f32;
+        }
+    }
+    bg
+}
+
+fn top_memories(
+    counts: &RetrievalCounts,
+    t: usize,
+    n: usize,
+    background: &[f32],
+) -> Vec<(usize, f32)> {
+    let sh = shares(counts.row(t));
+    let mut scored: Vec<(usize, f32)> = sh
+        .iter()
+        .enumerate()
+        .map(|(j, &s)| (j, s - background.get(j).copied().unwrap_or(0.0)))
+        .filter(|&(_, s)| s > 0.0)
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(n);
+    scored
 }
 
 fn step(
@@ -208,6 +236,7 @@ pub fn generate(
     let mut cache = KvCache::new();
     let t0 = Instant::now();
     let mut input: Vec<u32> = prompt.to_vec();
+    let mut bg: Option<Vec<f32>> = None;
     while out.tokens.len() < cfg.max_tokens {
         let snapshot = cache.clone();
         let (mut logits, mut counts) = step(model, &input, &mut cache, memory)?;
@@ -224,6 +253,9 @@ pub fn generate(
                 out.extra_retrievals += 1;
             }
         }
+        if bg.is_none() {
+            bg = counts.as_ref().map(background);
+        }
         let tok = sample(&logits, cfg.temperature, &mut rng) as u32;
         if out.tokens.is_empty() {
             out.prefill_secs = t0.elapsed().as_secs_f64();
@@ -234,7 +266,12 @@ pub fn generate(
         out.tokens.push(tok);
         out.entropies.push(h);
         out.token_citations.push(match &counts {
-            Some(c) => top_memories(c, input.len() - 1, cfg.citations_per_token),
+            Some(c) => top_memories(
+                c,
+                input.len() - 1,
+                cfg.citations_per_token,
+                bg.as_deref().unwrap_or(&[]),
+            ),
             None => Vec::new(),
         });
         input = vec![tok];
@@ -248,7 +285,7 @@ pub fn generate(
 pub struct Citation {
     /// The sentence (trimmed).
     pub text: String,
-    /// Share of the generated tokens' top retrievals that fell in this sentence.
+    /// This sentence's part of the generated tokens' citation scores (scores sum to 1).
     pub score: f32,
     /// Byte range in the document.
     pub start: usize,
@@ -424,6 +461,23 @@ mod tests {
         assert!((c[0].score - 0.75).abs() < 1e-6);
         assert_eq!(c[1].text, "One two.");
         assert_eq!(&text[c[1].start..c[1].end], "One two.");
+    }
+
+    #[test]
+    fn citation_scores_subtract_the_prompt_background() {
+        // 2 queries x 3 memories: memory 0 is retrieved by every query (a sink), memory 2
+        // only by the last one.
+        let c = RetrievalCounts {
+            n_queries: 2,
+            n_memories: 3,
+            counts: vec![8, 2, 0, 4, 0, 4],
+        };
+        let bg = background(&c);
+        assert_eq!(bg, vec![0.8, 0.2, 0.0]);
+        let top = top_memories(&c, 1, 5, &bg);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].0, 2);
+        assert!((top[0].1 - 0.5).abs() < 1e-6);
     }
 
     #[test]
