@@ -250,7 +250,10 @@ fn run_sample(args: SampleArgs) -> anyhow::Result<()> {
         .sample(&ts, &x0, &mut rng)
         .map_err(input_err("sample"))?;
     let seconds = start.elapsed().as_secs_f64();
-    let s = proc.stationary_covariance().to_owned();
+    let s = proc
+        .stationary_covariance()
+        .map_err(input_err(&src))?
+        .to_owned();
 
     prepare_out(&args.out)?;
     let mut csv = String::from("t");

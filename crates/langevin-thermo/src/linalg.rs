@@ -584,7 +584,7 @@ pub fn expnegm(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f6
 pub fn expm(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f64>>> {
     let n = check_square("matrix A", a)?;
     check_symmetric("matrix A", a)?;
-    let c = (0..n)
+    let gersh = (0..n)
         .map(|i| {
             a[(i, i)]
                 + (0..n)
@@ -594,7 +594,17 @@ pub fn expm(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f64>>
         })
         .fold(f64::NEG_INFINITY, f64::max)
         + 1.0;
-    let shifted = Mat::from_fn(n, n, |i, j| if i == j { c } else { 0.0 } - a[(i, j)]);
+    // The error scales like e^{c}: take c = λ_max + 1 with λ_max from a short power
+    // iteration (digital O(d²) per iteration), falling back to the Gershgorin bound
+    // when the shifted matrix is not positive definite.
+    let shift_of = |c: f64| Mat::from_fn(n, n, |i, j| if i == j { c } else { 0.0 } - a[(i, j)]);
+    let c = match lambda_max_estimate(a) {
+        Some(l) if l + 1.0 < gersh && check_spd("shifted", shift_of(l + 1.0).as_ref()).is_ok() => {
+            l + 1.0
+        }
+        _ => gersh,
+    };
+    let shifted = shift_of(c);
     let est = expnegm(shifted.as_ref(), cfg)?;
     let s = c.exp();
     Ok(Estimate {
@@ -604,6 +614,50 @@ pub fn expm(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f64>>
         analog_time: est.analog_time,
         readouts: est.readouts,
     })
+}
+
+/// Largest eigenvalue of a symmetric matrix by 200 power iterations on `A − g I`
+/// (`g` the Gershgorin lower bound, so the shifted matrix is positive semi-definite
+/// and the dominant eigenvalue is the algebraically largest); plus the residual
+/// norm, so the value is an upper bound of the eigenvalue it converged to.
+fn lambda_max_estimate(a: MatRef<'_, f64>) -> Option<f64> {
+    let n = a.nrows();
+    if n == 0 {
+        return None;
+    }
+    let g = (0..n)
+        .map(|i| {
+            a[(i, i)]
+                - (0..n)
+                    .filter(|&j| j != i)
+                    .map(|j| a[(i, j)].abs())
+                    .sum::<f64>()
+        })
+        .fold(f64::INFINITY, f64::min);
+    let mut v: Vec<f64> = (0..n).map(|i| 1.0 + 0.01 * i as f64).collect();
+    let mut rho = 0.0;
+    let mut resid = f64::INFINITY;
+    for _ in 0..200 {
+        let nv = norm2(&v);
+        v.iter_mut().for_each(|x| *x /= nv);
+        let mut w = vec![0.0; n];
+        gemv_acc(a, &v, &mut w);
+        rho = v.iter().zip(&w).map(|(x, y)| x * y).sum::<f64>();
+        resid = w
+            .iter()
+            .zip(&v)
+            .map(|(wi, vi)| (wi - rho * vi).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        for (wi, vi) in w.iter_mut().zip(&v) {
+            *wi -= g * vi;
+        }
+        v = w;
+        if resid <= 1e-10 * rho.abs().max(1.0) {
+            break;
+        }
+    }
+    (rho.is_finite() && resid.is_finite()).then_some(rho + resid)
 }
 
 /// A first-order model of an analog thermodynamic device's wall-clock time and energy

@@ -122,16 +122,41 @@ pub(crate) fn check_symmetric(what: &'static str, a: MatRef<'_, f64>) -> Result<
     Ok(())
 }
 
+fn is_symmetric(a: MatRef<'_, f64>) -> bool {
+    (0..a.ncols()).all(|j| (0..j).all(|i| a[(i, j)] == a[(j, i)]))
+}
+
+/// Whether `d` is `α I`; returns `α`.
+fn scalar_multiple_of_identity(d: MatRef<'_, f64>) -> Option<f64> {
+    let alpha = if d.nrows() > 0 { d[(0, 0)] } else { 0.0 };
+    let ok = (0..d.ncols())
+        .all(|j| (0..d.nrows()).all(|i| d[(i, j)] == if i == j { alpha } else { 0.0 }));
+    ok.then_some(alpha)
+}
+
 /// Checks that every eigenvalue of `a` has positive real part.
 pub fn check_stable(a: MatRef<'_, f64>) -> Result<()> {
     check_square("drift matrix A", a)?;
     if a.nrows() == 0 {
         return Ok(());
     }
+    let scale = a.norm_l1().max(f64::MIN_POSITIVE);
+    if is_symmetric(a) {
+        // Symmetric: a Cholesky factorisation decides positive definiteness.
+        if a.llt(Side::Lower).is_ok() {
+            return Ok(());
+        }
+        let ev = a
+            .self_adjoint_eigenvalues(Side::Lower)
+            .map_err(|e| ThermoError::Numerical(format!("eigenvalues of A: {e:?}")))?;
+        return match ev.first() {
+            Some(&l) if l <= 1e-13 * scale => Err(ThermoError::UnstableDrift { re: l, im: 0.0 }),
+            _ => Ok(()),
+        };
+    }
     let ev = a
         .eigenvalues()
         .map_err(|e| ThermoError::Numerical(format!("eigenvalues of A: {e:?}")))?;
-    let scale = a.norm_l1().max(f64::MIN_POSITIVE);
     for z in ev {
         if z.re <= 1e-13 * scale {
             return Err(ThermoError::UnstableDrift { re: z.re, im: z.im });
@@ -393,7 +418,8 @@ pub struct OuProcess {
     a: Mat<f64>,
     b: Vec<f64>,
     d: Mat<f64>,
-    s: Mat<f64>,
+    /// Stationary covariance, solved on first use (small steps do not need it).
+    s: std::sync::OnceLock<Mat<f64>>,
     cache: HashMap<u64, Transition>,
 }
 
@@ -412,14 +438,32 @@ impl OuProcess {
         check_len("diffusion matrix D", n, d.nrows())?;
         check_psd("diffusion matrix D", d)?;
         check_stable(a)?;
-        let s = solve_lyapunov(a, d)?;
         Ok(Self {
             a: a.to_owned(),
             b: b.to_vec(),
             d: d.to_owned(),
-            s,
+            s: std::sync::OnceLock::new(),
             cache: HashMap::new(),
         })
+    }
+
+    fn stationary(&self) -> Result<&Mat<f64>> {
+        if let Some(s) = self.s.get() {
+            return Ok(s);
+        }
+        let s = match scalar_multiple_of_identity(self.d.as_ref()) {
+            // Symmetric A, D = α I: S = (α / 2) A⁻¹ exactly.
+            Some(alpha) if is_symmetric(self.a.as_ref()) => match self.a.llt(Side::Lower) {
+                Ok(llt) => {
+                    let mut s = llt.inverse() * Scale(0.5 * alpha);
+                    symmetrize(&mut s);
+                    s
+                }
+                Err(_) => solve_lyapunov(self.a.as_ref(), self.d.as_ref())?,
+            },
+            _ => solve_lyapunov(self.a.as_ref(), self.d.as_ref())?,
+        };
+        Ok(self.s.get_or_init(|| s))
     }
 
     /// Dimension.
@@ -438,9 +482,9 @@ impl OuProcess {
     pub fn diffusion(&self) -> MatRef<'_, f64> {
         self.d.as_ref()
     }
-    /// Stationary covariance `S` (solves `A S + S A^T = D`).
-    pub fn stationary_covariance(&self) -> MatRef<'_, f64> {
-        self.s.as_ref()
+    /// Stationary covariance `S` (solves `A S + S A^T = D`; computed on first use).
+    pub fn stationary_covariance(&self) -> Result<MatRef<'_, f64>> {
+        Ok(self.stationary()?.as_ref())
     }
 
     /// Computes the exact transition for step `h > 0` (not cached).
@@ -468,9 +512,10 @@ impl OuProcess {
         } else {
             let ma = Mat::from_fn(n, n, |i, j| -self.a[(i, j)] * h);
             let e = expm(ma.as_ref());
-            let es = mul(e.as_ref(), self.s.as_ref());
+            let sm = self.stationary()?;
+            let es = mul(e.as_ref(), sm.as_ref());
             let eset = mul(es.as_ref(), e.transpose());
-            let q = Mat::from_fn(n, n, |i, j| self.s[(i, j)] - eset[(i, j)]);
+            let q = Mat::from_fn(n, n, |i, j| sm[(i, j)] - eset[(i, j)]);
             (e, q)
         };
         symmetrize(&mut cov);

@@ -328,8 +328,8 @@ fn sampling_is_reproducible_and_grid_cache_is_consistent() {
     for k in 0..600 {
         let s = p.sample(&ts[k..k + 2], &x, &mut rng).unwrap();
         x = s.state(1).to_vec();
-        for i in 0..4 {
-            assert!((x[i] - p1.state(k + 1)[i]).abs() < 1e-9 * (1.0 + x[i].abs()));
+        for (xi, yi) in x.iter().zip(p1.state(k + 1)) {
+            assert!((xi - yi).abs() < 1e-9 * (1.0 + xi.abs()));
         }
     }
 }
