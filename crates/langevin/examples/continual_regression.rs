@@ -8,8 +8,8 @@
 //! * SGD (momentum 0.9) fits each episode's squared error in turn, starting
 //!   from the previous weights.
 //! * Sequential VI (dense Gaussian, stick the landing) uses the previous
-//!   episode's q as the prior of the next: `log p_k(θ) = Σᵢ log N(yᵢ | φᵢθ, σ²)
-//!   + log q_{k−1}(θ)`, with q₀ = N(0, I) and T = 1. The family is exact for
+//!   episode's q as the prior of the next, `log p_k(θ) =
+//!   Σᵢ log N(yᵢ | φᵢθ, σ²) + log q_{k−1}(θ)`, with q₀ = N(0, I) and T = 1. The family is exact for
 //!   this linear-Gaussian model, so nothing is forgotten.
 //!
 //! Run: `cargo run --release --example continual_regression`; writes
