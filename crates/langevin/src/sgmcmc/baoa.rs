@@ -23,7 +23,7 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::{grad_at, non_negative, positive, schedules_at, MomentaInit, SgmcmcInfo};
+use super::{grad_at, non_negative, positive, recycle, schedules_at, MomentaInit, SgmcmcInfo};
 
 /// Hyper-parameters of BAOA.
 #[derive(Debug, Clone)]
@@ -144,6 +144,7 @@ impl<D: LogDensity> Transform for Baoa<D> {
             *t += half * mv;
             *m = mv;
         }
+        recycle(grad);
         state.step += 1;
         state.log_posterior = lp;
         Ok(SgmcmcInfo {

@@ -22,7 +22,9 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::{grad_at, noise_scale, non_negative, positive, schedules_at, MomentaInit, SgmcmcInfo};
+use super::{
+    grad_at, noise_scale, non_negative, positive, recycle, schedules_at, MomentaInit, SgmcmcInfo,
+};
 
 /// Hyper-parameters of SGHMC.
 #[derive(Debug, Clone)]
@@ -156,6 +158,7 @@ impl<D: LogDensity> Transform for Sghmc<D> {
                 *m = decay * m0 + eps * g + noise * xi;
             }
         }
+        recycle(grad);
         state.step += 1;
         state.log_posterior = lp;
         Ok(SgmcmcInfo {

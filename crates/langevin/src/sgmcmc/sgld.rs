@@ -20,7 +20,7 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::{grad_at, noise_scale, non_negative, schedules_at, SgmcmcInfo};
+use super::{grad_at, noise_scale, non_negative, recycle, schedules_at, SgmcmcInfo};
 
 /// Hyper-parameters of SGLD.
 #[derive(Debug, Clone)]
@@ -126,6 +126,7 @@ impl<D: LogDensity> Transform for Sgld<D> {
                 *t += eps * g + noise * xi;
             }
         }
+        recycle(grad);
         state.step += 1;
         state.log_posterior = lp;
         Ok(SgmcmcInfo {

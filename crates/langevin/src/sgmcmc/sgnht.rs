@@ -22,7 +22,9 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::{grad_at, noise_scale, non_negative, positive, schedules_at, MomentaInit, SgmcmcInfo};
+use super::{
+    grad_at, noise_scale, non_negative, positive, recycle, schedules_at, MomentaInit, SgmcmcInfo,
+};
 
 /// Hyper-parameters of SGNHT.
 #[derive(Debug, Clone)]
@@ -165,6 +167,7 @@ impl<D: LogDensity> Transform for Sgnht<D> {
         }
         let dim = mom.len().max(1) as f64;
         state.thermostat += eps * (inv_mass * sum_sq / dim - temp);
+        recycle(grad);
         state.step += 1;
         state.log_posterior = lp;
         Ok(SgmcmcInfo {
