@@ -336,8 +336,8 @@ fn sghmc_at_zero_temperature_is_heavy_ball_step_for_step() {
         assert_eq!(s.params().values(), &th[..]);
         assert_eq!(s.momenta, m);
     }
-    for i in 0..3 {
-        assert!((th[i] - target.mean[i]).abs() < 1e-6, "reaches the mode");
+    for (t, mu) in th.iter().zip(&target.mean) {
+        assert!((t - mu).abs() < 1e-6, "reaches the mode");
     }
 }
 
