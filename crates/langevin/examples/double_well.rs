@@ -33,7 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )?;
     let mut rng = chain_rng(0, 0);
-    let mut vs = vi.init(init.clone(), &mut rng)?;
+    // Started in the well at (√5, √5) with a narrow q, the reverse KL keeps
+    // q there (started at the saddle, q instead spreads over all four wells
+    // as one broad Gaussian: either way it is not the four-mode target).
+    let mut vs = vi.init_with(Params::from_vec(vec![2.2, 2.2]), vec![-1.0, -1.0])?;
     for _ in 0..5000 {
         vi.step(&mut vs, &(), &mut rng)?;
     }
