@@ -482,17 +482,16 @@ mod faer_ops {
         let n = a.nrows();
         let mut l = vec![vec![0.0; n]; n];
         for j in 0..n {
-            let mut d = a[(j, j)];
-            for k in 0..j {
-                d -= l[j][k] * l[j][k];
-            }
+            let d = a[(j, j)] - l[j][..j].iter().map(|v| v * v).sum::<f64>();
             let d = d.max(f64::MIN_POSITIVE).sqrt();
             l[j][j] = d;
             for i in j + 1..n {
-                let mut s = a[(i, j)];
-                for k in 0..j {
-                    s -= l[i][k] * l[j][k];
-                }
+                let s = a[(i, j)]
+                    - l[i][..j]
+                        .iter()
+                        .zip(&l[j][..j])
+                        .map(|(x, y)| x * y)
+                        .sum::<f64>();
                 l[i][j] = s / d;
             }
         }

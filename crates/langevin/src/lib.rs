@@ -9,14 +9,14 @@ pub use langevin_core::{
     Transform, TransformState,
 };
 
-pub mod sgmcmc;
-pub mod diagnostics;
-pub mod metrics;
 pub mod curvature;
+pub mod diagnostics;
 pub mod ekf;
 pub mod ensemble;
 pub mod laplace;
+pub mod metrics;
 pub mod optim;
 pub mod predictive;
 pub mod samples;
+pub mod sgmcmc;
 pub mod vi;
