@@ -341,6 +341,20 @@ fn sghmc_at_zero_temperature_is_heavy_ball_step_for_step() {
     }
 }
 
+/// Run `steps` updates of `t` from (5, 5) and check it ends at the mode (1, −2).
+fn assert_reaches_mode<T: Transform<Batch = ()>>(name: &str, t: T, steps: usize) {
+    let mut r = chain_rng(3, 0);
+    let mut s = t.init(Params::from_vec(vec![5.0, 5.0]), &mut r).unwrap();
+    for _ in 0..steps {
+        t.step(&mut s, &(), &mut r).unwrap();
+    }
+    let x = s.params().values();
+    assert!(
+        (x[0] - 1.0).abs() < 1e-6 && (x[1] + 2.0).abs() < 1e-6,
+        "{name}: ended at {x:?}"
+    );
+}
+
 /// Every sampler at T = 0 reaches the mode of a correlated quadratic.
 #[test]
 fn every_sampler_at_zero_temperature_reaches_the_mode() {
@@ -348,84 +362,33 @@ fn every_sampler_at_zero_temperature_reaches_the_mode() {
         mean: vec![1.0, -2.0],
         precision: vec![2.0, 0.5, 0.5, 1.0],
     };
-    let check = |name: &str, x: &[f64]| {
-        assert!(
-            (x[0] - 1.0).abs() < 1e-6 && (x[1] + 2.0).abs() < 1e-6,
-            "{name}: ended at {x:?}"
-        )
+    let sgld = SgldConfig {
+        step_size: 0.1.into(),
+        temperature: 0.0.into(),
+        ..Default::default()
     };
-    let run = |t: &dyn Fn(&mut langevin::ChainRng) -> Vec<f64>| t(&mut chain_rng(3, 0));
-    let x = run(&|r| {
-        let t = Sgld::new(
-            target(),
-            SgldConfig {
-                step_size: 0.1.into(),
-                temperature: 0.0.into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut s = t.init(Params::from_vec(vec![5.0, 5.0]), r).unwrap();
-        (0..2000).for_each(|_| {
-            t.step(&mut s, &(), r).unwrap();
-        });
-        s.params.values().to_vec()
-    });
-    check("sgld", &x);
-    let x = run(&|r| {
-        let t = Sghmc::new(
-            target(),
-            SghmcConfig {
-                step_size: 0.1.into(),
-                temperature: 0.0.into(),
-                friction: 1.0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut s = t.init(Params::from_vec(vec![5.0, 5.0]), r).unwrap();
-        (0..3000).for_each(|_| {
-            t.step(&mut s, &(), r).unwrap();
-        });
-        s.params.values().to_vec()
-    });
-    check("sghmc", &x);
-    let x = run(&|r| {
-        let t = Sgnht::new(
-            target(),
-            SgnhtConfig {
-                step_size: 0.1.into(),
-                temperature: 0.0.into(),
-                friction: 1.0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut s = t.init(Params::from_vec(vec![5.0, 5.0]), r).unwrap();
-        (0..5000).for_each(|_| {
-            t.step(&mut s, &(), r).unwrap();
-        });
-        s.params.values().to_vec()
-    });
-    check("sgnht", &x);
-    let x = run(&|r| {
-        let t = Baoa::new(
-            target(),
-            BaoaConfig {
-                step_size: 0.1.into(),
-                temperature: 0.0.into(),
-                friction: 1.0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut s = t.init(Params::from_vec(vec![5.0, 5.0]), r).unwrap();
-        (0..3000).for_each(|_| {
-            t.step(&mut s, &(), r).unwrap();
-        });
-        s.params.values().to_vec()
-    });
-    check("baoa", &x);
+    assert_reaches_mode("sgld", Sgld::new(target(), sgld).unwrap(), 2000);
+    let sghmc = SghmcConfig {
+        step_size: 0.1.into(),
+        temperature: 0.0.into(),
+        friction: 1.0,
+        ..Default::default()
+    };
+    assert_reaches_mode("sghmc", Sghmc::new(target(), sghmc).unwrap(), 3000);
+    let sgnht = SgnhtConfig {
+        step_size: 0.1.into(),
+        temperature: 0.0.into(),
+        friction: 1.0,
+        ..Default::default()
+    };
+    assert_reaches_mode("sgnht", Sgnht::new(target(), sgnht).unwrap(), 5000);
+    let baoa = BaoaConfig {
+        step_size: 0.1.into(),
+        temperature: 0.0.into(),
+        friction: 1.0,
+        ..Default::default()
+    };
+    assert_reaches_mode("baoa", Baoa::new(target(), baoa).unwrap(), 3000);
 }
 
 /// SGNHT honours an explicit initial thermostat of 0.0 (posteriors treats 0.0
