@@ -475,51 +475,28 @@ fn exact(op: Op, a: MatRef<'_, f64>, b: &[f64]) -> Vec<f64> {
 }
 
 mod faer_ops {
-    use super::MatRef;
-
-    /// Plain Cholesky (the inputs were validated positive definite).
-    fn chol(a: MatRef<'_, f64>) -> Vec<Vec<f64>> {
-        let n = a.nrows();
-        let mut l = vec![vec![0.0; n]; n];
-        for j in 0..n {
-            let d = a[(j, j)] - l[j][..j].iter().map(|v| v * v).sum::<f64>();
-            let d = d.max(f64::MIN_POSITIVE).sqrt();
-            l[j][j] = d;
-            for i in j + 1..n {
-                let s = a[(i, j)]
-                    - l[i][..j]
-                        .iter()
-                        .zip(&l[j][..j])
-                        .map(|(x, y)| x * y)
-                        .sum::<f64>();
-                l[i][j] = s / d;
-            }
-        }
-        l
-    }
+    //! Digital reference answers via faer's Cholesky (inputs were validated
+    //! positive definite before they reach here).
+    //! A matrix that fails the factorisation gives NaN, never a panic.
+    use super::{Mat, MatRef};
+    use faer::prelude::*;
+    use faer::Side;
 
     pub fn chol_solve(a: MatRef<'_, f64>, b: &[f64]) -> Vec<f64> {
-        let n = a.nrows();
-        let l = chol(a);
-        let mut y = b.to_vec();
-        for i in 0..n {
-            for k in 0..i {
-                y[i] -= l[i][k] * y[k];
+        match a.llt(Side::Lower) {
+            Ok(llt) => {
+                let x = llt.solve(Mat::from_fn(b.len(), 1, |i, _| b[i]));
+                (0..b.len()).map(|i| x[(i, 0)]).collect()
             }
-            y[i] /= l[i][i];
+            Err(_) => vec![f64::NAN; b.len()],
         }
-        for i in (0..n).rev() {
-            for k in i + 1..n {
-                y[i] -= l[k][i] * y[k];
-            }
-            y[i] /= l[i][i];
-        }
-        y
     }
 
     pub fn chol_logdet(a: MatRef<'_, f64>) -> f64 {
-        let l = chol(a);
-        2.0 * (0..a.nrows()).map(|i| l[i][i].ln()).sum::<f64>()
+        match a.llt(Side::Lower) {
+            Ok(llt) => 2.0 * (0..a.nrows()).map(|i| llt.L()[(i, i)].ln()).sum::<f64>(),
+            Err(_) => f64::NAN,
+        }
     }
 }
 
