@@ -11,13 +11,18 @@
 //!   (`mean log lik + log prior / N`, so T = 1/N targets the posterior),
 //!   evaluated by candle with autograd through
 //!   [`CandleDensity`](langevin_core::CandleDensity).
+//! * [`mlp_fast`]: the MLP's log posterior with a hand-written backward pass
+//!   over reused buffers (what [`Model::density`] returns for MLPs on the
+//!   CPU), and its per-example gradients.
 //! * [`error`]: the crate's typed error.
 
 pub mod bundled;
 pub mod data;
 pub mod error;
+pub mod mlp_fast;
 pub mod model;
 
 pub use data::{load_csv, load_csv_str, Dataset, Split, Standardizer};
 pub use error::{ModelError, Result};
+pub use mlp_fast::{MlpDensity, MlpLikelihood};
 pub use model::{Batch, Model, ModelKind, ModelSpec, Noise, PointPrediction, Task};

@@ -150,8 +150,10 @@ pub enum PointPrediction {
 /// The boxed closure of a model's log posterior.
 pub type DensityFn = Box<dyn Fn(&[Tensor], &Batch) -> candle_core::Result<Tensor> + Send + Sync>;
 
-/// A model's log posterior as a [`langevin_core::LogDensity`].
-pub type ModelDensity = CandleDensity<Batch, DensityFn>;
+/// A model's log posterior through candle autograd.
+pub type CandleModelDensity = CandleDensity<Batch, DensityFn>;
+
+pub use crate::mlp_fast::ModelDensity;
 
 /// A validated model.
 #[derive(Debug, Clone)]
@@ -377,8 +379,25 @@ impl Model {
         forward(self.spec.kind, self.spec.task, ts, x)
     }
 
-    /// The batch-averaged log posterior as a log density (model evaluated in `dtype`).
+    /// The batch-averaged log posterior as a log density (model evaluated in
+    /// `dtype`): for an MLP on the CPU in f32 or f64 the hand-written
+    /// [`MlpDensity`](crate::MlpDensity), otherwise [`Model::candle_density`].
     pub fn density(&self, dtype: DType, device: &Device) -> ModelDensity {
+        if self.spec.kind == ModelKind::Mlp && device.is_cpu() {
+            if let Ok(d) = self.mlp_density(dtype) {
+                return ModelDensity::Mlp(d);
+            }
+        }
+        ModelDensity::Candle(self.candle_density(dtype, device))
+    }
+
+    /// The MLP's log posterior with a hand-written gradient (F32 or F64, CPU).
+    pub fn mlp_density(&self, dtype: DType) -> Result<crate::MlpDensity> {
+        crate::mlp_fast::MlpDensity::for_model(self, dtype)
+    }
+
+    /// The batch-averaged log posterior through candle autograd.
+    pub fn candle_density(&self, dtype: DType, device: &Device) -> CandleModelDensity {
         let kind = self.spec.kind;
         let task = self.spec.task;
         let n = self.spec.n_train as f64;

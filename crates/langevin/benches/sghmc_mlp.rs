@@ -1,7 +1,9 @@
 //! The foundation issue's speed requirement: on an MLP 784-256-256-10 (ReLU,
 //! softmax cross-entropy, Gaussian prior, batch-averaged log posterior),
 //! batch 64, f32, one thread, a full `Sghmc::step` must cost at most 1.3× the
-//! value-and-gradient evaluation alone.
+//! value-and-gradient evaluation alone. The density is langevin-models'
+//! hand-written MLP (`MlpDensity`, what `Model::density` gives an MLP on the
+//! CPU); the candle-autograd variant is timed in `bench_posteriors mlp`.
 //!
 //! Run: `cargo bench -p langevin --bench sghmc_mlp`. One thread by default
 //! (RAYON_NUM_THREADS and CANDLE_NUM_THREADS are set to 1 before candle
@@ -18,6 +20,9 @@ use langevin::sgmcmc::{MomentaInit, Sghmc, SghmcConfig};
 
 mod common;
 use common::*;
+#[path = "common/fast_mlp.rs"]
+mod fast_mlp;
+use fast_mlp::*;
 
 fn config() -> SghmcConfig {
     SghmcConfig {
@@ -32,7 +37,7 @@ fn config() -> SghmcConfig {
 
 fn bench(c: &mut Criterion) {
     let threads = threads_from_env();
-    let batch = mlp_batch(1);
+    let batch = fast_mlp_batch(&mlp_batch(1));
     let params = mlp_init(0);
     let dim = params.len();
 
@@ -40,7 +45,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.sample_size(30);
 
-    let density = mlp_density();
+    let density = fast_mlp_density(threads);
     let mut grad = vec![0.0; dim];
     g.bench_function("value_and_grad", |b| {
         b.iter(|| {
@@ -50,7 +55,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let sghmc = Sghmc::new(mlp_density(), config()).unwrap();
+    let sghmc = Sghmc::new(fast_mlp_density(threads), config()).unwrap();
     let mut rng = chain_rng(0, 0);
     let mut state = sghmc.init(params.clone(), &mut rng).unwrap();
     g.bench_function("sghmc_step", |b| {

@@ -6,10 +6,14 @@
 //! cargo run --release -p langevin --example bench_posteriors -- <workload> [reps] [steps]
 //! ```
 //!
-//! Workloads: `mlp` (SGHMC step, MLP 784-256-256-10, batch 64, f32),
-//! `logreg` (SGHMC step, logistic regression d = 20, batch 32), `chains`
-//! (1 000 SGHMC chains of that logistic regression, one step of all of them),
-//! `matmul` (f32 1024×1024 matrix product through candle, in GFLOP/s).
+//! Workloads: `mlp` (SGHMC step, MLP 784-256-256-10, batch 64, f32, with
+//! langevin-models' hand-written MLP density; candle autograd for reference),
+//! `laplace` (diagonal empirical-Fisher Laplace over 10 000 points of that
+//! MLP, batches of 100; and per-example gradients of a 64-row batch), `vi`
+//! (diagonal-Gaussian VI step on the MLP, one sample, Adam), `logreg` (SGHMC
+//! step, logistic regression d = 20, batch 32), `chains` (1 000 SGHMC chains
+//! of that logistic regression, one step of all of them), `matmul` (peak f32
+//! matrix-product throughput through gemm and candle, in GFLOP/s).
 //! Threads: `LANGEVIN_BENCH_THREADS` (default 1). Prints one JSON line per
 //! variant with the median over `reps` blocks of `steps` steps.
 
@@ -18,15 +22,24 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use langevin::core::{chain_rng, LogDensity, Params, Transform};
+use langevin::curvature::PerExampleLogLik;
 use langevin::ensemble::run_chains;
+use langevin::laplace::{DiagFisherLaplace, LaplaceConfig};
+use langevin::optim::Optimizer;
 use langevin::samples::Thinning;
 use langevin::sgmcmc::{MomentaInit, Sghmc, SghmcConfig};
+use langevin::vi::{DiagVi, DiagViConfig};
 
 #[path = "../benches/common/mod.rs"]
 mod common;
 use common::*;
+#[path = "../benches/common/fast_mlp.rs"]
+mod fast_mlp;
+use fast_mlp::*;
 
 const N_CHAINS: usize = 1000;
+/// Initial `log sd` of the VI workload (both sides).
+const VI_INIT_LOG_SD: f64 = -3.0;
 
 fn config() -> SghmcConfig {
     SghmcConfig {
@@ -65,8 +78,13 @@ thread_local! {
 
 /// Time `reps` blocks of `steps` calls of `f` (after `steps` warm-up calls);
 /// per-call wall seconds of each block (per-call thread CPU seconds go to `CPU`).
-fn time_blocks(reps: usize, steps: usize, mut f: impl FnMut()) -> Vec<f64> {
-    for _ in 0..steps.max(3) {
+fn time_blocks(reps: usize, steps: usize, f: impl FnMut()) -> Vec<f64> {
+    time_blocks_warmup(reps, steps, steps.max(3), f)
+}
+
+/// [`time_blocks`] with `warmup` untimed calls first.
+fn time_blocks_warmup(reps: usize, steps: usize, warmup: usize, mut f: impl FnMut()) -> Vec<f64> {
+    for _ in 0..warmup {
         f();
     }
     CPU.with(|c| c.borrow_mut().clear());
@@ -108,9 +126,10 @@ fn main() {
     let steps_arg: Option<usize> = args.get(3).and_then(|s| s.parse().ok());
     match workload {
         "mlp" => {
-            let steps = steps_arg.unwrap_or(20);
-            let batch = mlp_batch(1);
-            let sghmc = Sghmc::new(mlp_density(), config()).unwrap();
+            // langevin-models' hand-written MLP density (the default for MLPs).
+            let steps = steps_arg.unwrap_or(50);
+            let batch = fast_mlp_batch(&mlp_batch(1));
+            let sghmc = Sghmc::new(fast_mlp_density(threads), config()).unwrap();
             let mut rng = chain_rng(0, 0);
             let mut state = sghmc.init(mlp_init(0), &mut rng).unwrap();
             let t = time_blocks(reps, steps, || {
@@ -119,7 +138,7 @@ fn main() {
             report("mlp", "sghmc_step", threads, t, "");
             let params = mlp_init(0);
             let mut grad = vec![0.0; params.len()];
-            let d = mlp_density();
+            let d = fast_mlp_density(threads);
             let t = time_blocks(reps, steps, || {
                 black_box(d.value_and_grad(&params, &batch, &mut grad).unwrap());
             });
@@ -130,6 +149,91 @@ fn main() {
                 t,
                 &format!(",\"flops\":{:.6e}", mlp_flops()),
             );
+            // The candle-autograd density, for reference.
+            let steps = (steps / 5).max(1);
+            let batch = mlp_batch(1);
+            let sghmc = Sghmc::new(mlp_density(), config()).unwrap();
+            let mut state = sghmc.init(mlp_init(0), &mut rng).unwrap();
+            let t = time_blocks(reps, steps, || {
+                black_box(sghmc.step(&mut state, &batch, &mut rng).unwrap());
+            });
+            report("mlp", "sghmc_step_candle", threads, t, "");
+            let d = mlp_density();
+            let t = time_blocks(reps, steps, || {
+                black_box(d.value_and_grad(&params, &batch, &mut grad).unwrap());
+            });
+            report("mlp", "value_and_grad_candle", threads, t, "");
+        }
+        "laplace" => {
+            // (4) Diagonal empirical-Fisher Laplace over LAPLACE_N points:
+            // one pass = LAPLACE_N / LAPLACE_BATCH transform steps.
+            let steps = steps_arg.unwrap_or(1);
+            let batches = laplace_batches(2);
+            let laplace =
+                DiagFisherLaplace::new(fast_mlp_density(threads), LaplaceConfig::default())
+                    .unwrap();
+            let mut rng = chain_rng(0, 0);
+            let params = mlp_init(0);
+            let t = time_blocks_warmup(reps, steps, 1, || {
+                let mut state = laplace.init(params.clone(), &mut rng).unwrap();
+                for b in &batches {
+                    black_box(laplace.step(&mut state, b, &mut rng).unwrap());
+                }
+                black_box(&state.prec_diag);
+            });
+            report(
+                "laplace",
+                "diag_fisher_pass",
+                threads,
+                t,
+                &format!(",\"points\":{LAPLACE_N},\"batch\":{LAPLACE_BATCH}"),
+            );
+            // The same precision diagonal without forming per-example
+            // gradients (MlpDensity::accumulate_diag_fisher, two matmuls per layer).
+            let d = fast_mlp_density(threads);
+            let t = time_blocks_warmup(reps, steps, 1, || {
+                let mut prec = vec![0.0; params.len()];
+                for b in &batches {
+                    black_box(d.accumulate_diag_fisher(&params, b, &mut prec).unwrap());
+                }
+                black_box(&prec);
+            });
+            report(
+                "laplace",
+                "diag_fisher_pass_fused",
+                threads,
+                t,
+                &format!(",\"points\":{LAPLACE_N},\"batch\":{LAPLACE_BATCH}"),
+            );
+            // Per-example gradients of one 64-row minibatch (outer-product trick).
+            let batch = fast_mlp_batch(&mlp_batch(1));
+            let d = fast_mlp_density(threads);
+            let t = time_blocks(reps, 10, || {
+                black_box(d.per_example(&params, &batch).unwrap());
+            });
+            report("laplace", "per_example_grads_b64", threads, t, "");
+        }
+        "vi" => {
+            // (5) Diagonal-Gaussian VI step (one Monte Carlo sample, Adam).
+            let steps = steps_arg.unwrap_or(50);
+            let batch = fast_mlp_batch(&mlp_batch(1));
+            let vi = DiagVi::new(
+                fast_mlp_density(threads),
+                DiagViConfig {
+                    optimizer: Optimizer::adam(LR),
+                    temperature: TEMPERATURE.into(),
+                    n_samples: 1,
+                    stick_the_landing: true,
+                    init_log_sd: VI_INIT_LOG_SD,
+                },
+            )
+            .unwrap();
+            let mut rng = chain_rng(0, 0);
+            let mut state = vi.init(mlp_init(0), &mut rng).unwrap();
+            let t = time_blocks(reps, steps, || {
+                black_box(vi.step(&mut state, &batch, &mut rng).unwrap());
+            });
+            report("vi", "diag_step", threads, t, "");
         }
         "logreg" => {
             let steps = steps_arg.unwrap_or(20_000);
@@ -197,7 +301,65 @@ fn main() {
             );
         }
         "matmul" => {
+            // (8) Peak f32 matrix-product throughput: gemm (what the MLP
+            // density and candle call) on the calling thread(s), and candle's
+            // own matmul; 1024³ and the MLP's first-layer shape.
             let steps = steps_arg.unwrap_or(10);
+            let par = if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            };
+            for (m, k, n) in [(1024, 1024, 1024), (64, 784, 256)] {
+                let a: Vec<f32> = (0..m * k)
+                    .map(|i| ((i % 97) as f32 - 48.0) * 0.01)
+                    .collect();
+                let b: Vec<f32> = (0..k * n)
+                    .map(|i| ((i % 89) as f32 - 44.0) * 0.01)
+                    .collect();
+                let mut c = vec![0f32; m * n];
+                let reps_steps = if m == 1024 { steps } else { steps * 200 };
+                let t = time_blocks(reps, reps_steps, || {
+                    // SAFETY: row-major m×k, k×n and m×n buffers of exactly those sizes.
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            n,
+                            k,
+                            c.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            a.as_ptr(),
+                            1,
+                            k as isize,
+                            b.as_ptr(),
+                            1,
+                            n as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            par,
+                        );
+                    }
+                    black_box(&c);
+                });
+                let flops = 2.0 * (m * k * n) as f64;
+                let variant = if m == 1024 {
+                    "gemm_f32_1024".to_string()
+                } else {
+                    format!("gemm_f32_{m}x{k}x{n}")
+                };
+                report(
+                    "matmul",
+                    &variant,
+                    threads,
+                    t,
+                    &format!(",\"flops\":{flops:.6e}"),
+                );
+            }
             let n = 1024;
             let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu).unwrap();
             let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu).unwrap();
@@ -214,7 +376,7 @@ fn main() {
             );
         }
         other => {
-            eprintln!("unknown workload {other}: use mlp, logreg, chains or matmul");
+            eprintln!("unknown workload {other}: use mlp, laplace, vi, logreg, chains or matmul");
             std::process::exit(2);
         }
     }
