@@ -27,7 +27,10 @@ use langevin::ensemble::run_chains;
 use langevin::laplace::{DiagFisherLaplace, LaplaceConfig};
 use langevin::optim::Optimizer;
 use langevin::samples::Thinning;
-use langevin::sgmcmc::{MomentaInit, Sghmc, SghmcConfig};
+use langevin::sgmcmc::{
+    BatchedLogistic, LogisticBatch, MomentaInit, NoiseSampler, ParallelSghmc, ParallelSghmcConfig,
+    Sghmc, SghmcConfig,
+};
 use langevin::vi::{DiagVi, DiagViConfig};
 
 #[path = "../benches/common/mod.rs"]
@@ -299,6 +302,43 @@ fn main() {
                 t,
                 &format!(",\"chains\":{N_CHAINS}"),
             );
+            // Batched: all chains as one K × d buffer, the logistic density
+            // as two matrix products per block of chains (`BatchedLogistic`),
+            // one fused update; per-chain RNG streams as above (`Ziggurat`:
+            // the same normals as the loop above; `BoxMuller`, the default:
+            // bulk vectorised draws). Blocks run on rayon's pool, so the
+            // calling thread's CPU time is reported only at one thread.
+            let lb = LogisticBatch::new(batch.x.clone(), batch.y.clone(), LOGREG_DIM).unwrap();
+            let dens = BatchedLogistic::new(N_DATA, PRIOR_VAR).unwrap();
+            for (rows, noise) in [
+                (256, NoiseSampler::BoxMuller),
+                (256, NoiseSampler::Ziggurat),
+                (N_CHAINS, NoiseSampler::BoxMuller),
+            ] {
+                let ps = ParallelSghmc::new(
+                    &dens,
+                    ParallelSghmcConfig {
+                        sghmc: config(),
+                        chains_per_call: rows,
+                        noise,
+                    },
+                )
+                .unwrap();
+                let mut st = ps.init(&inits, 0).unwrap();
+                let t = time_blocks(reps, steps * 5, || {
+                    black_box(ps.step(&mut st, &lb).unwrap());
+                });
+                if threads > 1 {
+                    CPU.with(|c| c.borrow_mut().iter_mut().for_each(|x| *x = f64::NAN));
+                }
+                report(
+                    "chains",
+                    &format!("parallel_sghmc_batched_logistic_rows{rows}_{noise:?}"),
+                    threads,
+                    t,
+                    &format!(",\"chains\":{N_CHAINS}"),
+                );
+            }
         }
         "matmul" => {
             // (8) Peak f32 matrix-product throughput: gemm (what the MLP

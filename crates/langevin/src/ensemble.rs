@@ -10,12 +10,18 @@
 //! asymptotically samples of the posterior — an unbiased deep ensemble; at
 //! `T = 0` the same code is the classical deep ensemble of K independently
 //! optimised models.
+//!
+//! [`run_parallel_sghmc`] runs many SGHMC chains on the same minibatches with
+//! [`ParallelSghmc`]: one batched density call per block of chains and one
+//! fused update over the `K × d` state (the fast path for many small chains;
+//! see [`crate::sgmcmc::batched`]).
 
 use rayon::prelude::*;
 
 use langevin_core::{chain_rng, Error, Params, Result, Transform, TransformState};
 
 use crate::samples::{Samples, Thinning, Trace};
+use crate::sgmcmc::batched::{BatchLogDensity, ParallelSghmc, ParallelSghmcState};
 
 /// What a chain run produced.
 #[derive(Debug, Clone)]
@@ -108,4 +114,49 @@ where
         thin: 1,
     };
     Ok(run_chains(transform, inits, seed, steps, thinning, batch)?.states)
+}
+
+/// What [`run_parallel_sghmc`] produced.
+#[derive(Debug, Clone)]
+pub struct ParallelChainsOutput {
+    /// Kept draws of every chain (a rejected step keeps the chain where it was).
+    pub samples: Samples,
+    /// Final state of all chains (per-chain rejected-step counts included).
+    pub state: ParallelSghmcState,
+}
+
+/// Run `inits.len()` SGHMC chains of `steps` updates with [`ParallelSghmc`]:
+/// one batched density call per block of chains per step, all chains on
+/// `batch(step)`. Chain `c` uses `chain_rng(seed, c)`; the draws do not
+/// depend on the number of threads. A non-finite evaluation of one chain
+/// skips that chain's step (counted in `state.rejected`); an `Err` of the
+/// whole density call stops the run.
+pub fn run_parallel_sghmc<D, B, F>(
+    sampler: &ParallelSghmc<D>,
+    inits: &[Params],
+    seed: u64,
+    steps: u64,
+    thinning: Thinning,
+    batch: F,
+) -> Result<ParallelChainsOutput>
+where
+    D: BatchLogDensity<Batch = B>,
+    B: Sync,
+    F: Fn(u64) -> B,
+{
+    thinning.check_steps(steps)?;
+    let mut state = sampler.init(inits, seed)?;
+    let d = state.dim();
+    let mut traces: Vec<Trace> = (0..state.n_chains()).map(|_| Trace::new(d)).collect();
+    for s in 0..steps {
+        sampler.step(&mut state, &batch(s))?;
+        if thinning.keeps(s + 1) {
+            for (c, tr) in traces.iter_mut().enumerate() {
+                tr.push(state.chain(c), state.log_posterior[c])?;
+            }
+        }
+    }
+    let mut samples = Samples::new(state.layout.scalar_names(), 0);
+    samples.chains = traces;
+    Ok(ParallelChainsOutput { samples, state })
 }

@@ -10,6 +10,9 @@
 //! * [`sghmc`]: stochastic gradient Hamiltonian Monte Carlo.
 //! * [`sgnht`]: stochastic gradient Nosé-Hoover thermostat.
 //! * [`baoa`]: the BAOA splitting of underdamped Langevin (Leimkuhler–Matthews).
+//! * [`batched`]: many SGHMC chains with one batched density call per step
+//!   ([`ParallelSghmc`], [`BatchLogDensity`]); [`batched_logistic`] is a
+//!   matrix-product example of such a density.
 //!
 //! Every update is one fused loop over the flat `f64` buffers: the gradient is
 //! the only allocation of a step.
@@ -19,11 +22,19 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 pub mod baoa;
+pub mod batched;
+pub mod batched_logistic;
 pub mod sghmc;
 pub mod sgld;
 pub mod sgnht;
+mod vecmath;
 
 pub use baoa::{Baoa, BaoaConfig, BaoaState};
+pub use batched::{
+    BatchLogDensity, NoiseSampler, ParallelSghmc, ParallelSghmcConfig, ParallelSghmcInfo,
+    ParallelSghmcState, PerChain,
+};
+pub use batched_logistic::{BatchedLogistic, LogisticBatch};
 pub use sghmc::{Sghmc, SghmcConfig, SghmcState};
 pub use sgld::{Sgld, SgldConfig, SgldState};
 pub use sgnht::{Sgnht, SgnhtConfig, SgnhtState};

@@ -1,0 +1,294 @@
+//! Branch-free `exp`, `log1p`, `log`, `sin`/`cos` and Box–Muller normals,
+//! written so the compiler vectorises loops over them (libm's scalar calls
+//! do not vectorise). Used by the batched chains (`batched`,
+//! `batched_logistic`).
+//!
+//! Accuracy: within 1e-15 relative of libm on the ranges used (tested
+//! below). Every polynomial step is `f64::mul_add`, a correctly rounded fused
+//! multiply-add on every target (hardware FMA where available, a slower
+//! library call otherwise), so the results are the same bits on every x86-64
+//! machine and with or without the AVX2+FMA version of a loop.
+
+/// ln 2 split so that `k · LN2_HI` is exact for `|k| < 2^11` (fdlibm).
+const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+/// 1.5 · 2^52: adding it rounds to an integer held in the low mantissa bits.
+const SHIFT: f64 = 6_755_399_441_055_744.0;
+/// Bits of 1.0.
+const ONE_BITS: u64 = 0x3FF0_0000_0000_0000;
+
+/// `exp(x)` for `x ≤ 0` (NaN stays NaN; x < −708 is treated as −708, i.e. a
+/// result ≤ 3.3e−308 instead of a smaller or zero one).
+#[inline(always)]
+pub(crate) fn exp_nonpositive(x: f64) -> f64 {
+    let x = if x < -708.0 { -708.0 } else { x };
+    let t = x * std::f64::consts::LOG2_E + SHIFT;
+    let k = t - SHIFT;
+    // |r| ≤ ln2 / 2
+    let r = k.mul_add(-LN2_LO, k.mul_add(-LN2_HI, x));
+    // exp(r): Taylor series to r^13 (truncation < 4e-18 relative).
+    let mut p: f64 = 1.0 / 6_227_020_800.0;
+    p = p.mul_add(r, 1.0 / 479_001_600.0);
+    p = p.mul_add(r, 1.0 / 39_916_800.0);
+    p = p.mul_add(r, 1.0 / 3_628_800.0);
+    p = p.mul_add(r, 1.0 / 362_880.0);
+    p = p.mul_add(r, 1.0 / 40_320.0);
+    p = p.mul_add(r, 1.0 / 5_040.0);
+    p = p.mul_add(r, 1.0 / 720.0);
+    p = p.mul_add(r, 1.0 / 120.0);
+    p = p.mul_add(r, 1.0 / 24.0);
+    p = p.mul_add(r, 1.0 / 6.0);
+    p = p.mul_add(r, 0.5);
+    p = p.mul_add(r, 1.0);
+    p = p.mul_add(r, 1.0);
+    // 2^k: k (≥ −1022) sits in the low bits of t's mantissa.
+    let two_k = f64::from_bits(ONE_BITS.wrapping_add(t.to_bits() << 52));
+    p * two_k
+}
+
+/// fdlibm's `log(2^k (1 + f)) = k ln2 + log(1 + f)` for `1 + f ∈ (√½, √2]`,
+/// plus a first-order correction `c` (added before rounding).
+#[inline(always)]
+fn log_reduced(f: f64, k: f64, c: f64) -> f64 {
+    const LG1: f64 = 6.666_666_666_666_735_130e-1;
+    const LG2: f64 = 3.999_999_999_940_941_908e-1;
+    const LG3: f64 = 2.857_142_874_366_239_149e-1;
+    const LG4: f64 = 2.222_219_843_214_978_396e-1;
+    const LG5: f64 = 1.818_357_216_161_805_012e-1;
+    const LG6: f64 = 1.531_383_769_920_937_332e-1;
+    const LG7: f64 = 1.479_819_860_511_658_591e-1;
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let mut r = LG7;
+    r = r.mul_add(z, LG6);
+    r = r.mul_add(z, LG5);
+    r = r.mul_add(z, LG4);
+    r = r.mul_add(z, LG3);
+    r = r.mul_add(z, LG2);
+    r = r.mul_add(z, LG1);
+    r *= z;
+    let hfsq = 0.5 * f * f;
+    k * LN2_HI - ((hfsq - (s * (hfsq + r) + (k * LN2_LO + c))) - f)
+}
+
+/// `log1p(e)` for `e ∈ [0, 1]`, given `u = 1 + e` and `inv_u = 1/u`
+/// (shared with a sigmoid by the caller). NaN stays NaN.
+#[inline(always)]
+pub(crate) fn log1p_with(e: f64, u: f64, inv_u: f64) -> f64 {
+    // log(1 + e) = log(u) + c, c = (e − (u − 1)) / u: the rounding of u.
+    let c = (e - (u - 1.0)) * inv_u;
+    let big = u > std::f64::consts::SQRT_2;
+    let f = if big { 0.5 * u - 1.0 } else { u - 1.0 }; // exact
+    let k = if big { 1.0 } else { 0.0 };
+    log_reduced(f, k, c)
+}
+
+/// `log(u)` for a positive normal `u ≤ 1` (enough for uniforms).
+#[inline(always)]
+fn log_unit(u: f64) -> f64 {
+    let b = u.to_bits();
+    // Biased exponent e as a float: (2^52 + e) − 2^52, exact.
+    let e = f64::from_bits((b >> 52) | 0x4330_0000_0000_0000) - 4_503_599_627_370_496.0;
+    let m = f64::from_bits((b & 0x000F_FFFF_FFFF_FFFF) | ONE_BITS); // [1, 2)
+    let big = m > std::f64::consts::SQRT_2;
+    let f = if big { 0.5 * m - 1.0 } else { m - 1.0 };
+    let k = if big { e - 1022.0 } else { e - 1023.0 };
+    log_reduced(f, k, 0.0)
+}
+
+/// `(cos 2πt, sin 2πt)` for `t ∈ [0, 1)`.
+#[inline(always)]
+fn cos_sin_turns(t: f64) -> (f64, f64) {
+    // Nearest quarter turn q ∈ {0, …, 4}; the remainder is exact.
+    let q = (4.0 * t + SHIFT) - SHIFT;
+    let x = std::f64::consts::TAU * (t - 0.25 * q); // |x| ≤ π/4
+    let x2 = x * x;
+    // Taylor series: sin to x^15, cos to x^16 (truncation < 5e-17).
+    let mut s: f64 = -1.0 / 1_307_674_368_000.0;
+    s = s.mul_add(x2, 1.0 / 6_227_020_800.0);
+    s = s.mul_add(x2, -1.0 / 39_916_800.0);
+    s = s.mul_add(x2, 1.0 / 362_880.0);
+    s = s.mul_add(x2, -1.0 / 5_040.0);
+    s = s.mul_add(x2, 1.0 / 120.0);
+    s = s.mul_add(x2, -1.0 / 6.0);
+    let sin = (x * x2).mul_add(s, x);
+    let mut c: f64 = 1.0 / 20_922_789_888_000.0;
+    c = c.mul_add(x2, -1.0 / 87_178_291_200.0);
+    c = c.mul_add(x2, 1.0 / 479_001_600.0);
+    c = c.mul_add(x2, -1.0 / 3_628_800.0);
+    c = c.mul_add(x2, 1.0 / 40_320.0);
+    c = c.mul_add(x2, -1.0 / 720.0);
+    c = c.mul_add(x2, 1.0 / 24.0);
+    c = c.mul_add(x2, -0.5);
+    let cos = x2.mul_add(c, 1.0);
+    // Rotate by q quarter turns (q = 4 is a full turn).
+    let (q1, q2, q3) = (q == 1.0, q == 2.0, q == 3.0);
+    let co = if q1 {
+        -sin
+    } else if q2 {
+        -cos
+    } else if q3 {
+        sin
+    } else {
+        cos
+    };
+    let si = if q1 {
+        cos
+    } else if q2 {
+        -sin
+    } else if q3 {
+        -cos
+    } else {
+        sin
+    };
+    (co, si)
+}
+
+/// Two standard normals from two 64-bit draws (Box–Muller on 52-bit
+/// uniforms `u₁ ∈ (0, 1]`, `u₂ ∈ [0, 1)`): `r = sqrt(−2 ln u₁)`,
+/// `(r cos 2πu₂, r sin 2πu₂)`. `|z| ≤ 8.49` (u₁ ≥ 2⁻⁵²): the tail beyond
+/// has probability 2e−17.
+#[inline(always)]
+fn box_muller_pair(b0: u64, b1: u64) -> (f64, f64) {
+    let u1 = 2.0 - f64::from_bits((b0 >> 12) | ONE_BITS);
+    let u2 = f64::from_bits((b1 >> 12) | ONE_BITS) - 1.0;
+    let r = (-2.0 * log_unit(u1)).sqrt();
+    let (c, s) = cos_sin_turns(u2);
+    (r * c, r * s)
+}
+
+#[inline(always)]
+fn box_muller_generic(bits: &[u64], out: &mut [f64]) {
+    for (b, o) in bits.chunks_exact(2).zip(out.chunks_exact_mut(2)) {
+        let (z0, z1) = box_muller_pair(b[0], b[1]);
+        o[0] = z0;
+        o[1] = z1;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn box_muller_avx2(bits: &[u64], out: &mut [f64]) {
+    box_muller_generic(bits, out)
+}
+
+/// Standard normals from 64-bit draws, two per pair of draws:
+/// `out[2j], out[2j+1]` from `bits[2j], bits[2j+1]` (`bits.len()` and
+/// `out.len()` even and equal).
+pub(crate) fn box_muller(bits: &[u64], out: &mut [f64]) {
+    debug_assert!(bits.len() == out.len() && bits.len() % 2 == 0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { box_muller_avx2(bits, out) };
+            return;
+        }
+    }
+    box_muller_generic(bits, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn rel(a: f64, b: f64) -> f64 {
+        (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
+    }
+
+    fn log1p_unit(e: f64) -> f64 {
+        let u = 1.0 + e;
+        log1p_with(e, u, 1.0 / u)
+    }
+
+    #[test]
+    fn exp_log_sincos_match_libm() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let (mut we, mut wl, mut wu, mut wc): (f64, f64, f64, f64) = (0.0, 0.0, 0.0, 0.0);
+        for i in 0..200_000 {
+            let x: f64 = -rng.random::<f64>() * if i % 2 == 0 { 40.0 } else { 708.0 };
+            we = we.max(rel(exp_nonpositive(x), x.exp()));
+            let e: f64 = if i % 3 == 0 {
+                rng.random::<f64>()
+            } else {
+                (-rng.random::<f64>() * 700.0).exp()
+            };
+            wl = wl.max(rel(log1p_unit(e), e.ln_1p()));
+            let u = 1.0 - rng.random::<f64>() * if i % 2 == 0 { 1.0 } else { 1e-9 };
+            if u != 1.0 {
+                wu = wu.max(rel(log_unit(u), u.ln()));
+            }
+            let t: f64 = rng.random();
+            let (c, s) = cos_sin_turns(t);
+            let a = std::f64::consts::TAU * t;
+            wc = wc.max((c - a.cos()).abs()).max((s - a.sin()).abs());
+        }
+        assert!(we < 1e-15, "exp rel error {we}");
+        assert!(wl < 1e-15, "log1p rel error {wl}");
+        assert!(wu < 1e-15, "log rel error {wu}");
+        assert!(wc < 1e-15, "sin/cos abs error {wc}");
+        for x in [0.0, -0.0, -1e-300, -708.0, -0.5 * std::f64::consts::LN_2] {
+            assert!(rel(exp_nonpositive(x), x.exp()) < 1e-15, "{x}");
+        }
+        assert!(exp_nonpositive(-1e4) > 0.0 && exp_nonpositive(-1e4) < 1e-307);
+        for e in [1.0, 1e-300, f64::EPSILON, 0.414_213_56, 0.414_213_57] {
+            assert!(rel(log1p_unit(e), e.ln_1p()) < 1e-15, "{e}");
+        }
+        assert_eq!(log1p_unit(0.0), 0.0);
+        assert_eq!(log_unit(1.0), 0.0);
+        assert!(rel(log_unit(2f64.powi(-52)), -52.0 * std::f64::consts::LN_2) < 1e-15);
+        assert!(exp_nonpositive(f64::NAN).is_nan());
+        assert!(log1p_unit(f64::NAN).is_nan());
+        for (t, c, s) in [
+            (0.0, 1.0, 0.0),
+            (0.25, 0.0, 1.0),
+            (0.5, -1.0, 0.0),
+            (0.75, 0.0, -1.0),
+        ] {
+            let (cc, ss) = cos_sin_turns(t);
+            assert!((cc - c).abs() < 1e-16 && (ss - s).abs() < 1e-16, "{t}");
+        }
+    }
+
+    /// Box–Muller from bulk draws: the same as libm's formula on the same
+    /// bits, and standard normal moments within Monte Carlo error.
+    #[test]
+    fn box_muller_normals() {
+        let n = 1 << 20;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut bits = vec![0u64; n];
+        rng.fill(&mut bits[..]);
+        let mut z = vec![0.0; n];
+        box_muller(&bits, &mut z);
+        let mut z2 = vec![0.0; n];
+        box_muller_generic(&bits, &mut z2);
+        assert_eq!(z, z2, "dispatch must not change the bits");
+        for j in 0..1000 {
+            let u1 = 1.0 - (bits[2 * j] >> 12) as f64 * 2f64.powi(-52);
+            let u2 = (bits[2 * j + 1] >> 12) as f64 * 2f64.powi(-52);
+            let r = (-2.0 * u1.ln()).sqrt();
+            let a = std::f64::consts::TAU * u2;
+            assert!((z[2 * j] - r * a.cos()).abs() < 1e-14);
+            assert!((z[2 * j + 1] - r * a.sin()).abs() < 1e-14);
+        }
+        let nf = n as f64;
+        let m = z.iter().sum::<f64>() / nf;
+        let v = z.iter().map(|x| x * x).sum::<f64>() / nf;
+        let k4 = z.iter().map(|x| x.powi(4)).sum::<f64>() / nf;
+        let tail = z.iter().filter(|x| x.abs() > 2.0).count() as f64 / nf;
+        // Standard errors: mean 1/sqrt(n), E z² sqrt(2/n), E z⁴ sqrt(96/n).
+        assert!(m.abs() < 5.0 / nf.sqrt(), "mean {m}");
+        assert!((v - 1.0).abs() < 5.0 * (2.0 / nf).sqrt(), "var {v}");
+        assert!((k4 - 3.0).abs() < 5.0 * (96.0 / nf).sqrt(), "E z^4 {k4}");
+        let p2 = 0.045_500_263_896_358_4;
+        assert!(
+            (tail - p2).abs() < 5.0 * (p2 * (1.0 - p2) / nf).sqrt(),
+            "tail {tail}"
+        );
+        // Pairs are uncorrelated.
+        let c: f64 = z.chunks_exact(2).map(|p| p[0] * p[1]).sum::<f64>() / (nf / 2.0);
+        assert!(c.abs() < 5.0 / (nf / 2.0).sqrt(), "pair correlation {c}");
+    }
+}
