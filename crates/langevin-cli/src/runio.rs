@@ -56,7 +56,20 @@ pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    sync_parent(path);
     Ok(())
+}
+
+/// Make a rename in `path`'s directory durable (best effort: some file
+/// systems do not support syncing a directory).
+fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = File::open(parent) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Appends draws to `samples.csv` from several chains (thread-safe).
@@ -79,6 +92,27 @@ impl SamplesWriter {
             out: Mutex::new(w),
             path: path.to_path_buf(),
         })
+    }
+
+    /// Open an existing `samples.csv` to append rows (resuming a run).
+    pub fn open_append(path: &Path) -> Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {} to append", path.display()))?;
+        Ok(Self {
+            out: Mutex::new(BufWriter::new(f)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Length of the file in bytes, counting rows still buffered.
+    pub fn len(&self) -> Result<u64> {
+        let w = self
+            .out
+            .lock()
+            .map_err(|_| anyhow::anyhow!("samples writer poisoned"))?;
+        Ok(w.get_ref().metadata()?.len() + w.buffer().len() as u64)
     }
 
     /// Append one draw. Numbers are written in Rust's shortest round-trip form,
