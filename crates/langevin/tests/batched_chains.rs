@@ -1,5 +1,6 @@
 //! Many SGHMC chains with one batched density call per step
 //! (`sgmcmc::batched::ParallelSghmc`).
+#![allow(clippy::needless_range_loop)]
 
 use langevin::core::{chain_rng, Error, FnDensity, ParamLayout, Params, Result, Transform};
 use langevin::ensemble::run_parallel_sghmc;

@@ -232,6 +232,8 @@ unsafe fn logistic_rows_avx2(z: &mut [f64], y: &[f64], values: &mut [f64]) {
     logistic_rows_generic(z, y, values)
 }
 
+// The explicit 4-lane loop keeps four partial sums in one vector register.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn logistic_rows_generic(z: &mut [f64], y: &[f64], values: &mut [f64]) {
     let b = y.len();
@@ -348,7 +350,7 @@ mod tests {
             Err(Error::DimensionMismatch { .. })
         ));
         assert!(dens
-            .values_and_grads(&[0.0; 4], 2, &bt, &mut v, &mut vec![0.0; 4])
+            .values_and_grads(&[0.0; 4], 2, &bt, &mut v, &mut [0.0; 4])
             .is_err());
     }
 }

@@ -10,8 +10,8 @@
 //! machine and with or without the AVX2+FMA version of a loop.
 
 /// ln 2 split so that `k · LN2_HI` is exact for `|k| < 2^11` (fdlibm).
-const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+const LN2_HI: f64 = 0.6931471803691238;
+const LN2_LO: f64 = 1.9082149292705877e-10;
 /// 1.5 · 2^52: adding it rounds to an integer held in the low mantissa bits.
 const SHIFT: f64 = 6_755_399_441_055_744.0;
 /// Bits of 1.0.
@@ -50,13 +50,13 @@ pub(crate) fn exp_nonpositive(x: f64) -> f64 {
 /// plus a first-order correction `c` (added before rounding).
 #[inline(always)]
 fn log_reduced(f: f64, k: f64, c: f64) -> f64 {
-    const LG1: f64 = 6.666_666_666_666_735_130e-1;
-    const LG2: f64 = 3.999_999_999_940_941_908e-1;
-    const LG3: f64 = 2.857_142_874_366_239_149e-1;
-    const LG4: f64 = 2.222_219_843_214_978_396e-1;
-    const LG5: f64 = 1.818_357_216_161_805_012e-1;
-    const LG6: f64 = 1.531_383_769_920_937_332e-1;
-    const LG7: f64 = 1.479_819_860_511_658_591e-1;
+    const LG1: f64 = 0.6666666666666735;
+    const LG2: f64 = 0.3999999999940942;
+    const LG3: f64 = 0.2857142874366239;
+    const LG4: f64 = 0.22222198432149784;
+    const LG5: f64 = 0.1818357216161805;
+    const LG6: f64 = 0.15313837699209373;
+    const LG7: f64 = 0.14798198605116586;
     let s = f / (2.0 + f);
     let z = s * s;
     let mut r = LG7;
