@@ -122,6 +122,7 @@ fn load(path: &Path, quantized: bool) -> anyhow::Result<(Llama, Tokenizer)> {
         Ok(m) => Ok(m),
         Err(
             e @ (EmtError::ModelNotFound { .. }
+            | EmtError::Io { .. }
             | EmtError::InvalidModel(_)
             | EmtError::Tokenizer(_)),
         ) => Err(crate::exit::bad_input(e)),

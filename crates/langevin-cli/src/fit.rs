@@ -307,6 +307,11 @@ fn parse_hidden(s: &str) -> Result<Vec<usize>> {
 pub fn load_data(data: Option<&str>, target: Option<&str>) -> Result<(Dataset, String)> {
     let data = data.unwrap_or(DEFAULT_DATA);
     let path = Path::new(data);
+    if path.exists() && !path.is_file() {
+        crate::bail_input!(
+            "--data {data}: not a regular file (a CSV file with a header row, or a bundled name)"
+        );
+    }
     if path.is_file() {
         let Some(target) = target else {
             crate::bail_input!(
@@ -459,7 +464,8 @@ pub fn prepare(args: &FitArgs) -> Result<(FitConfig, Prepared, String)> {
     };
 
     // Split and standardise.
-    let split = Split::new(ds.n(), args.test_fraction, args.seed).map_err(bad_input)?;
+    let split = Split::new(ds.n(), args.test_fraction, args.seed)
+        .map_err(|e| bad_input(format!("{data_name}: {e}")))?;
     let train = ds.subset(&split.train);
     let (eval, metrics_on) = if split.test.is_empty() {
         (train.clone(), "train")
@@ -494,6 +500,18 @@ pub fn prepare(args: &FitArgs) -> Result<(FitConfig, Prepared, String)> {
         (ty, ey, eval.y.clone(), scaler)
     };
     let n_train = train.n();
+    if classification && class_labels.len() > n_train {
+        crate::bail_input!(
+            "{data_name}: target `{}` has {} classes but only {n_train} training rows \
+             ({} rows, {} held out by --test-fraction {}): a classifier needs at least \
+             one training row per class",
+            ds.target_name,
+            class_labels.len(),
+            ds.n(),
+            split.test.len(),
+            args.test_fraction
+        );
+    }
     let spec = ModelSpec {
         kind,
         task,

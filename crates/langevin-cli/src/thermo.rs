@@ -159,8 +159,15 @@ fn mat_json(m: MatRef<'_, f64>) -> serde_json::Value {
         .collect::<Vec<_>>())
 }
 
+/// Creates the output folder; failing to is bad input (exit 2), e.g. a path
+/// under a regular file.
 fn prepare_out(out: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(out).with_context(|| format!("creating output folder {}", out.display()))
+    fs::create_dir_all(out).map_err(|e| {
+        bad_input(format!(
+            "--out {}: cannot create the output folder: {e}",
+            out.display()
+        ))
+    })
 }
 
 fn write_json(out: &Path, v: &serde_json::Value) -> anyhow::Result<()> {
@@ -752,7 +759,6 @@ fn run_spu(args: SpuArgs) -> anyhow::Result<()> {
     if args.seeds == 0 || args.seeds > 100 {
         crate::bail_input!("--seeds must be in 1..=100");
     }
-    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let problems: Vec<(String, langevin_thermo::ou::Mat<f64>)> = match &args.matrix {
         Some(p) => vec![(p.display().to_string(), spu_read_matrix(p)?)],
         None => vec![
@@ -767,6 +773,7 @@ fn run_spu(args: SpuArgs) -> anyhow::Result<()> {
         ..SpuConfig::default()
     };
     nonideal.validate().map_err(bad_input)?;
+    prepare_out(&args.out)?;
     let mut times = Vec::new();
     let mut t = 1e-4;
     while t <= args.max_time * 1.0001 {
@@ -964,13 +971,13 @@ fn run_tbi(args: TbiArgs) -> anyhow::Result<()> {
     if args.chains < 2 || !(args.step > 0.0 && args.step <= 0.1) {
         crate::bail_input!("need --chains >= 2 and 0 < --step <= 0.1");
     }
-    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let ideal = CircuitConfig::default();
     let mism = CircuitConfig {
         tolerance_pct: args.tolerance,
         ..CircuitConfig::default()
     };
     mism.validate().map_err(bad_input)?;
+    prepare_out(&args.out)?;
     let mut summary = json!({ "tau_seconds": ideal.tau(), "threshold": args.threshold, "circuit": serde_json::to_value(&mism)? });
     if do_g {
         let dims = parse_dims(&args.dims)?;
@@ -1271,7 +1278,7 @@ fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
         cfg.validate().map_err(bad_input)?;
         results.push(tngd::train(&train, &test, &cfg)?);
     }
-    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    prepare_out(&args.out)?;
     let mut csv =
         String::from("method,iter,train_loss,test_accuracy,wall_seconds,analog_seconds\n");
     for r in &results {

@@ -26,6 +26,17 @@ fn expect(args: &[&str], code: i32, needles: &[&str]) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// A failure before the run starts: exit code 2, the message, and no output
+/// directory created at all (so nothing can claim success).
+fn expect_no_output(args: &[&str], out: &Path, needles: &[&str]) {
+    expect(args, 2, needles);
+    assert!(
+        !out.exists(),
+        "langevin {args:?} left {} behind",
+        out.display()
+    );
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -261,4 +272,494 @@ fn predict_on_bad_data_exits_2() {
     // setosa-like row: not virginica; virginica-like row: virginica.
     assert!(rows[1].starts_with("2,0,"), "{text}");
     assert!(rows[2].starts_with("3,1,"), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// The bad-input corpus of issue #8: every item through the binary, exit code
+// 2, a message naming the problem (file and line for data, the option and the
+// value for options), and no output directory left behind.
+// ---------------------------------------------------------------------------
+
+/// `fit --data FILE --target y --out OUT` plus `extra`, on a CSV with `text`.
+fn fit_file_fails(t: &Path, name: &str, text: &str, extra: &[&str], needles: &[&str]) {
+    let out = t.join(format!("out-{name}"));
+    let f = write(t, name, text);
+    let mut args = vec![
+        "fit",
+        "--data",
+        &f,
+        "--target",
+        "y",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    expect_no_output(&args, &out, needles);
+}
+
+#[test]
+fn corpus_bad_data_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // Missing file.
+    let out = t.join("out-missing");
+    let missing = t.join("missing.csv");
+    expect_no_output(
+        &[
+            "fit",
+            "--data",
+            missing.to_str().unwrap(),
+            "--target",
+            "y",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &out,
+        &[missing.to_str().unwrap(), "no such file"],
+    );
+    // A directory given as the data file.
+    let out = t.join("out-dir");
+    expect_no_output(
+        &[
+            "fit",
+            "--data",
+            t.to_str().unwrap(),
+            "--target",
+            "y",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &out,
+        &[t.to_str().unwrap(), "not a regular file"],
+    );
+    fit_file_fails(t, "empty.csv", "", &[], &["empty.csv", "empty file"]);
+    fit_file_fails(
+        t,
+        "header.csv",
+        "a,y\n",
+        &[],
+        &["header.csv", "no data rows after the header"],
+    );
+    fit_file_fails(
+        t,
+        "blank.csv",
+        "a,y\n\n   \n",
+        &[],
+        &["blank.csv", "no data rows after the header"],
+    );
+    fit_file_fails(
+        t,
+        "ragged.csv",
+        "a,y\n1,0\n2,1\n3\n",
+        &[],
+        &["ragged.csv:4: row has 1 fields but the header has 2"],
+    );
+    fit_file_fails(
+        t,
+        "ragged2.csv",
+        "a,y\n1,0\n2,1,5\n",
+        &[],
+        &["ragged2.csv:3: row has 3 fields but the header has 2"],
+    );
+    fit_file_fails(
+        t,
+        "text.csv",
+        "a,y\n1,0\n2,1\nabc,0\n",
+        &[],
+        &["text.csv:4: column `a`: `abc` is not a number"],
+    );
+    fit_file_fails(
+        t,
+        "emptycell.csv",
+        "a,y\n1,0\n,1\n",
+        &[],
+        &["emptycell.csv:3: column `a`: empty cell"],
+    );
+    fit_file_fails(
+        t,
+        "nan.csv",
+        "a,y\n1,0\nNaN,1\n",
+        &[],
+        &["nan.csv:3: column `a`: `NaN` is not a finite number"],
+    );
+    fit_file_fails(
+        t,
+        "inf.csv",
+        "a,y\n1,0\n2,inf\n",
+        &[],
+        &["inf.csv:3: column `y`: `inf` is not a finite number"],
+    );
+    fit_file_fails(
+        t,
+        "overflow.csv",
+        "a,y\n1,0\n-1e400,1\n",
+        &[],
+        &["overflow.csv:3: column `a`: `-1e400` is not a finite number"],
+    );
+    fit_file_fails(
+        t,
+        "binary.csv",
+        "a,y\n1,0\n\u{0}\u{1},1\n",
+        &[],
+        &["binary.csv:3: column `a`", "is not a number"],
+    );
+    std::fs::write(t.join("latin1.csv"), b"a,y\n1,0\n\xe9,1\n").unwrap();
+    let f = t.join("latin1.csv");
+    let out = t.join("out-latin1");
+    expect_no_output(
+        &[
+            "fit",
+            "--data",
+            f.to_str().unwrap(),
+            "--target",
+            "y",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &out,
+        &["latin1.csv:3", "UTF-8"],
+    );
+    fit_file_fails(
+        t,
+        "notarget.csv",
+        "a,b\n1,2\n3,4\n",
+        &[],
+        &["notarget.csv", "no column named `y`", "columns are: a, b"],
+    );
+    fit_file_fails(
+        t,
+        "onlytarget.csv",
+        "y\n1\n2\n",
+        &[],
+        &["onlytarget.csv", "no feature columns"],
+    );
+    fit_file_fails(
+        t,
+        "dupe.csv",
+        "a,a,y\n1,2,0\n",
+        &[],
+        &["dupe.csv", "header names column `a` twice"],
+    );
+    // A constant target for every classifier.
+    for extra in [
+        &["--model", "logistic"][..],
+        &["--model", "softmax"][..],
+        &["--model", "mlp", "--task", "classification"][..],
+    ] {
+        fit_file_fails(
+            t,
+            "oneclass.csv",
+            "a,y\n1,1\n2,1\n3,1\n4,1\n5,1\n",
+            extra,
+            &["oneclass.csv", "target `y` has a single class (1)"],
+        );
+    }
+    // Non-integer labels for a classifier.
+    fit_file_fails(
+        t,
+        "frac.csv",
+        "a,y\n1,0\n2,1\n3,0.5\n4,1\n",
+        &["--model", "logistic"],
+        &["frac.csv:4: column `y`", "0.5 is not a class label"],
+    );
+    // More classes than (training) rows: 4 rows, 4 classes, one held out.
+    fit_file_fails(
+        t,
+        "classes.csv",
+        "a,y\n1,0\n2,1\n3,2\n4,3\n",
+        &[],
+        &["classes.csv", "4 classes but only 3 training rows"],
+    );
+    fit_file_fails(
+        t,
+        "classes2.csv",
+        "a,y\n1,0\n2,1\n3,2\n4,3\n5,4\n",
+        &["--model", "softmax", "--test-fraction", "0.5"],
+        &["classes2.csv", "5 classes but only 2 training rows"],
+    );
+    // Too few rows to hold any out.
+    fit_file_fails(
+        t,
+        "onerow.csv",
+        "a,y\n1,0.5\n",
+        &[],
+        &["onerow.csv", "test_fraction", "leaves no training rows"],
+    );
+    // A binary model on a three-class target.
+    let out = t.join("out-iris");
+    expect_no_output(
+        &[
+            "fit",
+            "--data",
+            "iris",
+            "--model",
+            "logistic",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &out,
+        &["binary target", "3 classes"],
+    );
+}
+
+#[test]
+fn corpus_bad_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = out.to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--step-size", "0"],
+            &["--step-size must be a finite number > 0, got 0"],
+        ),
+        (
+            &["--step-size", "-0.5"],
+            &["--step-size must be a finite number > 0, got -0.5"],
+        ),
+        (
+            &["--step-size", "NaN"],
+            &["--step-size must be a finite number > 0, got NaN"],
+        ),
+        (
+            &["--step-size", "inf"],
+            &["--step-size must be a finite number > 0, got inf"],
+        ),
+        (&["--chains", "0"], &["--chains must be at least 1"]),
+        (
+            &["--steps", "100", "--burn-in", "100"],
+            &["--burn-in (100) must be smaller than --steps (100)"],
+        ),
+        (
+            &["--steps", "100", "--burn-in", "250"],
+            &["--burn-in (250) must be smaller than --steps (100)"],
+        ),
+        (&["--steps", "0"], &["--steps must be at least 1"]),
+        (&["--thin", "0"], &["--thin must be at least 1"]),
+        (&["--batch-size", "0"], &["--batch-size must be at least 1"]),
+        (
+            &["--prior-sd", "-1"],
+            &["--prior-sd must be a finite number > 0, got -1"],
+        ),
+        (
+            &["--noise-sd", "0"],
+            &["--noise-sd must be a finite number > 0, got 0"],
+        ),
+        (
+            &["--friction", "-2"],
+            &["--friction must be a finite number >= 0, got -2"],
+        ),
+        (
+            &["--test-fraction", "1"],
+            &["--test-fraction must be in [0, 1), got 1"],
+        ),
+        (
+            &["--test-fraction", "-0.1"],
+            &["--test-fraction must be in [0, 1), got -0.1"],
+        ),
+        (
+            &["--hidden", "64,0", "--model", "mlp"],
+            &["--hidden: `0` is not a positive integer"],
+        ),
+        (
+            &["--task", "classification", "--model", "linear"],
+            &["--task classification does not fit --model linear"],
+        ),
+        // clap rejects unknown names and malformed numbers (its exit code is 2).
+        (&["--model", "forest"], &["'forest'", "--model"]),
+        (&["--method", "nuts"], &["'nuts'", "--method"]),
+        // clap takes `-1` for an option here: "unexpected argument '-1'".
+        (&["--chains", "-1"], &["'-1'"]),
+        (&["--steps", "many"], &["'many'", "--steps"]),
+        (&["--no-such-option"], &["--no-such-option"]),
+    ];
+    for (extra, needles) in cases {
+        let mut args = vec!["fit", "--quiet", "--out", o];
+        args.extend_from_slice(extra);
+        expect_no_output(&args, &out, needles);
+    }
+    expect_no_output(
+        &["fit", "--data", "nonesuch", "--out", o],
+        &out,
+        &["--data nonesuch", "no bundled data set"],
+    );
+}
+
+#[test]
+fn corpus_unwritable_output_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let file = t.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let under = file.join("run");
+    // Short, with an explicit step size: the failure is about the directory.
+    let quick = [
+        "--steps",
+        "20",
+        "--step-size",
+        "0.01",
+        "--quiet",
+        "--no-plots",
+    ];
+    for out in [&under, &file] {
+        let mut args = vec!["fit", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&quick);
+        expect(
+            &args,
+            2,
+            &["cannot create output directory", out.to_str().unwrap()],
+        );
+    }
+    assert!(!under.exists());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
+    // thermo: the same, after the computation, before any file is written.
+    let m = write(t, "spd.csv", "2,0.5\n0.5,1\n");
+    expect(
+        &[
+            "thermo",
+            "solve",
+            "--matrix",
+            &m,
+            "--analog-time",
+            "50",
+            "--out",
+            under.to_str().unwrap(),
+        ],
+        2,
+        &[
+            "--out",
+            under.to_str().unwrap(),
+            "cannot create the output folder",
+        ],
+    );
+}
+
+#[test]
+fn corpus_thermo_bad_matrices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let out = t.join("out");
+    let o = out.to_str().unwrap();
+    let nonsquare = write(t, "nonsquare.csv", "1,0,0\n0,1,0\n");
+    let indefinite = write(t, "indefinite.csv", "1,2\n2,1\n");
+    let asym = write(t, "asym.csv", "2,1\n0,2\n");
+    let ragged = write(t, "ragged.csv", "1,0\n0\n");
+    let text = write(t, "text.csv", "1,0\n0,x\n");
+    let nan = write(t, "nan.csv", "1,0\n0,NaN\n");
+    let empty = write(t, "empty.csv", "\n");
+    let unstable = write(t, "unstable.csv", "-1,0\n0,1\n");
+    let missing = t.join("missing.csv");
+    let missing = missing.to_str().unwrap();
+    for cmd in ["solve", "inv", "logdet", "expm"] {
+        let base = |m: &str| -> Vec<String> {
+            ["thermo", cmd, "--matrix", m, "--out", o]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let run = |m: &str, needles: &[&str]| {
+            let args = base(m);
+            let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            expect_no_output(&args, &out, needles);
+        };
+        run(
+            &nonsquare,
+            &["nonsquare.csv", "must be square", "2 rows of 3 values"],
+        );
+        run(&ragged, &["ragged.csv:2", "ragged row"]);
+        run(&text, &["text.csv:2: column 2: `x` is not a number"]);
+        run(&nan, &["nan.csv:2: column 2", "non-finite"]);
+        run(&empty, &["empty.csv", "no data"]);
+        run(missing, &[missing, "cannot read"]);
+        run(&asym, &["asym.csv", "not symmetric"]);
+        if cmd != "expm" {
+            run(&indefinite, &["indefinite.csv", "not positive definite"]);
+        }
+    }
+    // The OU sampler: a non-square or unstable drift.
+    expect_no_output(
+        &["thermo", "sample", "--matrix", &nonsquare, "--out", o],
+        &out,
+        &["nonsquare.csv", "must be square"],
+    );
+    expect_no_output(
+        &["thermo", "sample", "--matrix", &unstable, "--out", o],
+        &out,
+        &["unstable.csv", "unstable drift"],
+    );
+    expect_no_output(
+        &["thermo", "sample", "--diffusion", &indefinite, "--out", o],
+        &out,
+        &["not semi-positive definite"],
+    );
+    // solve with a right-hand side of the wrong length.
+    let spd = write(t, "spd.csv", "2,0.5\n0.5,1\n");
+    let v3 = write(t, "v3.csv", "1\n2\n3\n");
+    expect_no_output(
+        &[
+            "thermo", "solve", "--matrix", &spd, "--vector", &v3, "--out", o,
+        ],
+        &out,
+        &["v3.csv", "vector has 3 entries, matrix is 2x2"],
+    );
+    // The SPU model reads its matrix before creating the output folder.
+    expect_no_output(
+        &["thermo", "spu", "--matrix", &nonsquare, "--out", o],
+        &out,
+        &["nonsquare.csv", "square"],
+    );
+}
+
+#[test]
+fn corpus_emt_missing_or_bad_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let missing = t.join("no-model.gguf");
+    let m = missing.to_str().unwrap();
+    expect(
+        &[
+            "emt",
+            "ask",
+            "--no-memory",
+            "--question",
+            "Where does Marta live?",
+            "--model",
+            m,
+        ],
+        2,
+        &["model file not found", m],
+    );
+    expect(
+        &["emt", "bench", "--items", "2", "--model", m],
+        2,
+        &["model file not found", m],
+    );
+    let junk = write(t, "junk.gguf", "this is not a GGUF file\n");
+    expect(
+        &[
+            "emt",
+            "ask",
+            "--no-memory",
+            "--question",
+            "q",
+            "--model",
+            &junk,
+        ],
+        2,
+        &["junk.gguf", "invalid GGUF"],
+    );
+    let doc = t.join("no-doc.txt");
+    expect(
+        &[
+            "emt",
+            "ask",
+            "--memory",
+            doc.to_str().unwrap(),
+            "--question",
+            "q",
+            "--model",
+            m,
+        ],
+        2,
+        &["cannot read", doc.to_str().unwrap()],
+    );
 }
