@@ -8,6 +8,7 @@
 #   over 10 000 points per block, 2 blocks per invocation)
 #   CRITERION=1 bench/posteriors/run.sh   # also the criterion benches (sghmc_mlp, sgmcmc_steps)
 #   SKIP_BUILD=1 bench/posteriors/run.sh  # use the already built release example
+#   APPEND=1 ... bench/posteriors/run.sh  # add to raw.jsonl instead of starting it afresh
 #
 # For every thread count and workload the two systems run alternately, ROUNDS
 # times each, in the same shell (same load), pinned with taskset to the first
@@ -39,7 +40,9 @@ fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 BIN="$TARGET_DIR/release/examples/bench_posteriors"
 
-: > "$RAW"
+if [ "${APPEND:-0}" != "1" ]; then
+    : > "$RAW"
+fi
 LOAD_BEFORE="$(uptime)"
 for n in $THREADS; do
     cpus="$(seq -s, 0 $((n - 1)))"

@@ -123,6 +123,8 @@ def main():
 
         def row(name, lv, pv, goal=None):
             lt, pt = med(th, "langevin", *lv), med(th, "posteriors", *pv)
+            if lt is None and pt is None:
+                return  # workload not in this run
             ratio = f"{pt / lt:.2f}x" if lt and pt else "—"
             g = ""
             if goal is not None and lt and pt:
@@ -182,6 +184,7 @@ def main():
         # (8) physical limit.
         pick = cmed if th == 1 else med
         basis = "CPU time" if th == 1 else "wall time"
+        st, vg = pick(th, "langevin", "mlp", "sghmc_step"), pick(th, "langevin", "mlp", "value_and_grad")
         fl = 2.0 * 1024 ** 3
         rates = {}
         for sy, va in (("langevin", "gemm_f32_1024"), ("langevin", "candle_f32_1024"),
