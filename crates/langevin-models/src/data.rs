@@ -200,15 +200,24 @@ fn parse<R: Read>(name: &str, reader: R, cols: Columns<'_>) -> Result<Dataset> {
         path: name.to_string(),
         message,
     };
+    // The whole text is read first: line numbers are computed from byte
+    // offsets (the csv crate does not count `\r\n` line ends as lines).
+    let mut bytes = Vec::new();
+    let mut reader = reader;
+    reader.read_to_end(&mut bytes).map_err(|e| ModelError::Io {
+        path: name.to_string(),
+        message: format!("read error: {e}"),
+    })?;
+    let lines = LineIndex::new(&bytes);
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(reader);
+        .from_reader(bytes.as_slice());
     let mut records = rdr.records();
     let header = match records.next() {
         None => return Err(data_err("empty file: expected a header row".into())),
-        Some(Err(e)) => return Err(csv_err(name, e)),
+        Some(Err(e)) => return Err(csv_err(name, &lines, e)),
         Some(Ok(h)) => h,
     };
     let header: Vec<String> = header.iter().map(|s| s.to_string()).collect();
@@ -258,10 +267,10 @@ fn parse<R: Read>(name: &str, reader: R, cols: Columns<'_>) -> Result<Dataset> {
     let d = feature_idx.len();
     let mut x = Vec::new();
     let mut y = Vec::new();
-    let mut lines = Vec::new();
+    let mut row_lines = Vec::new();
     for rec in records {
-        let rec = rec.map_err(|e| csv_err(name, e))?;
-        let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+        let rec = rec.map_err(|e| csv_err(name, &lines, e))?;
+        let line = rec.position().map(|p| lines.line(p.byte())).unwrap_or(0);
         if rec.len() == 1 && rec.get(0) == Some("") {
             continue; // a blank line
         }
@@ -301,24 +310,56 @@ fn parse<R: Read>(name: &str, reader: R, cols: Columns<'_>) -> Result<Dataset> {
         if let Some(t) = target_idx {
             y.push(cell(t)?);
         }
-        lines.push(line);
+        row_lines.push(line);
     }
-    if lines.is_empty() {
+    if row_lines.is_empty() {
         return Err(data_err("no data rows after the header".into()));
     }
-    debug_assert_eq!(x.len(), lines.len() * d);
+    debug_assert_eq!(x.len(), row_lines.len() * d);
     Ok(Dataset {
         source: name.to_string(),
         feature_names: feature_idx.iter().map(|&j| header[j].clone()).collect(),
         target_name: target_idx.map(|t| header[t].clone()).unwrap_or_default(),
         x,
         y,
-        lines,
+        lines: row_lines,
     })
 }
 
-fn csv_err(name: &str, e: csv::Error) -> ModelError {
-    let line = e.position().map(|p| p.line() as usize);
+/// Line numbers from byte offsets; a line ends at `\n`, `\r\n` or a lone `\r`.
+struct LineIndex<'a> {
+    bytes: &'a [u8],
+    /// The byte offsets where lines start.
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        let mut starts = vec![0];
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+                starts.push(i + 1);
+            }
+        }
+        Self { bytes, starts }
+    }
+
+    /// The 1-based line of the record the csv crate says starts at `byte`.
+    /// (After a `\r\n` it points at the `\n`: line ends before a record's
+    /// first character are skipped, as no record starts with one.)
+    fn line(&self, byte: u64) -> usize {
+        let mut b = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        while b < self.bytes.len() && matches!(self.bytes[b], b'\r' | b'\n') {
+            b += 1;
+        }
+        self.starts.partition_point(|&s| s <= b).max(1)
+    }
+}
+
+fn csv_err(name: &str, lines: &LineIndex<'_>, e: csv::Error) -> ModelError {
+    let line = e.position().map(|p| lines.line(p.byte()));
     let message = match e.kind() {
         csv::ErrorKind::Utf8 { .. } => "invalid UTF-8 text".to_string(),
         csv::ErrorKind::Io(io) => format!("read error: {io}"),
