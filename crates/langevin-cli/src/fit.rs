@@ -44,13 +44,32 @@ pub const DEFAULT_DATA: &str = "iris_virginica";
 const MAX_PREDICTIVE_DRAWS: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum MethodArg {
     Sgld,
     Sghmc,
     Sgnht,
     Baoa,
     Map,
+    // Gaussian approximations (crate::gaussian): fitted, then sampled.
+    /// Diagonal-Gaussian variational inference.
+    Vi,
+    /// Dense-Gaussian variational inference.
+    ViDense,
+    /// Laplace at the MAP, diagonal empirical Fisher.
+    LaplaceDiagFisher,
+    /// Laplace at the MAP, dense empirical Fisher.
+    LaplaceDenseFisher,
+    /// Laplace at the MAP, diagonal generalised Gauss-Newton.
+    LaplaceDiagGgn,
+    /// Laplace at the MAP, dense generalised Gauss-Newton.
+    LaplaceDenseGgn,
+    /// Laplace at the MAP, dense Hessian.
+    LaplaceHessian,
+    /// Diagonal extended Kalman filter.
+    Ekf,
+    /// Dense extended Kalman filter.
+    EkfDense,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -179,6 +198,7 @@ pub fn default_step_size(method: MethodArg) -> f64 {
     match method {
         MethodArg::Sgld => 1e-2,
         MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa | MethodArg::Map => 1e-1,
+        m => crate::gaussian::default_step_size(m),
     }
 }
 
@@ -191,6 +211,7 @@ pub fn default_friction(method: MethodArg, classification: bool) -> f64 {
         MethodArg::Sgld => 0.0,
         MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa if classification => 0.1,
         MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa | MethodArg::Map => 1.0,
+        _ => 0.0,
     }
 }
 
@@ -214,6 +235,7 @@ pub fn stable_step_size(method: MethodArg, c: f64, alpha: f64) -> f64 {
         MethodArg::Sgld => 0.5 / c,
         MethodArg::Baoa => 0.5 / c.sqrt(),
         MethodArg::Map => 1.0 / c.sqrt(),
+        _ => f64::INFINITY,
     }
 }
 
@@ -758,7 +780,7 @@ where
         .collect()
 }
 
-fn default_out_dir() -> PathBuf {
+pub(crate) fn default_out_dir() -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -791,7 +813,7 @@ fn default_out_dir() -> PathBuf {
 
 /// Prepare DIR: create it, and remove the files a previous run left there
 /// (so a stale summary.json never claims success for this run).
-fn prepare_out_dir(dir: &Path) -> Result<()> {
+pub(crate) fn prepare_out_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create output directory {}", dir.display()))
         .map_err(|e| bad_input(format!("{e:#}")))?;
@@ -814,6 +836,9 @@ fn prepare_out_dir(dir: &Path) -> Result<()> {
 
 /// Run `langevin fit`.
 pub fn run(args: FitArgs) -> Result<()> {
+    if crate::gaussian::is_gaussian(args.method) {
+        return crate::gaussian::run(args);
+    }
     let t0 = Instant::now();
     // Parallelism is over chains. candle's CPU matmul asks rayon for threads
     // on every call (even on tiny matrices), which costs more than it gains
@@ -948,6 +973,7 @@ pub fn run(args: FitArgs) -> Result<()> {
             .map_err(bad_input)?;
             run_all(&t, &ctx)
         }
+        m => anyhow::bail!("internal error: --method {m:?} is not a sampler (crate::gaussian)"),
     };
     progress.finish_and_clear();
     writer.flush()?;
@@ -1009,7 +1035,7 @@ pub fn param_summaries(names: &[String], chains: &[Vec<Vec<f64>>]) -> Vec<serde_
         .collect()
 }
 
-fn summarize_and_report(
+pub(crate) fn summarize_and_report(
     cfg: &FitConfig,
     prep: &Prepared,
     chains: &[Vec<Vec<f64>>],
@@ -1149,6 +1175,7 @@ impl FitConfig {
             MethodArg::Sgnht => "SGNHT",
             MethodArg::Baoa => "BAOA",
             MethodArg::Map => "MAP",
+            m => crate::gaussian::method_label(m),
         }
     }
 }

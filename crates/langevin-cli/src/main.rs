@@ -4,10 +4,12 @@ use clap::{Parser, Subcommand};
 
 #[macro_use]
 mod exit;
+mod compare;
 mod diagnose;
 mod emt;
 mod evaluate;
 mod fit;
+mod gaussian;
 mod predict;
 mod runio;
 mod thermo;
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Bayesian learning on a CSV file or a bundled data set (default: bundled iris_virginica).
     Fit(Box<fit::FitArgs>),
+    /// Fit several methods on the same data and tabulate their held-out metrics.
+    Compare(compare::CompareArgs),
     /// Posterior predictive of a fitted run for new rows.
     Predict(predict::PredictArgs),
     /// Convergence diagnostics of a fitted run (mean, sd, ESS, R-hat).
@@ -43,6 +47,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Fit(a) => fit::run(*a),
+        Command::Compare(a) => compare::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Diagnose(a) => diagnose::run(a),
         Command::Thermo(c) => thermo::run(c),

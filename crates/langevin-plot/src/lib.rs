@@ -698,6 +698,95 @@ fn draw_legend<'a, 'b: 'a>(
     Ok(())
 }
 
+/// Dot plot comparing labelled items (e.g. methods) on several metrics: one
+/// panel per metric, the items on the vertical axis (first at the top), one
+/// dot per item at its value, with the value printed next to it. Non-finite
+/// values are left out of their panel (the item keeps its row); a panel with
+/// no finite value is an [`PlotError::EmptyData`].
+pub fn metric_dots_png(
+    path: impl AsRef<Path>,
+    title: &str,
+    items: &[String],
+    metrics: &[(String, Vec<f64>)],
+) -> Result<()> {
+    let path = path.as_ref();
+    if items.is_empty() {
+        return Err(empty(path, "no items"));
+    }
+    if metrics.is_empty() {
+        return Err(empty(path, "no metrics"));
+    }
+    let n = items.len();
+    let mut ranges = Vec::with_capacity(metrics.len());
+    for (name, values) in metrics {
+        if values.len() != n {
+            return Err(invalid(
+                path,
+                format!("metric `{name}` has {} values for {n} items", values.len()),
+            ));
+        }
+        let Some((lo, hi)) = nice_range(values.iter().copied(), 0.15) else {
+            return Err(empty(path, format!("metric `{name}` has no finite value")));
+        };
+        ranges.push((lo, hi));
+    }
+    let cols = metrics.len().min(4);
+    let rows = metrics.len().div_ceil(cols);
+    let label_w = 20 + 9 * items.iter().map(|s| s.chars().count()).max().unwrap_or(4) as u32;
+    let (pw, ph) = (300 + label_w, 90 + 36 * n as u32);
+    render(path, (pw * cols as u32, 50 + ph * rows as u32), |root| {
+        let root = root.titled(title, (FONT, 24))?;
+        let areas = root.split_evenly((rows, cols));
+        for (m, ((name, values), (lo, hi))) in metrics.iter().zip(&ranges).enumerate() {
+            // Row 0 at the top: item i sits at segment n - 1 - i.
+            let mut chart = ChartBuilder::on(&areas[m])
+                .caption(name.as_str(), (FONT, 18))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(label_w)
+                .build_cartesian_2d(*lo..*hi, (0..n).into_segmented())?;
+            let label = |v: &SegmentValue<usize>| match v {
+                SegmentValue::CenterOf(k) if *k < n => items[n - 1 - *k].clone(),
+                _ => String::new(),
+            };
+            chart
+                .configure_mesh()
+                .x_labels(5)
+                .y_labels(n)
+                .x_label_formatter(&|v| fmt_tick(*v))
+                .y_label_formatter(&label)
+                .label_style((FONT, 14))
+                .light_line_style(RGBColor(240, 240, 240))
+                .draw()?;
+            let grey = RGBColor(200, 200, 200);
+            for i in 0..n {
+                let y = SegmentValue::CenterOf(n - 1 - i);
+                chart.draw_series(LineSeries::new(
+                    vec![(*lo, y.clone()), (*hi, y)],
+                    grey.stroke_width(1),
+                ))?;
+            }
+            for (i, &v) in values.iter().enumerate() {
+                if !v.is_finite() {
+                    continue;
+                }
+                let y = SegmentValue::CenterOf(n - 1 - i);
+                let color = palette(i);
+                chart.draw_series(std::iter::once(Circle::new(
+                    (v, y.clone()),
+                    7,
+                    color.filled(),
+                )))?;
+                chart.draw_series(std::iter::once(
+                    EmptyElement::at((v, y))
+                        + Text::new(fmt_tick(v), (9, -20), (FONT, 13).into_font()),
+                ))?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Attaches a legend entry drawn as a line, a marker, or both.
 fn set_legend<'a, DB: DrawingBackend + 'a>(
     anno: &mut SeriesAnno<'a, DB>,

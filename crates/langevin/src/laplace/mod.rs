@@ -22,6 +22,13 @@
 //! definite there: zero curvature directions with `init_prec_diag = 0` give
 //! [`Error::NotPositiveDefinite`](langevin_core::Error::NotPositiveDefinite).
 //!
+//! **Log posterior in the state**: the Fisher variants store the mean
+//! per-example value of the last batch, the Hessian variant the last batch's
+//! log posterior; the GGN variants never evaluate the log likelihood and leave
+//! the field as it was (NaN from `init`, or whatever the caller stored, e.g.
+//! the log posterior at the mode found beforehand). A NaN is written to JSON
+//! as `null` and read back as NaN, so every state round-trips through serde_json.
+//!
 //! Reference: posteriors' `laplace` module; Daxberger et al. (2021),
 //! *Laplace redux*.
 #![allow(clippy::needless_range_loop)]
@@ -95,6 +102,8 @@ pub struct DiagLaplaceState {
     pub subset: Subset,
     pub prec_diag: Vec<f64>,
     pub step: u64,
+    /// NaN when not evaluated (written to JSON as `null`, read back as NaN).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub log_posterior: f64,
 }
 
@@ -174,6 +183,8 @@ pub struct DenseLaplaceState {
     pub subset: Subset,
     pub prec: Vec<f64>,
     pub step: u64,
+    /// NaN when not evaluated (written to JSON as `null`, read back as NaN).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub log_posterior: f64,
 }
 
@@ -241,6 +252,11 @@ impl DenseLaplaceState {
     }
 }
 
+/// serde_json writes a non-finite `f64` as `null`: read `null` back as NaN.
+fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 fn check_temperature(t: f64) -> Result<()> {
     if !(t.is_finite() && t >= 0.0) {
         return Err(Error::config(
@@ -261,6 +277,57 @@ mod tests {
         let m = xs.iter().sum::<f64>() / xs.len() as f64;
         let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
         (m, v.sqrt())
+    }
+
+    /// GGN states never evaluate the log posterior (NaN): they must still
+    /// round-trip through JSON, before and after an update.
+    #[test]
+    fn ggn_states_round_trip_through_json() {
+        use crate::curvature::{FnOutputModel, OutputLikelihood};
+        use langevin_core::Transform;
+        // f(θ, x) = θ₀ x + θ₁ for x in the batch, Bernoulli output.
+        let model = FnOutputModel::new(
+            1,
+            OutputLikelihood::Bernoulli,
+            |t: &[f64], xs: &Vec<f64>| {
+                let out = xs.iter().map(|x| t[0] * x + t[1]).collect();
+                let jac = xs.iter().flat_map(|&x| [x, 1.0]).collect();
+                (out, jac)
+            },
+        )
+        .unwrap();
+        let batch = vec![-1.0, 0.5, 2.0];
+        let cfg = LaplaceConfig {
+            init_prec_diag: 1.0,
+            subset: None,
+        };
+        let diag = DiagGgnLaplace::new(&model, cfg.clone()).unwrap();
+        let dense = DenseGgnLaplace::new(&model, cfg).unwrap();
+        let p = Params::from_vec(vec![0.3, -0.2]);
+        let mut rng = chain_rng(0, 0);
+        let mut s = diag.init(p.clone(), &mut rng).unwrap();
+        let mut t = dense.init(p, &mut rng).unwrap();
+        for k in 0..2 {
+            if k == 1 {
+                diag.step(&mut s, &batch, &mut rng).unwrap();
+                dense.step(&mut t, &batch, &mut rng).unwrap();
+            }
+            assert!(s.log_posterior.is_nan() && t.log_posterior.is_nan());
+            let js = serde_json::to_string(&s).unwrap();
+            let back: DiagLaplaceState = serde_json::from_str(&js).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), js);
+            assert_eq!(back.prec_diag, s.prec_diag);
+            assert!(back.log_posterior.is_nan());
+            let jt = serde_json::to_string(&t).unwrap();
+            let back: DenseLaplaceState = serde_json::from_str(&jt).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), jt);
+            assert_eq!(back.prec, t.prec);
+        }
+        // A stored value (e.g. the log posterior at the mode) is kept.
+        s.log_posterior = -1.25;
+        let back: DiagLaplaceState =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.log_posterior, -1.25);
     }
 
     #[test]

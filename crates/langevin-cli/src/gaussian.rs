@@ -1,0 +1,1141 @@
+//! `langevin fit --method vi|vi-dense|laplace-*|ekf|ekf-dense`: Gaussian
+//! approximations of the posterior, with the same data pipeline and the same
+//! output directory as the samplers.
+//!
+//! Every method sees what the samplers see ([`fit::prepare`]: the split, the
+//! standardisation, the model and its batch-averaged log posterior
+//! `ℓ(θ) = mean log lik + log prior / N`), fits a Gaussian `q = N(μ, Σ)` in
+//! f64, then writes `--chains` × D independent draws of `q` to `samples.csv`
+//! (D = 1000, fewer for large models, as the samplers' thinning), so that
+//! `summary.json` (ESS, R-hat, posterior-predictive metrics), the plots,
+//! `langevin predict` and `langevin diagnose` work unchanged. `summary.json`
+//! adds `gaussian: {kind, method, mean, sd, ...}` (the exact marginal means
+//! and sds of q, and what the fit did).
+//!
+//! | method | q | fit (defaults) |
+//! |---|---|---|
+//! | `vi` | diagonal | Adam on the NELBO at T = 1/N (stick the landing, 1 sample per step), 10 000 steps, learning rate 1e-2 cosine-decayed to 1e-4, mean started at chain 0's starting point, sds at 0.1 · min(prior sd, 1) |
+//! | `vi-dense` | dense | the same with `q = N(m, L Lᵀ)`, `L` started at 0.1 · min(prior sd, 1) · I |
+//! | `laplace-diag-fisher` | diagonal | MAP, then `P = I/s² + Σᵢ gᵢ²` (per-example log-likelihood gradients) |
+//! | `laplace-dense-fisher` | dense | MAP, then `P = I/s² + Σᵢ gᵢ gᵢᵀ` |
+//! | `laplace-diag-ggn` | diagonal | MAP, then `P = I/s² + diag Σᵢ Jᵢᵀ Hᵢ Jᵢ` (network Jacobian, output-likelihood Hessian) |
+//! | `laplace-dense-ggn` | dense | MAP, then `P = I/s² + Σᵢ Jᵢᵀ Hᵢ Jᵢ` |
+//! | `laplace-hessian` | dense | MAP, then `P = −∇² log posterior` (central differences of gradients) |
+//! | `ekf` | diagonal | extended Kalman filter from the prior `N(0, s² I)`, empirical Fisher, 10 passes over the training set |
+//! | `ekf-dense` | dense | the same with a dense covariance |
+//!
+//! **MAP** (Laplace): with full batches (the default for the linear models
+//! up to 2000 training rows) L-BFGS on the full-batch log posterior (memory
+//! 10, Armijo backtracking) for at most `--steps` (default 1000) iterations,
+//! stopping when the largest gradient entry is below 1e-9; with minibatches
+//! (the MLP, or `--batch-size` below N) Adam for `--steps` (default 5000)
+//! steps at learning rate `--step-size` (default 1e-3) cosine-decayed to
+//! 1/100 of it. The curvature is then accumulated over one pass of the
+//! training rows in minibatches of `min(batch size, 256)`; q = N(θ*, P⁻¹).
+//!
+//! **GGN output likelihoods**: Gaussian with the fixed noise variance;
+//! Bernoulli-logit (logistic); categorical-softmax (softmax and the MLP
+//! classifier). A learned noise scale makes the output two-dimensional,
+//! `(f, log σ)`, with the Fisher information of `N(f, σ²)` in `(f, log σ)`,
+//! `diag(1/σ², 2)`, as the output Hessian (so `log_noise_sd` gets curvature).
+//!
+//! **EKF**: `--steps` filter updates (default 10 passes: 10 · ⌈N / B⌉), each
+//! over one minibatch of the per-example log likelihoods, starting from the
+//! prior (mean 0 for the linear models, the MLP's random starting point for
+//! the MLP, sd = prior sd, no transition noise). An update over b rows has
+//! step size `ε = b · N / (steps · B)`, so the updates together absorb the
+//! data once (each pass contributes `1/passes` of its Fisher information).
+//!
+//! **Dense methods** (`vi-dense`, `laplace-dense-*`, `laplace-hessian`,
+//! `ekf-dense`) store `P × P` matrices: they are refused (exit code 2) above
+//! [`MAX_DENSE_PARAMS`] parameters.
+//!
+//! **Failures**: a non-finite log posterior during VI or the Adam MAP is a
+//! skipped step (counted in `divergences`); more than `--max-divergences`, a
+//! non-finite MAP, or a precision/covariance that is not positive definite
+//! stops the run with exit code 3 (no `summary.json`).
+//!
+//! Reproducibility: the fit draws its random numbers (starting point,
+//! minibatch order, VI noise) from `chain_rng(seed, 0)`'s stream for the
+//! fit (`chain_rng(seed, u64::MAX - 2)`), and chain `c`'s draws of q come
+//! from `chain_rng(seed, c)`.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor, D};
+use langevin::curvature::{
+    CandleOutputModel, CandlePerExample, ModelJacobian, OutputLikelihood, OutputModel,
+};
+use langevin::ekf::{DenseEkf, DiagEkf, EkfConfig};
+use langevin::laplace::{
+    DenseFisherLaplace, DenseGgnLaplace, DenseHessianConfig, DenseHessianLaplace,
+    DiagFisherLaplace, DiagGgnLaplace, LaplaceConfig,
+};
+use langevin::optim::{Optim, OptimConfig, Optimizer};
+use langevin::vi::{DenseVi, DenseViConfig, DiagVi, DiagViConfig};
+use langevin_core::{chain_rng, ChainRng, LogDensity, Params, Schedule, Transform};
+use langevin_models::{Batch, Model, ModelKind, Noise, Task};
+use rand::seq::SliceRandom;
+use serde_json::json;
+
+use crate::exit::{bad_input, Diverged};
+use crate::fit::{self, FitArgs, FitConfig, MethodArg, Prepared};
+use crate::runio::{num, write_json_atomic, RunMeta, SamplesWriter, RUN_VERSION};
+
+/// Largest number of parameters a dense method accepts (it stores P × P matrices).
+pub const MAX_DENSE_PARAMS: usize = 2000;
+
+/// Default VI steps and learning rate.
+const VI_STEPS: u64 = 10_000;
+const VI_LR: f64 = 1e-2;
+/// Default L-BFGS iterations (full batch) and Adam steps / learning rate (minibatches) of the MAP.
+const MAP_LBFGS_ITERS: u64 = 1000;
+const MAP_ADAM_STEPS: u64 = 5000;
+const MAP_ADAM_LR: f64 = 1e-3;
+/// Default EKF passes over the training rows.
+const EKF_PASSES: u64 = 10;
+/// Largest minibatch for the curvature (per-example gradients and Jacobians are held in memory).
+const CURVATURE_BATCH: usize = 256;
+
+/// Is `m` one of the Gaussian methods of this module?
+pub fn is_gaussian(m: MethodArg) -> bool {
+    family(m).is_some()
+}
+
+/// The Laplace curvatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Curvature {
+    DiagFisher,
+    DenseFisher,
+    DiagGgn,
+    DenseGgn,
+    Hessian,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Vi { dense: bool },
+    Laplace(Curvature),
+    Ekf { dense: bool },
+}
+
+fn family(m: MethodArg) -> Option<Family> {
+    Some(match m {
+        MethodArg::Vi => Family::Vi { dense: false },
+        MethodArg::ViDense => Family::Vi { dense: true },
+        MethodArg::LaplaceDiagFisher => Family::Laplace(Curvature::DiagFisher),
+        MethodArg::LaplaceDenseFisher => Family::Laplace(Curvature::DenseFisher),
+        MethodArg::LaplaceDiagGgn => Family::Laplace(Curvature::DiagGgn),
+        MethodArg::LaplaceDenseGgn => Family::Laplace(Curvature::DenseGgn),
+        MethodArg::LaplaceHessian => Family::Laplace(Curvature::Hessian),
+        MethodArg::Ekf => Family::Ekf { dense: false },
+        MethodArg::EkfDense => Family::Ekf { dense: true },
+        _ => return None,
+    })
+}
+
+fn is_dense(f: Family) -> bool {
+    match f {
+        Family::Vi { dense } | Family::Ekf { dense } => dense,
+        Family::Laplace(c) => matches!(
+            c,
+            Curvature::DenseFisher | Curvature::DenseGgn | Curvature::Hessian
+        ),
+    }
+}
+
+/// Display name of a Gaussian method (for reports and plot titles).
+pub fn method_label(m: MethodArg) -> &'static str {
+    match m {
+        MethodArg::Vi => "VI (diagonal)",
+        MethodArg::ViDense => "VI (dense)",
+        MethodArg::LaplaceDiagFisher => "Laplace (diagonal Fisher)",
+        MethodArg::LaplaceDenseFisher => "Laplace (dense Fisher)",
+        MethodArg::LaplaceDiagGgn => "Laplace (diagonal GGN)",
+        MethodArg::LaplaceDenseGgn => "Laplace (dense GGN)",
+        MethodArg::LaplaceHessian => "Laplace (Hessian)",
+        MethodArg::Ekf => "EKF (diagonal)",
+        MethodArg::EkfDense => "EKF (dense)",
+        _ => "sampler",
+    }
+}
+
+/// The `--step-size` default of a Gaussian method (VI: Adam's learning rate;
+/// Laplace: the learning rate of the Adam MAP with minibatches).
+pub fn default_step_size(m: MethodArg) -> f64 {
+    match family(m) {
+        Some(Family::Vi { .. }) => VI_LR,
+        _ => MAP_ADAM_LR,
+    }
+}
+
+/// Draws `n` parameter values of q with the given generator.
+type Sampler = Box<dyn Fn(usize, &mut ChainRng) -> langevin_core::Result<Vec<Params>>>;
+
+/// The fitted Gaussian: marginal means and sds, and how to draw from it.
+struct Fitted {
+    kind: &'static str,
+    mean: Vec<f64>,
+    sd: Vec<f64>,
+    /// `n` draws with the given generator.
+    sampler: Sampler,
+    /// What the fit did (saved under `gaussian` in summary.json).
+    info: serde_json::Map<String, serde_json::Value>,
+    divergences: u64,
+}
+
+/// Run `langevin fit` for a Gaussian method.
+pub fn run(args: FitArgs) -> Result<()> {
+    let t0 = Instant::now();
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    let method = args.method;
+    let Some(fam) = family(method) else {
+        anyhow::bail!("internal error: {method:?} is not a Gaussian method");
+    };
+    let name = method_name(method);
+    for (given, opt) in [
+        (args.friction.is_some(), "friction"),
+        (args.burn_in.is_some(), "burn-in"),
+        (args.thin.is_some(), "thin"),
+    ] {
+        if given {
+            crate::bail_input!("--{opt} applies to the samplers only, not to --method {name}");
+        }
+    }
+    if matches!(fam, Family::Ekf { .. }) && args.step_size.is_some() {
+        crate::bail_input!(
+            "--step-size does not apply to --method {name}: the filter's step sizes follow \
+             from --steps (see docs/cli.md)"
+        );
+    }
+    // The samplers' pipeline, without its step-size search (a step size is
+    // given) and with placeholder run lengths (resolved below).
+    let mut pargs = args.clone();
+    pargs.step_size = Some(args.step_size.unwrap_or(default_step_size(method)));
+    pargs.steps = Some(args.steps.unwrap_or(1));
+    pargs.burn_in = Some(0);
+    pargs.thin = Some(1);
+    let (mut cfg, prep, data_name) = fit::prepare(&pargs)?;
+    let model = &prep.model;
+    let p = model.n_params();
+    if is_dense(fam) && p > MAX_DENSE_PARAMS {
+        crate::bail_input!(
+            "--method {name} stores {p} x {p} matrices: at most {MAX_DENSE_PARAMS} parameters \
+             are allowed, this model has {p}; use a diagonal method (vi, laplace-diag-ggn, \
+             laplace-diag-fisher, ekf) or a smaller model"
+        );
+    }
+    let n = prep.train_y.len();
+    let full_batch = cfg.batch_size >= n;
+    let steps = match args.steps {
+        Some(s) => s,
+        None => match fam {
+            Family::Vi { .. } => VI_STEPS,
+            Family::Laplace(_) if full_batch => MAP_LBFGS_ITERS,
+            Family::Laplace(_) => MAP_ADAM_STEPS,
+            Family::Ekf { .. } => EKF_PASSES * n.div_ceil(cfg.batch_size) as u64,
+        },
+    };
+    cfg.steps = steps;
+    cfg.burn_in = 0;
+    cfg.thin = 1;
+    cfg.friction = 0.0;
+    if matches!(fam, Family::Ekf { .. }) {
+        cfg.step_size = n as f64 / steps as f64;
+    }
+    let chains = cfg.chains;
+    let draws_per_chain = (4_000_000 / (p * chains).max(1)).clamp(10, 1000);
+
+    let out_dir = args.out.clone().unwrap_or_else(fit::default_out_dir);
+    fit::prepare_out_dir(&out_dir)?;
+    if !args.quiet {
+        if args.data.is_none() {
+            eprintln!(
+                "no --data given: using the bundled data set `{}` (target `{}`)",
+                fit::DEFAULT_DATA,
+                cfg.target
+            );
+        }
+        eprintln!(
+            "fitting {} ({}) on {} ({} rows: {} train, {} test) with {}: {} steps, then {} chains x {} draws",
+            cfg.model,
+            cfg.task,
+            data_name,
+            cfg.n_rows,
+            cfg.n_train,
+            cfg.n_test,
+            method_label(method),
+            steps,
+            chains,
+            draws_per_chain
+        );
+    }
+    let meta = RunMeta {
+        version: RUN_VERSION,
+        model: model.spec().clone(),
+        standardizer: prep.meta_standardizer.clone(),
+        target_scaler: prep.target_scaler,
+        class_labels: prep.class_labels.clone(),
+        target: cfg.target.clone(),
+        param_names: model.param_names().to_vec(),
+        config: serde_json::to_value(&cfg)?,
+    };
+    write_json_atomic(&out_dir.join("run.json"), &meta)?;
+
+    let fitter = Fitter {
+        cfg: &cfg,
+        prep: &prep,
+        fam,
+        steps,
+        lr: pargs.step_size.unwrap_or(VI_LR),
+        max_divergences: args.max_divergences,
+        name: name.clone(),
+    };
+    let fitted = fitter.fit()?;
+
+    // Draws of q, chain by chain, in the samplers' format.
+    let writer = SamplesWriter::create(&out_dir.join("samples.csv"), model.param_names())?;
+    let mut draws: Vec<Vec<Vec<f64>>> = Vec::with_capacity(chains);
+    for c in 0..chains {
+        let mut rng = chain_rng(cfg.seed, c as u64);
+        let ds = (fitted.sampler)(draws_per_chain, &mut rng).map_err(|e| not_pd(e, &name))?;
+        let ds: Vec<Vec<f64>> = ds.into_iter().map(|d| d.into_values()).collect();
+        for (i, d) in ds.iter().enumerate() {
+            writer.append(c, i, d)?;
+        }
+        draws.push(ds);
+    }
+    writer.flush()?;
+    if draws.iter().flatten().flatten().any(|v| !v.is_finite()) {
+        return Err(anyhow::Error::new(Diverged(format!(
+            "--method {name}: the fitted Gaussian has non-finite draws"
+        ))));
+    }
+    let divergences = vec![fitted.divergences];
+    let mut summary =
+        fit::summarize_and_report(&cfg, &prep, &draws, &divergences, &out_dir, &args, t0)?;
+    let mut g = serde_json::Map::new();
+    g.insert("kind".into(), json!(fitted.kind));
+    g.insert("method".into(), json!(name));
+    g.insert(
+        "mean".into(),
+        json!(fitted.mean.iter().map(|&v| num(v)).collect::<Vec<_>>()),
+    );
+    g.insert(
+        "sd".into(),
+        json!(fitted.sd.iter().map(|&v| num(v)).collect::<Vec<_>>()),
+    );
+    g.extend(fitted.info);
+    if let Some(obj) = summary.as_object_mut() {
+        obj.insert("gaussian".into(), serde_json::Value::Object(g));
+        obj.insert("seconds".into(), json!(t0.elapsed().as_secs_f64()));
+    }
+    write_json_atomic(&out_dir.join("summary.json"), &summary)?;
+    if !args.quiet {
+        println!("wrote {}", out_dir.display());
+    }
+    Ok(())
+}
+
+/// The command-line name of a method (`vi-dense`, ...).
+pub fn method_name(m: MethodArg) -> String {
+    use clap::ValueEnum;
+    m.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_else(|| format!("{m:?}"))
+}
+
+/// A precision or covariance that is not positive definite stops the run (exit code 3).
+fn not_pd(e: langevin_core::Error, name: &str) -> anyhow::Error {
+    match e {
+        langevin_core::Error::NotPositiveDefinite { context } => {
+            anyhow::Error::new(Diverged(format!(
+                "--method {name}: the fitted {} is not positive definite{}; the optimiser may \
+                 not have reached a mode (try more --steps), or use a GGN or diagonal method",
+                "precision/covariance",
+                context.map(|c| format!(" ({c})")).unwrap_or_default()
+            )))
+        }
+        e => e.into(),
+    }
+}
+
+fn diverged(name: &str, what: &str) -> anyhow::Error {
+    anyhow::Error::new(Diverged(format!("--method {name}: {what}")))
+}
+
+struct Fitter<'a> {
+    cfg: &'a FitConfig,
+    prep: &'a Prepared,
+    fam: Family,
+    steps: u64,
+    lr: f64,
+    max_divergences: u64,
+    name: String,
+}
+
+impl Fitter<'_> {
+    fn model(&self) -> &Model {
+        &self.prep.model
+    }
+
+    fn fit(&self) -> Result<Fitted> {
+        let dev = Device::Cpu;
+        let model = self.model();
+        let full = model.batch(&self.prep.train_x, &self.prep.train_y, DType::F64, &dev)?;
+        let mut rng = chain_rng(self.cfg.seed, u64::MAX - 2);
+        match self.fam {
+            Family::Vi { dense } => self.vi(dense, &full, &mut rng),
+            Family::Laplace(c) => self.laplace(c, &full, &mut rng),
+            Family::Ekf { dense } => self.ekf(dense, &full, &mut rng),
+        }
+    }
+
+    /// Starting point: chain 0's, as the samplers.
+    fn start(&self) -> Params {
+        self.model().init(&mut chain_rng(self.cfg.seed, 0))
+    }
+
+    fn init_sd(&self) -> f64 {
+        0.1 * self.model().spec().prior_sd.min(1.0)
+    }
+
+    /// Count a non-finite step; an error past `--max-divergences`.
+    fn skip(&self, divergences: &mut u64, step: u64) -> Result<()> {
+        *divergences += 1;
+        if *divergences > self.max_divergences {
+            return Err(diverged(
+                &self.name,
+                &format!(
+                    "stopped at step {step}: more than {} steps with a non-finite log posterior. \
+                     Try a smaller --step-size.",
+                    self.max_divergences
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn vi(&self, dense: bool, full: &Batch, rng: &mut ChainRng) -> Result<Fitted> {
+        let model = self.model();
+        let density = model.density(DType::F64, &Device::Cpu);
+        let temperature = 1.0 / self.prep.train_y.len() as f64;
+        let optimizer = Optimizer::adam(cosine(self.lr, self.lr / 100.0, self.steps));
+        let mut batcher = Batcher::new(self.prep.train_y.len(), self.cfg.batch_size);
+        let start = self.start();
+        let s0 = self.init_sd();
+        let mut divergences = 0;
+        let mut info = serde_json::Map::new();
+        info.insert("optimizer".into(), json!("adam"));
+        info.insert("steps".into(), json!(self.steps));
+        info.insert("learning_rate".into(), json!(self.lr));
+        info.insert(
+            "learning_rate_schedule".into(),
+            json!("cosine to 1/100 of the initial rate"),
+        );
+        info.insert("mc_samples_per_step".into(), json!(1));
+        info.insert("temperature".into(), json!(temperature));
+        if dense {
+            let t = DenseVi::new(
+                &density,
+                DenseViConfig {
+                    optimizer,
+                    temperature: temperature.into(),
+                    n_samples: 1,
+                    stick_the_landing: true,
+                    init_scale: s0,
+                },
+            )
+            .map_err(bad_input)?;
+            let p = start.len();
+            let mut chol = vec![0.0; p * p];
+            for j in 0..p {
+                chol[j * p + j] = s0;
+            }
+            let mut state = t.init_with(start, chol)?;
+            for step in 0..self.steps {
+                let b = batcher.next(full, rng)?;
+                match t.step(&mut state, &b, rng) {
+                    Ok(_) => {}
+                    Err(langevin_core::Error::NonFiniteLogDensity { .. }) => {
+                        self.skip(&mut divergences, step)?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            check_params(&state.params, &state.chol, &self.name)?;
+            let cov = state.covariance();
+            info.insert("nelbo".into(), num(state.nelbo));
+            let mean = state.params.values().to_vec();
+            let sd = (0..p).map(|j| cov[j * p + j].sqrt()).collect();
+            Ok(Fitted {
+                kind: "dense",
+                mean,
+                sd,
+                sampler: Box::new(move |n, rng| Ok(state.sample(n, rng))),
+                info,
+                divergences,
+            })
+        } else {
+            let t = DiagVi::new(
+                &density,
+                DiagViConfig {
+                    optimizer,
+                    temperature: temperature.into(),
+                    n_samples: 1,
+                    stick_the_landing: true,
+                    init_log_sd: s0.ln(),
+                },
+            )
+            .map_err(bad_input)?;
+            let mut state = t.init(start, rng)?;
+            for step in 0..self.steps {
+                let b = batcher.next(full, rng)?;
+                match t.step(&mut state, &b, rng) {
+                    Ok(_) => {}
+                    Err(langevin_core::Error::NonFiniteLogDensity { .. }) => {
+                        self.skip(&mut divergences, step)?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            check_params(&state.params, &state.log_sd, &self.name)?;
+            info.insert("nelbo".into(), num(state.nelbo));
+            let mean = state.params.values().to_vec();
+            let sd = state.sd();
+            Ok(Fitted {
+                kind: "diag",
+                mean,
+                sd,
+                sampler: Box::new(move |n, rng| Ok(state.sample(n, rng))),
+                info,
+                divergences,
+            })
+        }
+    }
+
+    /// The MAP: L-BFGS on full batches, Adam on minibatches.
+    fn map(
+        &self,
+        full: &Batch,
+        rng: &mut ChainRng,
+        info: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Params, f64, u64)> {
+        let model = self.model();
+        let density = model.density(DType::F64, &Device::Cpu);
+        let start = self.start();
+        let n = self.prep.train_y.len();
+        let mut divergences = 0;
+        let theta = if self.cfg.batch_size >= n {
+            let r =
+                lbfgs(&density, start, full, self.steps as usize, 1e-9).map_err(|e| match e {
+                    langevin_core::Error::NonFiniteLogDensity { .. } => diverged(
+                        &self.name,
+                        "the log posterior is not finite at the starting point of the MAP search",
+                    ),
+                    e => e.into(),
+                })?;
+            info.insert("map_optimizer".into(), json!("lbfgs"));
+            info.insert("map_iterations".into(), json!(r.iterations));
+            info.insert("map_max_abs_gradient".into(), num(r.max_abs_grad));
+            r.theta
+        } else {
+            let t = Optim::new(
+                &density,
+                OptimConfig {
+                    optimizer: Optimizer::adam(cosine(self.lr, self.lr / 100.0, self.steps)),
+                    ..OptimConfig::default()
+                },
+            )
+            .map_err(bad_input)?;
+            let mut state = t.init(start, rng)?;
+            let mut batcher = Batcher::new(n, self.cfg.batch_size);
+            for step in 0..self.steps {
+                let b = batcher.next(full, rng)?;
+                match t.step(&mut state, &b, rng) {
+                    Ok(_) => {}
+                    Err(langevin_core::Error::NonFiniteLogDensity { .. }) => {
+                        self.skip(&mut divergences, step)?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            info.insert("map_optimizer".into(), json!("adam"));
+            info.insert("map_steps".into(), json!(self.steps));
+            info.insert("map_learning_rate".into(), json!(self.lr));
+            state.params
+        };
+        let (lp, ()) = density.value(&theta, full)?;
+        if !lp.is_finite() || theta.values().iter().any(|v| !v.is_finite()) {
+            return Err(diverged(
+                &self.name,
+                "the MAP search ended at a non-finite point",
+            ));
+        }
+        info.insert("map_log_posterior".into(), num(lp));
+        Ok((theta, lp, divergences))
+    }
+
+    fn laplace(&self, c: Curvature, full: &Batch, rng: &mut ChainRng) -> Result<Fitted> {
+        let model = self.model();
+        let mut info = serde_json::Map::new();
+        let (theta, lp, divergences) = self.map(full, rng, &mut info)?;
+        let n = self.prep.train_y.len();
+        let cb = self.cfg.batch_size.clamp(1, CURVATURE_BATCH);
+        // One pass over the training rows, in order (the sums do not depend on it).
+        let batches: Vec<Batch> = (0..n)
+            .step_by(cb)
+            .map(|lo| slice_batch(full, lo, (lo + cb).min(n)))
+            .collect::<Result<_>>()?;
+        let prior_prec = 1.0 / model.spec().prior_sd.powi(2);
+        let base = LaplaceConfig {
+            init_prec_diag: prior_prec,
+            subset: None,
+        };
+        info.insert("curvature_batch_size".into(), json!(cb));
+        info.insert("curvature_passes".into(), json!(1));
+        let name = self.name.clone();
+        let pe = per_example_loglik(model);
+        let om = output_model(model);
+        let fitted = match c {
+            Curvature::DiagFisher | Curvature::DiagGgn => {
+                let mut state = if c == Curvature::DiagFisher {
+                    let t = DiagFisherLaplace::new(&pe, base)?;
+                    let mut s = t.init(theta, rng)?;
+                    for b in &batches {
+                        t.step(&mut s, b, rng)
+                            .map_err(|e| curvature_err(e, &name))?;
+                    }
+                    s
+                } else {
+                    let t = DiagGgnLaplace::new(&om, base)?;
+                    let mut s = t.init(theta, rng)?;
+                    for b in &batches {
+                        t.step(&mut s, b, rng)
+                            .map_err(|e| curvature_err(e, &name))?;
+                    }
+                    s
+                };
+                state.log_posterior = lp;
+                let sd = state.sd(1.0).map_err(|e| not_pd(e, &name))?;
+                let mean = state.params.values().to_vec();
+                Fitted {
+                    kind: "diag",
+                    mean,
+                    sd,
+                    sampler: Box::new(move |n, rng| state.sample(n, 1.0, rng)),
+                    info,
+                    divergences,
+                }
+            }
+            Curvature::DenseFisher | Curvature::DenseGgn | Curvature::Hessian => {
+                let mut state = match c {
+                    Curvature::DenseFisher => {
+                        let t = DenseFisherLaplace::new(&pe, base)?;
+                        let mut s = t.init(theta, rng)?;
+                        for b in &batches {
+                            t.step(&mut s, b, rng)
+                                .map_err(|e| curvature_err(e, &name))?;
+                        }
+                        s
+                    }
+                    Curvature::DenseGgn => {
+                        let t = DenseGgnLaplace::new(&om, base)?;
+                        let mut s = t.init(theta, rng)?;
+                        for b in &batches {
+                            t.step(&mut s, b, rng)
+                                .map_err(|e| curvature_err(e, &name))?;
+                        }
+                        s
+                    }
+                    _ => {
+                        // The density holds the prior (`/ N` per row): rescaling
+                        // each batch's Hessian by its size sums to the full
+                        // posterior precision after one pass.
+                        let density = model.density(DType::F64, &Device::Cpu);
+                        let cfg = |rescale: f64| DenseHessianConfig {
+                            init_prec_diag: 0.0,
+                            subset: None,
+                            rescale,
+                            jitter: 0.0,
+                        };
+                        let t0 = DenseHessianLaplace::new(&density, cfg(1.0))?;
+                        let mut s = t0.init(theta, rng)?;
+                        for b in &batches {
+                            let rows = b.x.dim(0)? as f64;
+                            let t = DenseHessianLaplace::new(&density, cfg(rows))?;
+                            t.step(&mut s, b, rng)
+                                .map_err(|e| curvature_err(e, &name))?;
+                        }
+                        info.insert(
+                            "hessian".into(),
+                            json!("central differences of gradients (f64)"),
+                        );
+                        s
+                    }
+                };
+                state.log_posterior = lp;
+                let cov = state.covariance(1.0).map_err(|e| not_pd(e, &name))?;
+                let p = state.params.len();
+                let sd = (0..p).map(|j| cov[j * p + j].sqrt()).collect();
+                let mean = state.params.values().to_vec();
+                Fitted {
+                    kind: "dense",
+                    mean,
+                    sd,
+                    sampler: Box::new(move |n, rng| state.sample(n, 1.0, rng)),
+                    info,
+                    divergences,
+                }
+            }
+        };
+        Ok(fitted)
+    }
+
+    fn ekf(&self, dense: bool, full: &Batch, rng: &mut ChainRng) -> Result<Fitted> {
+        let model = self.model();
+        let n = self.prep.train_y.len();
+        let bsz = self.cfg.batch_size.min(n).max(1);
+        let epoch = n.div_ceil(bsz) as u64;
+        let last = n - (epoch as usize - 1) * bsz;
+        let (steps, nf) = (self.steps, n as f64);
+        // ε = b · N / (steps · B) for a batch of b rows.
+        let step_size = Schedule::from_fn(move |t| {
+            let b = if t % epoch == epoch - 1 { last } else { bsz };
+            b as f64 * nf / (steps as f64 * bsz as f64)
+        });
+        let config = EkfConfig {
+            step_size,
+            transition_sd: 0.0,
+            init_sd: model.spec().prior_sd,
+        };
+        let start = if model.spec().kind == ModelKind::Mlp {
+            self.start()
+        } else {
+            Params::zeros(model.layout().clone())
+        };
+        let mut info = serde_json::Map::new();
+        info.insert("updates".into(), json!(steps));
+        info.insert("passes".into(), json!(steps as f64 * bsz as f64 / nf));
+        info.insert("batch_size".into(), json!(bsz));
+        info.insert(
+            "step_size".into(),
+            json!("rows in the batch x N / (updates x batch size)"),
+        );
+        let pe = per_example_loglik(model);
+        let mut batcher = Batcher::new(n, bsz);
+        let name = self.name.clone();
+        if dense {
+            let t = DenseEkf::new(&pe, config)?;
+            let mut state = t.init(start, rng)?;
+            for _ in 0..steps {
+                let b = batcher.next(full, rng)?;
+                t.step(&mut state, &b, rng)
+                    .map_err(|e| curvature_err(e, &name))?;
+            }
+            check_params(&state.params, &state.cov, &name)?;
+            let p = state.params.len();
+            let sd = (0..p).map(|j| state.cov[j * p + j].sqrt()).collect();
+            let mean = state.params.values().to_vec();
+            Ok(Fitted {
+                kind: "dense",
+                mean,
+                sd,
+                sampler: Box::new(move |n, rng| state.sample(n, rng)),
+                info,
+                divergences: 0,
+            })
+        } else {
+            let t = DiagEkf::new(&pe, config)?;
+            let mut state = t.init(start, rng)?;
+            for _ in 0..steps {
+                let b = batcher.next(full, rng)?;
+                t.step(&mut state, &b, rng)
+                    .map_err(|e| curvature_err(e, &name))?;
+            }
+            check_params(&state.params, &state.sd_diag, &name)?;
+            let sd = state.sd_diag.clone();
+            let mean = state.params.values().to_vec();
+            Ok(Fitted {
+                kind: "diag",
+                mean,
+                sd,
+                sampler: Box::new(move |n, rng| Ok(state.sample(n, rng))),
+                info,
+                divergences: 0,
+            })
+        }
+    }
+}
+
+/// A non-finite curvature or filter update stops the run (exit code 3).
+fn curvature_err(e: langevin_core::Error, name: &str) -> anyhow::Error {
+    match e {
+        langevin_core::Error::NonFiniteLogDensity { step, .. } => diverged(
+            name,
+            &format!("non-finite log likelihood or gradient at update {step}"),
+        ),
+        langevin_core::Error::Density(msg) => diverged(name, &msg),
+        e @ langevin_core::Error::NotPositiveDefinite { .. } => not_pd(e, name),
+        e => e.into(),
+    }
+}
+
+fn check_params(p: &Params, other: &[f64], name: &str) -> Result<()> {
+    if p.values().iter().chain(other).any(|v| !v.is_finite()) {
+        return Err(diverged(name, "the fitted Gaussian is not finite"));
+    }
+    Ok(())
+}
+
+/// Learning rate `lr` decayed to `end` along a half cosine over `steps` steps.
+fn cosine(lr: f64, end: f64, steps: u64) -> Schedule {
+    let steps = steps.max(1) as f64;
+    Schedule::from_fn(move |t| {
+        let x = (t as f64 / steps).min(1.0);
+        end + 0.5 * (lr - end) * (1.0 + (std::f64::consts::PI * x).cos())
+    })
+}
+
+/// Rows `lo..hi` of a batch.
+fn slice_batch(full: &Batch, lo: usize, hi: usize) -> Result<Batch> {
+    Ok(Batch {
+        x: full.x.narrow(0, lo, hi - lo)?,
+        y: full.y.narrow(0, lo, hi - lo)?,
+    })
+}
+
+/// Minibatches of a fixed size, the rows reshuffled every epoch (the full
+/// batch itself when the size is every row).
+struct Batcher {
+    perm: Vec<u32>,
+    pos: usize,
+    size: usize,
+}
+
+impl Batcher {
+    fn new(n: usize, size: usize) -> Self {
+        Self {
+            perm: (0..n as u32).collect(),
+            pos: n,
+            size: size.clamp(1, n.max(1)),
+        }
+    }
+
+    fn next(&mut self, full: &Batch, rng: &mut ChainRng) -> Result<Batch> {
+        let n = self.perm.len();
+        if self.size >= n {
+            return Ok(full.clone());
+        }
+        if self.pos >= n {
+            self.perm.shuffle(rng);
+            self.pos = 0;
+        }
+        let hi = (self.pos + self.size).min(n);
+        let idx = &self.perm[self.pos..hi];
+        self.pos = hi;
+        let it = Tensor::from_slice(idx, idx.len(), full.x.device())?;
+        Ok(Batch {
+            x: full.x.index_select(&it, 0)?,
+            y: full.y.index_select(&it, 0)?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Adapters: the models crate's Model as per-example log likelihoods and as an
+// output model for the GGN.
+// ---------------------------------------------------------------------------
+
+type TensorFn = Box<dyn Fn(&[Tensor], &Batch) -> candle_core::Result<Tensor> + Send + Sync>;
+
+/// Per-example log likelihoods `log p(yᵢ | xᵢ, θ)` (no prior), f64.
+fn per_example_loglik(model: &Model) -> CandlePerExample<Batch, TensorFn> {
+    let m = model.clone();
+    let spec = model.spec().clone();
+    let learned = model.layout().index_of("log_noise_sd").is_some();
+    let f: TensorFn = Box::new(move |ts: &[Tensor], b: &Batch| {
+        let out = m.forward(ts, &b.x)?;
+        let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        match (spec.kind, spec.task) {
+            (_, Task::Regression) => {
+                let r2 = (&b.y - &out)?.sqr()?;
+                if learned {
+                    let log_s = ts.last().expect("layout has log_noise_sd");
+                    let inv_var = (log_s * -2.0)?.exp()?;
+                    (r2.broadcast_mul(&inv_var)? * -0.5)?
+                        .broadcast_sub(log_s)?
+                        .affine(1.0, -half_log_2pi)
+                } else {
+                    let s = match spec.noise {
+                        Noise::Fixed(s) => s,
+                        Noise::Learned => 1.0,
+                    };
+                    r2.affine(-0.5 / (s * s), -s.ln() - half_log_2pi)
+                }
+            }
+            (ModelKind::Logistic, _) => {
+                let softplus = (out.relu()? + (out.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+                (&b.y * &out)? - softplus
+            }
+            _ => {
+                // log softmax = out − logsumexp(out) (max-shifted).
+                let mx = out.max_keepdim(D::Minus1)?;
+                let shifted = out.broadcast_sub(&mx)?;
+                let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+                (shifted.broadcast_sub(&lse)? * &b.y)?.sum(1)
+            }
+        }
+    });
+    CandlePerExample::new(f).with_dtype(DType::F64)
+}
+
+/// The network output with its likelihood, for the GGN. A learned noise
+/// scale adds the output `log σ` (the parameter itself) with the Fisher
+/// information `diag(1/σ², 2)` of `N(f, σ²)` in `(f, log σ)` as its Hessian.
+struct ModelOutputs {
+    net: CandleOutputModel<Batch, TensorFn>,
+    /// Flat index of `log_noise_sd` when the noise is learned.
+    log_noise: Option<usize>,
+}
+
+fn output_model(model: &Model) -> ModelOutputs {
+    let m = model.clone();
+    let spec = model.spec();
+    let log_noise = model.layout().range("log_noise_sd").map(|r| r.start);
+    let lik = match spec.task {
+        Task::Regression => {
+            let s = match spec.noise {
+                Noise::Fixed(s) => s,
+                Noise::Learned => 1.0,
+            };
+            OutputLikelihood::Gaussian { variance: s * s }
+        }
+        Task::Classification { .. } if spec.kind == ModelKind::Logistic => {
+            OutputLikelihood::Bernoulli
+        }
+        Task::Classification { .. } => OutputLikelihood::Categorical,
+    };
+    let f: TensorFn = Box::new(move |ts: &[Tensor], b: &Batch| m.forward(ts, &b.x));
+    ModelOutputs {
+        net: CandleOutputModel::new(lik, f).with_dtype(DType::F64),
+        log_noise,
+    }
+}
+
+impl OutputModel for ModelOutputs {
+    type Batch = Batch;
+
+    fn forward(&self, params: &Params, batch: &Batch) -> langevin_core::Result<(Vec<f64>, usize)> {
+        let j = self.forward_jacobian(params, batch)?;
+        Ok((j.outputs, j.k))
+    }
+
+    fn forward_jacobian(
+        &self,
+        params: &Params,
+        batch: &Batch,
+    ) -> langevin_core::Result<ModelJacobian> {
+        let j = self.net.forward_jacobian(params, batch)?;
+        let Some(ix) = self.log_noise else {
+            return Ok(j);
+        };
+        // Outputs (f, log σ) per example; d log σ / dθ = e_ix.
+        let (n, d) = (j.n, j.dim);
+        let rho = params.values()[ix];
+        let mut outputs = Vec::with_capacity(2 * n);
+        let mut jac = vec![0.0; 2 * n * d];
+        for i in 0..n {
+            outputs.push(j.outputs[i]);
+            outputs.push(rho);
+            jac[2 * i * d..(2 * i + 1) * d].copy_from_slice(&j.jac[i * d..(i + 1) * d]);
+            jac[(2 * i + 1) * d + ix] = 1.0;
+        }
+        Ok(ModelJacobian {
+            n,
+            k: 2,
+            dim: d,
+            outputs,
+            jac,
+        })
+    }
+
+    fn output_hessians(
+        &self,
+        jac: &ModelJacobian,
+        batch: &Batch,
+    ) -> langevin_core::Result<Vec<f64>> {
+        if self.log_noise.is_none() {
+            return self.net.output_hessians(jac, batch);
+        }
+        let mut h = vec![0.0; jac.n * 4];
+        for i in 0..jac.n {
+            let rho = jac.outputs[2 * i + 1];
+            h[4 * i] = (-2.0 * rho).exp();
+            h[4 * i + 3] = 2.0;
+        }
+        Ok(h)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// L-BFGS for the full-batch MAP
+// ---------------------------------------------------------------------------
+
+struct Lbfgs {
+    theta: Params,
+    iterations: usize,
+    max_abs_grad: f64,
+}
+
+/// Maximise `density` on one batch with L-BFGS (memory 10, Armijo
+/// backtracking), from `start`, for at most `max_iters` iterations or until
+/// the largest gradient entry is below `tol`. A non-finite value at the start
+/// is an error; a non-finite trial point is backtracked from.
+fn lbfgs<Dn: LogDensity<Aux = ()>>(
+    density: &Dn,
+    start: Params,
+    batch: &Dn::Batch,
+    max_iters: usize,
+    tol: f64,
+) -> langevin_core::Result<Lbfgs> {
+    const MEMORY: usize = 10;
+    let p = start.len();
+    let mut theta = start;
+    // Minimise f = −log posterior.
+    let eval = |t: &Params, g: &mut [f64]| -> langevin_core::Result<f64> {
+        let (v, ()) = density.value_and_grad(t, batch, g)?;
+        g.iter_mut().for_each(|x| *x = -*x);
+        Ok(-v)
+    };
+    let mut g = vec![0.0; p];
+    let mut f = eval(&theta, &mut g)?;
+    langevin_core::check_finite(f, &g, 0)?;
+    let mut hist: std::collections::VecDeque<(Vec<f64>, Vec<f64>, f64)> =
+        std::collections::VecDeque::new();
+    let max_abs = |g: &[f64]| g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let mut it = 0;
+    let mut g_new = vec![0.0; p];
+    while it < max_iters && max_abs(&g) > tol {
+        it += 1;
+        // Two-loop recursion: d = −H g.
+        let mut q = g.clone();
+        let mut alphas = Vec::with_capacity(hist.len());
+        for (s, y, rho) in hist.iter().rev() {
+            let a = rho * dot(s, &q);
+            q.iter_mut().zip(y).for_each(|(qi, yi)| *qi -= a * yi);
+            alphas.push(a);
+        }
+        if let Some((s, y, _)) = hist.back() {
+            let gamma = dot(s, y) / dot(y, y);
+            q.iter_mut().for_each(|x| *x *= gamma);
+        } else {
+            let scale = 1.0 / max_abs(&g).max(1.0);
+            q.iter_mut().for_each(|x| *x *= scale);
+        }
+        for ((s, y, rho), a) in hist.iter().zip(alphas.iter().rev()) {
+            let b = rho * dot(y, &q);
+            q.iter_mut().zip(s).for_each(|(qi, si)| *qi += (a - b) * si);
+        }
+        let mut d: Vec<f64> = q.iter().map(|x| -x).collect();
+        let mut slope = dot(&g, &d);
+        if slope.is_nan() || slope >= 0.0 {
+            hist.clear();
+            let scale = 1.0 / max_abs(&g).max(1.0);
+            d = g.iter().map(|x| -x * scale).collect();
+            slope = dot(&g, &d);
+        }
+        // Backtracking (Armijo).
+        let mut step = 1.0;
+        let mut accepted = None;
+        for _ in 0..60 {
+            let trial: Vec<f64> = theta
+                .values()
+                .iter()
+                .zip(&d)
+                .map(|(t, di)| t + step * di)
+                .collect();
+            let tp = theta.with_values(trial)?;
+            match eval(&tp, &mut g_new) {
+                Ok(fv) if fv.is_finite() && g_new.iter().all(|x| x.is_finite()) => {
+                    if fv <= f + 1e-4 * step * slope {
+                        accepted = Some((tp, fv));
+                        break;
+                    }
+                }
+                Ok(_) | Err(langevin_core::Error::NonFiniteLogDensity { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            step *= 0.5;
+        }
+        let Some((tp, fv)) = accepted else {
+            // No decrease along d: as converged as rounding allows.
+            break;
+        };
+        let s: Vec<f64> = tp
+            .values()
+            .iter()
+            .zip(theta.values())
+            .map(|(a, b)| a - b)
+            .collect();
+        let y: Vec<f64> = g_new.iter().zip(&g).map(|(a, b)| a - b).collect();
+        let sy = dot(&s, &y);
+        if sy > 1e-12 * dot(&y, &y).sqrt() * dot(&s, &s).sqrt() && sy > 0.0 {
+            if hist.len() == MEMORY {
+                hist.pop_front();
+            }
+            hist.push_back((s, y, 1.0 / sy));
+        }
+        let done = (f - fv).abs() <= 1e-16 * f.abs().max(1.0) && max_abs(&g_new) <= 1e3 * tol;
+        theta = tp;
+        f = fv;
+        std::mem::swap(&mut g, &mut g_new);
+        if done {
+            break;
+        }
+    }
+    Ok(Lbfgs {
+        theta,
+        iterations: it,
+        max_abs_grad: max_abs(&g),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use langevin_core::FnDensity;
+
+    #[test]
+    fn lbfgs_finds_the_mode_of_a_correlated_gaussian() {
+        // log N(x; m, A⁻¹) with a badly conditioned A.
+        let a = [[100.0, 9.9], [9.9, 1.0]];
+        let m = [1.0, -2.0];
+        let density = FnDensity::new(move |x: &[f64], _: &(), g: &mut [f64]| {
+            let r = [x[0] - m[0], x[1] - m[1]];
+            let ar = [
+                a[0][0] * r[0] + a[0][1] * r[1],
+                a[1][0] * r[0] + a[1][1] * r[1],
+            ];
+            g[0] = -ar[0];
+            g[1] = -ar[1];
+            -0.5 * (r[0] * ar[0] + r[1] * ar[1])
+        });
+        let r = lbfgs(&density, Params::from_vec(vec![0.0, 0.0]), &(), 200, 1e-10).unwrap();
+        assert!(r.max_abs_grad <= 1e-10, "{}", r.max_abs_grad);
+        assert!((r.theta.values()[0] - 1.0).abs() < 1e-8);
+        assert!((r.theta.values()[1] + 2.0).abs() < 1e-8);
+    }
+
+    #[test]
+    fn cosine_schedule_ends_at_its_floor() {
+        let s = cosine(1e-2, 1e-4, 100);
+        assert!((s.at(0) - 1e-2).abs() < 1e-15);
+        assert!((s.at(100) - 1e-4).abs() < 1e-15);
+        assert!(s.at(50) < 1e-2 && s.at(50) > 1e-4);
+    }
+}
