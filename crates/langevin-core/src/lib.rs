@@ -21,6 +21,7 @@ pub mod error;
 pub mod params;
 pub mod rng;
 pub mod schedule;
+pub mod serde_nan;
 pub mod transform;
 
 pub use candle_density::CandleDensity;

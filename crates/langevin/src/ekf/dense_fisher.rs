@@ -32,6 +32,7 @@ pub struct DenseEkfState {
     pub params: Params,
     pub cov: Vec<f64>,
     pub step: u64,
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_likelihood: f64,
 }
 

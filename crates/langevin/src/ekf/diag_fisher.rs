@@ -26,6 +26,7 @@ pub struct DiagEkfState {
     pub params: Params,
     pub sd_diag: Vec<f64>,
     pub step: u64,
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_likelihood: f64,
 }
 

@@ -67,6 +67,7 @@ pub struct BaoaState {
     pub params: Params,
     pub momenta: Vec<f64>,
     pub step: u64,
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_posterior: f64,
 }
 

@@ -259,6 +259,7 @@ pub struct ParallelSghmcState {
     /// Per chain: log posterior at the parameters of its last applied
     /// evaluation (`NaN` before the first step, or the non-finite value of a
     /// rejected evaluation).
+    #[serde(deserialize_with = "langevin_core::serde_nan::vec_f64_or_nan")]
     pub log_posterior: Vec<f64>,
     /// Per chain: steps not applied because of a non-finite evaluation.
     pub rejected: Vec<u64>,

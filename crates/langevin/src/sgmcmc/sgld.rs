@@ -56,6 +56,7 @@ impl SgldConfig {
 pub struct SgldState {
     pub params: Params,
     pub step: u64,
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_posterior: f64,
 }
 

@@ -80,7 +80,9 @@ pub struct DenseViState {
     pub params: Params,
     pub chol: Vec<f64>,
     pub opt: OptimizerState,
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub nelbo: f64,
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_posterior: f64,
     pub step: u64,
 }

@@ -80,8 +80,10 @@ pub struct DiagViState {
     pub params: Params,
     pub log_sd: Vec<f64>,
     pub opt: OptimizerState,
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub nelbo: f64,
     /// Mean of ℓ(θₛ) at the last update.
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_posterior: f64,
     pub step: u64,
 }

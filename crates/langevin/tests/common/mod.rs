@@ -111,6 +111,16 @@ where
             "{name}: a different seed must give a different chain at T = 1"
         );
 
+        // A state straight from init (log density not evaluated yet: NaN)
+        // survives JSON too (a checkpoint may be taken before the first step).
+        let fresh = t
+            .init(Params::from_vec(start.clone()), &mut chain_rng(5, 3))
+            .unwrap();
+        let fresh_json = serde_json::to_string(&fresh).unwrap();
+        let fresh_back: T::State = serde_json::from_str(&fresh_json)
+            .unwrap_or_else(|e| panic!("{name}: fresh state does not reload: {e}"));
+        assert_eq!(serde_json::to_string(&fresh_back).unwrap(), fresh_json);
+
         // Serde round trip: the next step is bit-identical.
         let json = serde_json::to_string(&a).unwrap();
         let a2: T::State = serde_json::from_str(&json).unwrap();
