@@ -299,6 +299,7 @@ impl MlpDensity {
             sq_a,
             sq_d,
             g2,
+            offs,
         } = s;
         let w = ensure(w, theta.len());
         // Eight partial sums: a single running sum is a serial dependency
@@ -322,12 +323,13 @@ impl MlpDensity {
         let y: &[f64] = &y[..m * y_cols];
 
         // Forward: acts holds h_1 .. h_{L-1} and out = z_L, each m × width.
-        let mut act_off = Vec::with_capacity(n_layers + 1);
+        offs.clear();
         let mut total = 0;
         for &wd in &widths[1..] {
-            act_off.push(total);
+            offs.push(total);
             total += m * wd;
         }
+        let act_off: &[usize] = offs;
         let acts = ensure(acts, total);
         for l in 0..n_layers {
             let (din, dout) = (widths[l], widths[l + 1]);
@@ -664,6 +666,8 @@ struct Scratch<T> {
     sq_a: Vec<T>,
     sq_d: Vec<T>,
     g2: Vec<T>,
+    /// Offsets of the layers' activations in `acts`.
+    offs: Vec<usize>,
 }
 
 impl<T> Scratch<T> {
@@ -679,6 +683,7 @@ impl<T> Scratch<T> {
             sq_a: Vec::new(),
             sq_d: Vec::new(),
             g2: Vec::new(),
+            offs: Vec::new(),
         }
     }
 }
