@@ -29,10 +29,10 @@ use langevin_core::{chain_rng, ChainRng, Transform, TransformState};
 use langevin_models::bundled;
 use langevin_models::data::{Dataset, Split, Standardizer};
 use langevin_models::{Batch, Model, ModelKind, ModelSpec, Noise, Task};
-use rand::seq::SliceRandom;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::checkpoint::{ChainCheckpoint, Checkpoint, Cursor, CHECKPOINT_FILE, CHECKPOINT_VERSION};
 use crate::evaluate::{classification_metrics, predictive, regression_metrics, Predictive};
 use crate::exit::{bad_input, Diverged};
 use crate::runio::{num, write_json_atomic, RunMeta, SamplesWriter, RUN_VERSION};
@@ -43,7 +43,7 @@ pub const DEFAULT_DATA: &str = "iris_virginica";
 /// Most draws used for the posterior predictive.
 const MAX_PREDICTIVE_DRAWS: usize = 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MethodArg {
     Sgld,
@@ -72,7 +72,7 @@ pub enum MethodArg {
     EkfDense,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelArg {
     Linear,
@@ -81,7 +81,7 @@ pub enum ModelArg {
     Mlp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskArg {
     Classification,
@@ -89,7 +89,7 @@ pub enum TaskArg {
 }
 
 /// Arguments of `langevin fit`.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct FitArgs {
     /// CSV file with a header row, or a bundled data set: iris_virginica (default),
     /// iris, wine, breast_cancer, diabetes, digits.
@@ -161,7 +161,47 @@ pub struct FitArgs {
     /// No progress bar and no report on stdout.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Worker threads for the chains (default: the number of cores, at most
+    /// --chains). The draws do not depend on it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub threads: Option<usize>,
+    /// Save the full state of every chain to DIR/checkpoint.json (atomically)
+    /// every N steps, so that `--resume DIR` can continue the run after a crash.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Continue the checkpointed run in DIR (every other option comes from its
+    /// checkpoint; only --quiet and --no-plots may be given). The result is
+    /// byte-identical to an uninterrupted run.
+    #[arg(long, value_name = "DIR", conflicts_with_all = RESUME_CONFLICTS)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
 }
+
+/// Options fixed by a checkpoint, so not allowed with `--resume`.
+const RESUME_CONFLICTS: [&str; 21] = [
+    "data",
+    "target",
+    "model",
+    "task",
+    "hidden",
+    "method",
+    "prior_sd",
+    "noise_sd",
+    "step_size",
+    "friction",
+    "steps",
+    "burn_in",
+    "thin",
+    "chains",
+    "batch_size",
+    "test_fraction",
+    "seed",
+    "out",
+    "no_standardize",
+    "max_divergences",
+    "checkpoint_every",
+];
 
 /// The configuration as resolved (defaults filled in); saved in run.json and summary.json.
 #[derive(Debug, Clone, Serialize)]
@@ -637,49 +677,34 @@ pub fn prepare(args: &FitArgs) -> Result<(FitConfig, Prepared, String)> {
     ))
 }
 
-/// Minibatches of the training set for one chain (reshuffled every epoch
-/// with the chain's generator; the full batch is built once and reused).
-struct Batcher<'a> {
+/// The minibatch of `cursor`'s next rows (the full batch when a minibatch is
+/// every row; it is built once and reused).
+fn next_batch<'a>(
     full: &'a Batch,
-    n: usize,
     size: usize,
-    order: Vec<u32>,
-    pos: usize,
+    cursor: &mut Cursor,
+    rng: &mut ChainRng,
+) -> Result<std::borrow::Cow<'a, Batch>> {
+    let Some(idx) = cursor.next(size, rng) else {
+        return Ok(std::borrow::Cow::Borrowed(full));
+    };
+    let it = Tensor::from_slice(idx, idx.len(), full.x.device())?;
+    Ok(std::borrow::Cow::Owned(Batch {
+        x: full.x.index_select(&it, 0)?,
+        y: full.y.index_select(&it, 0)?,
+    }))
 }
 
-impl<'a> Batcher<'a> {
-    fn new(full: &'a Batch, n: usize, size: usize) -> Self {
-        Self {
-            full,
-            n,
-            size,
-            order: (0..n as u32).collect(),
-            pos: n,
-        }
-    }
-
-    fn next(&mut self, rng: &mut ChainRng) -> Result<std::borrow::Cow<'a, Batch>> {
-        if self.size >= self.n {
-            return Ok(std::borrow::Cow::Borrowed(self.full));
-        }
-        if self.pos + self.size > self.n {
-            self.order.shuffle(rng);
-            self.pos = 0;
-        }
-        let idx = &self.order[self.pos..self.pos + self.size];
-        self.pos += self.size;
-        let it = Tensor::from_slice(idx, self.size, self.full.x.device())?;
-        Ok(std::borrow::Cow::Owned(Batch {
-            x: self.full.x.index_select(&it, 0)?,
-            y: self.full.y.index_select(&it, 0)?,
-        }))
-    }
+/// One chain in memory: its saved progress and the draws of the current round.
+struct ChainRun<S> {
+    ck: ChainCheckpoint<S>,
+    new_draws: Vec<Vec<f64>>,
 }
 
-/// What one chain produced.
-struct ChainOut {
-    draws: Vec<Vec<f64>>,
-    divergences: u64,
+/// What all chains produced.
+struct RunOutcome {
+    draws: Vec<Vec<Vec<f64>>>,
+    divergences: Vec<u64>,
     stopped: bool,
 }
 
@@ -690,70 +715,82 @@ struct Ctx<'a> {
     writer: &'a SamplesWriter,
     progress: &'a ProgressBar,
     abort: &'a AtomicBool,
+    out_dir: &'a Path,
+    /// Steps per round (the checkpoint interval when checkpointing).
+    round: u64,
+    /// Worker threads (`None`: one per core).
+    threads: Option<usize>,
+    /// What to save in checkpoints (`None`: no checkpoints).
+    checkpoint: Option<CheckpointBase>,
 }
 
-fn run_chain<T>(t: &T, ctx: &Ctx<'_>, chain: usize) -> Result<ChainOut>
+/// The parts of a checkpoint that do not change during the run.
+struct CheckpointBase {
+    args: FitArgs,
+    config: serde_json::Value,
+    data_fingerprint: u64,
+}
+
+/// Advance one chain up to step `end` (or until it stops on divergences).
+fn advance<T>(t: &T, ctx: &Ctx<'_>, ch: &mut ChainRun<T::State>, end: u64) -> Result<()>
 where
     T: Transform<Batch = Batch>,
 {
     let cfg = ctx.cfg;
-    let mut rng = chain_rng(cfg.seed, chain as u64);
-    let p0 = ctx.model.init(&mut rng);
-    let mut state = t.init(p0, &mut rng)?;
-    let mut batcher = Batcher::new(ctx.full, cfg.n_train, cfg.batch_size);
-    let mut out = ChainOut {
-        draws: Vec::new(),
-        divergences: 0,
-        stopped: false,
-    };
     let is_map = cfg.method == MethodArg::Map;
     let tick = 100u64;
-    for step in 0..cfg.steps {
+    let ck = &mut ch.ck;
+    while ck.step < end && !ck.stopped {
         if ctx.abort.load(Ordering::Relaxed) {
             break;
         }
-        let batch = batcher.next(&mut rng)?;
-        match t.step(&mut state, &batch, &mut rng) {
+        let step = ck.step;
+        let batch = next_batch(ctx.full, cfg.batch_size, &mut ck.cursor, &mut ck.rng)?;
+        match t.step(&mut ck.state, &batch, &mut ck.rng) {
             Ok(_) => {}
             Err(langevin_core::Error::NonFiniteLogDensity { .. }) => {
-                out.divergences += 1;
-                if out.divergences > cfg.max_divergences {
-                    out.stopped = true;
+                ck.divergences += 1;
+                if ck.divergences > cfg.max_divergences {
+                    ck.stopped = true;
                     break;
                 }
             }
             Err(e) => return Err(e.into()),
         }
+        ck.step += 1;
         let keep = if is_map {
             step + 1 == cfg.steps
         } else {
             step >= cfg.burn_in && (step + 1 - cfg.burn_in) % cfg.thin == 0
         };
         if keep {
-            let v = state.params().values().to_vec();
-            ctx.writer.append(chain, out.draws.len(), &v)?;
-            out.draws.push(v);
+            ch.new_draws.push(ck.state.params().values().to_vec());
         }
         if (step + 1) % tick == 0 {
             ctx.progress.inc(tick);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Run every chain: `min(chains, cores)` worker threads take chains in
-/// order; each chain's tensor operations run single-threaded (see [`run`]).
-fn run_all<T>(t: &T, ctx: &Ctx<'_>) -> Result<Vec<ChainOut>>
+/// Advance every chain to step `end`: `min(chains, cores)` worker threads
+/// take chains in order; each chain's tensor operations run single-threaded
+/// (see [`run`]).
+fn run_round<T>(t: &T, ctx: &Ctx<'_>, chains: &[Mutex<ChainRun<T::State>>], end: u64) -> Result<()>
 where
     T: Transform<Batch = Batch>,
 {
-    let n = ctx.cfg.chains;
-    let workers = std::thread::available_parallelism()
-        .map(|p| p.get())
-        .unwrap_or(1)
+    let n = chains.len();
+    let workers = ctx
+        .threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|p| p.get())
+                .unwrap_or(1)
+        })
         .clamp(1, n);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<ChainOut>>>> = Mutex::new((0..n).map(|_| None).collect());
+    let first_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -761,23 +798,152 @@ where
                 if c >= n {
                     break;
                 }
-                let r = run_chain(t, ctx, c);
-                if r.is_err() {
+                let r = match chains[c].lock() {
+                    Ok(mut ch) => advance(t, ctx, &mut ch, end),
+                    Err(_) => Err(anyhow::anyhow!("chain {c}: state poisoned")),
+                };
+                if let Err(e) = r {
                     ctx.abort.store(true, Ordering::Relaxed);
-                }
-                if let Ok(mut v) = results.lock() {
-                    v[c] = Some(r);
+                    if let Ok(mut slot) = first_err.lock() {
+                        slot.get_or_insert(e.context(format!("chain {c}")));
+                    }
                 }
             });
         }
     });
-    let results = results
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("a chain thread panicked"))?;
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("a chain did not run"))))
-        .collect()
+    match first_err.into_inner() {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => Err(e),
+        Err(_) => Err(anyhow::anyhow!("a chain thread panicked")),
+    }
+}
+
+/// Run every chain in rounds of `ctx.round` steps, from the start or from a
+/// checkpoint. After each round the new draws go to `samples.csv` in
+/// draw-major order (so the file does not depend on the round length or on
+/// the number of threads), the file is synced, and a checkpoint is written.
+fn run_all<T>(
+    t: &T,
+    ctx: &Ctx<'_>,
+    resume: Option<&Checkpoint>,
+    resumed_draws: Vec<Vec<Vec<f64>>>,
+) -> Result<RunOutcome>
+where
+    T: Transform<Batch = Batch>,
+{
+    let cfg = ctx.cfg;
+    let ck_path = ctx.out_dir.join(CHECKPOINT_FILE);
+    let (chains, mut draws, mut steps_done) = match resume {
+        None => {
+            let mut chains = Vec::with_capacity(cfg.chains);
+            for c in 0..cfg.chains {
+                let mut rng = chain_rng(cfg.seed, c as u64);
+                let p0 = ctx.model.init(&mut rng);
+                let state = t.init(p0, &mut rng)?;
+                chains.push(Mutex::new(ChainRun {
+                    ck: ChainCheckpoint {
+                        state,
+                        rng,
+                        cursor: Cursor::new(cfg.n_train),
+                        step: 0,
+                        draws: 0,
+                        divergences: 0,
+                        stopped: false,
+                    },
+                    new_draws: Vec::new(),
+                }));
+            }
+            (chains, vec![Vec::new(); cfg.chains], 0)
+        }
+        Some(saved) => {
+            if saved.chains.len() != cfg.chains {
+                crate::bail_input!(
+                    "{}: {} chains saved, the configuration has {}",
+                    ck_path.display(),
+                    saved.chains.len(),
+                    cfg.chains
+                );
+            }
+            let mut chains = Vec::with_capacity(cfg.chains);
+            for (c, v) in saved.chains.iter().enumerate() {
+                let ck = ChainCheckpoint::<T::State>::from_json(v, &ck_path, c)?;
+                chains.push(Mutex::new(ChainRun {
+                    ck,
+                    new_draws: Vec::new(),
+                }));
+            }
+            ctx.progress
+                .inc(saved.steps_done / 100 * 100 * cfg.chains as u64);
+            (chains, resumed_draws, saved.steps_done)
+        }
+    };
+    let save = |chains: &[Mutex<ChainRun<T::State>>], steps_done: u64| -> Result<()> {
+        let Some(base) = &ctx.checkpoint else {
+            return Ok(());
+        };
+        let mut saved = Vec::with_capacity(chains.len());
+        for m in chains {
+            let ch = m
+                .lock()
+                .map_err(|_| anyhow::anyhow!("chain state poisoned"))?;
+            saved.push(ch.ck.to_json()?);
+        }
+        let ck = Checkpoint {
+            version: CHECKPOINT_VERSION,
+            args: base.args.clone(),
+            config: base.config.clone(),
+            data_fingerprint: base.data_fingerprint,
+            samples_len: ctx.writer.len()?,
+            steps_done,
+            chains: saved,
+        };
+        write_json_atomic(&ck_path, &ck)
+    };
+    if resume.is_none() {
+        save(&chains, 0)?;
+    }
+    let mut stopped = false;
+    while steps_done < cfg.steps && !stopped {
+        let end = (steps_done + ctx.round).min(cfg.steps);
+        let r = run_round(t, ctx, &chains, end);
+        // Write what was collected, in draw-major order, even when stopping.
+        let mut rounds: Vec<(usize, Vec<Vec<f64>>)> = Vec::with_capacity(chains.len());
+        for m in &chains {
+            let mut ch = m
+                .lock()
+                .map_err(|_| anyhow::anyhow!("chain state poisoned"))?;
+            stopped |= ch.ck.stopped;
+            let first = ch.ck.draws;
+            ch.ck.draws += ch.new_draws.len();
+            rounds.push((first, std::mem::take(&mut ch.new_draws)));
+        }
+        let longest = rounds.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        for i in 0..longest {
+            for (c, (first, new)) in rounds.iter().enumerate() {
+                if let Some(v) = new.get(i) {
+                    ctx.writer.append(c, first + i, v)?;
+                }
+            }
+        }
+        ctx.writer.flush()?;
+        for (c, (_, new)) in rounds.into_iter().enumerate() {
+            draws[c].extend(new);
+        }
+        r?;
+        steps_done = end;
+        if !stopped {
+            save(&chains, steps_done)?;
+        }
+    }
+    let divergences = chains
+        .iter()
+        .map(|m| m.lock().map(|ch| ch.ck.divergences).unwrap_or(0))
+        .collect();
+    Ok(RunOutcome {
+        draws,
+        divergences,
+        stopped,
+    })
 }
 
 pub(crate) fn default_out_dir() -> PathBuf {
@@ -820,6 +986,8 @@ pub(crate) fn prepare_out_dir(dir: &Path) -> Result<()> {
     for f in [
         "summary.json",
         "summary.json.tmp",
+        "checkpoint.json",
+        "checkpoint.json.tmp",
         "samples.csv",
         "run.json",
         "trace.png",
@@ -837,6 +1005,16 @@ pub(crate) fn prepare_out_dir(dir: &Path) -> Result<()> {
 /// Run `langevin fit`.
 pub fn run(args: FitArgs) -> Result<()> {
     if crate::gaussian::is_gaussian(args.method) {
+        if args.checkpoint_every.is_some() {
+            crate::bail_input!(
+                "--checkpoint-every applies to the samplers (sgld, sghmc, sgnht, baoa, map), \
+                 not to a Gaussian fit (--method {})",
+                args.method
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            );
+        }
         return crate::gaussian::run(args);
     }
     let t0 = Instant::now();
@@ -847,9 +1025,59 @@ pub fn run(args: FitArgs) -> Result<()> {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
+    // `--resume DIR`: every option comes from the checkpoint.
+    let (args, resume) = match &args.resume {
+        Some(dir) => {
+            if dir.join("summary.json").is_file() {
+                if !args.quiet {
+                    eprintln!("{}: the run is already complete", dir.display());
+                }
+                return Ok(());
+            }
+            let ck = crate::checkpoint::load(dir)?;
+            let mut saved = ck.args.clone();
+            saved.out = Some(dir.clone());
+            saved.quiet = args.quiet;
+            saved.no_plots = args.no_plots;
+            saved.threads = args.threads;
+            (saved, Some(ck))
+        }
+        None => (args, None),
+    };
+    if args.threads == Some(0) {
+        crate::bail_input!("--threads must be at least 1");
+    }
+    if args.checkpoint_every == Some(0) {
+        crate::bail_input!("--checkpoint-every must be at least 1");
+    }
     let (cfg, prep, data_name) = prepare(&args)?;
+    let config_json = serde_json::to_value(&cfg)?;
+    let data_fingerprint = crate::checkpoint::fingerprint(&[
+        &prep.train_x,
+        &prep.train_y,
+        &prep.eval_x,
+        &prep.eval_y_raw,
+    ]);
     let out_dir = args.out.clone().unwrap_or_else(default_out_dir);
-    prepare_out_dir(&out_dir)?;
+    if let Some(ck) = &resume {
+        if ck.config != config_json || ck.data_fingerprint != data_fingerprint {
+            crate::bail_input!(
+                "--resume {}: the data or the resolved configuration differ from the \
+                 checkpoint's (was the data file changed?); cannot continue this run",
+                out_dir.display()
+            );
+        }
+        if !args.quiet {
+            eprintln!(
+                "resuming {} at step {} of {}",
+                out_dir.display(),
+                ck.steps_done,
+                cfg.steps
+            );
+        }
+    } else {
+        prepare_out_dir(&out_dir)?;
+    }
     if !args.quiet {
         if args.data.is_none() {
             eprintln!(
@@ -881,8 +1109,52 @@ pub fn run(args: FitArgs) -> Result<()> {
         param_names: model.param_names().to_vec(),
         config: serde_json::to_value(&cfg)?,
     };
-    write_json_atomic(&out_dir.join("run.json"), &meta)?;
-    let writer = SamplesWriter::create(&out_dir.join("samples.csv"), model.param_names())?;
+    let samples_path = out_dir.join("samples.csv");
+    let (writer, resumed_draws) = match &resume {
+        None => {
+            write_json_atomic(&out_dir.join("run.json"), &meta)?;
+            (
+                SamplesWriter::create(&samples_path, model.param_names())?,
+                Vec::new(),
+            )
+        }
+        Some(ck) => {
+            let expected: Vec<usize> = ck
+                .chains
+                .iter()
+                .map(|c| c["draws"].as_u64().unwrap_or(0) as usize)
+                .collect();
+            let draws = crate::checkpoint::truncate_and_read_draws(
+                &samples_path,
+                ck.samples_len,
+                model.n_params(),
+                &expected,
+            )?;
+            (SamplesWriter::open_append(&samples_path)?, draws)
+        }
+    };
+    // Rounds: the checkpoint interval, or about 20 per run (draws reach the
+    // disk at the end of each round).
+    let round = args
+        .checkpoint_every
+        .unwrap_or_else(|| (cfg.steps / 20).max(1000));
+    let checkpoint = args.checkpoint_every.map(|_| {
+        let mut saved = args.clone();
+        saved.resume = None;
+        // A data file is found again from any working directory.
+        if let Some(d) = &saved.data {
+            if Path::new(d).is_file() {
+                if let Ok(abs) = std::fs::canonicalize(d) {
+                    saved.data = Some(abs.display().to_string());
+                }
+            }
+        }
+        CheckpointBase {
+            args: saved,
+            config: config_json.clone(),
+            data_fingerprint,
+        }
+    });
 
     let device = Device::Cpu;
     let dtype = DType::F32;
@@ -908,7 +1180,12 @@ pub fn run(args: FitArgs) -> Result<()> {
         writer: &writer,
         progress: &progress,
         abort: &abort,
+        out_dir: &out_dir,
+        round,
+        threads: args.threads,
+        checkpoint,
     };
+    let resume = resume.as_ref();
     let eps = cfg.step_size;
     let temp = cfg.temperature;
     let outs = match cfg.method {
@@ -922,7 +1199,7 @@ pub fn run(args: FitArgs) -> Result<()> {
                 },
             )
             .map_err(bad_input)?;
-            run_all(&t, &ctx)
+            run_all(&t, &ctx, resume, resumed_draws)
         }
         MethodArg::Sghmc | MethodArg::Map => {
             let t = Sghmc::new(
@@ -941,7 +1218,7 @@ pub fn run(args: FitArgs) -> Result<()> {
                 },
             )
             .map_err(bad_input)?;
-            run_all(&t, &ctx)
+            run_all(&t, &ctx, resume, resumed_draws)
         }
         MethodArg::Sgnht => {
             let t = Sgnht::new(
@@ -957,7 +1234,7 @@ pub fn run(args: FitArgs) -> Result<()> {
                 },
             )
             .map_err(bad_input)?;
-            run_all(&t, &ctx)
+            run_all(&t, &ctx, resume, resumed_draws)
         }
         MethodArg::Baoa => {
             let t = Baoa::new(
@@ -971,26 +1248,32 @@ pub fn run(args: FitArgs) -> Result<()> {
                 },
             )
             .map_err(bad_input)?;
-            run_all(&t, &ctx)
+            run_all(&t, &ctx, resume, resumed_draws)
         }
         m => anyhow::bail!("internal error: --method {m:?} is not a sampler (crate::gaussian)"),
     };
     progress.finish_and_clear();
     writer.flush()?;
-    let outs = outs?;
-    let divergences: Vec<u64> = outs.iter().map(|o| o.divergences).collect();
-    if outs.iter().any(|o| o.stopped) {
+    let outcome = outs?;
+    let divergences = outcome.divergences;
+    if outcome.stopped {
         return Err(anyhow::Error::new(Diverged(format!(
             "stopped: more than {} divergent steps (non-finite log posterior) in a chain \
              (per chain: {divergences:?}); the draws collected so far are in {}. \
              Try a smaller --step-size.",
             cfg.max_divergences,
-            out_dir.join("samples.csv").display()
+            samples_path.display()
         ))));
     }
-    let chains: Vec<Vec<Vec<f64>>> = outs.into_iter().map(|o| o.draws).collect();
+    let chains = outcome.draws;
     let summary = summarize_and_report(&cfg, &prep, &chains, &divergences, &out_dir, &args, t0)?;
     write_json_atomic(&out_dir.join("summary.json"), &summary)?;
+    // The run is complete: its checkpoint is no longer needed.
+    let ck_path = out_dir.join(CHECKPOINT_FILE);
+    if ck_path.exists() {
+        std::fs::remove_file(&ck_path)
+            .with_context(|| format!("removing {}", ck_path.display()))?;
+    }
     if !args.quiet {
         println!("wrote {}", out_dir.display());
     }

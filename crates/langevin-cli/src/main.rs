@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 #[macro_use]
 mod exit;
+mod checkpoint;
 mod compare;
 mod diagnose;
 mod emt;
