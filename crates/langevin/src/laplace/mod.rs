@@ -103,7 +103,7 @@ pub struct DiagLaplaceState {
     pub prec_diag: Vec<f64>,
     pub step: u64,
     /// NaN when not evaluated (written to JSON as `null`, read back as NaN).
-    #[serde(deserialize_with = "f64_or_nan")]
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_posterior: f64,
 }
 
@@ -184,7 +184,7 @@ pub struct DenseLaplaceState {
     pub prec: Vec<f64>,
     pub step: u64,
     /// NaN when not evaluated (written to JSON as `null`, read back as NaN).
-    #[serde(deserialize_with = "f64_or_nan")]
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_posterior: f64,
 }
 
@@ -250,11 +250,6 @@ impl DenseLaplaceState {
             })
             .collect())
     }
-}
-
-/// serde_json writes a non-finite `f64` as `null`: read `null` back as NaN.
-fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 fn check_temperature(t: f64) -> Result<()> {

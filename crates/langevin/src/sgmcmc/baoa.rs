@@ -20,10 +20,11 @@
 
 use langevin_core::{LogDensity, Params, Result, Schedule, Transform, TransformState};
 use rand::Rng;
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::{grad_at, non_negative, positive, recycle, schedules_at, MomentaInit, SgmcmcInfo};
+use super::{
+    grad_at, non_negative, positive, recycle, schedules_at, with_normals, MomentaInit, SgmcmcInfo,
+};
 
 /// Hyper-parameters of BAOA.
 #[derive(Debug, Clone)]
@@ -134,16 +135,24 @@ impl<D: LogDensity> Transform for Baoa<D> {
         let noise = c.sigma * (temp * (1.0 - (-2.0 * gamma * eps).exp())).sqrt();
         let half = 0.5 * eps * inv_mass;
         let theta = state.params.values_mut();
-        for ((t, m), g) in theta.iter_mut().zip(state.momenta.iter_mut()).zip(&grad) {
-            let mut mv = *m + eps * g;
-            *t += half * mv;
-            mv *= decay;
-            if noise != 0.0 {
-                let xi: f64 = StandardNormal.sample(rng);
-                mv += noise * xi;
+        let mom = &mut state.momenta;
+        let dim = theta.len();
+        let mut update = |xi: &[f64]| {
+            for (i, ((t, m), g)) in theta.iter_mut().zip(mom.iter_mut()).zip(&grad).enumerate() {
+                let mut mv = *m + eps * g;
+                *t += half * mv;
+                mv *= decay;
+                if noise != 0.0 {
+                    mv += noise * xi[i];
+                }
+                *t += half * mv;
+                *m = mv;
             }
-            *t += half * mv;
-            *m = mv;
+        };
+        if noise == 0.0 {
+            update(&[]);
+        } else {
+            with_normals(rng, dim, update);
         }
         recycle(grad);
         state.step += 1;

@@ -25,13 +25,14 @@
 //! [`chain_rng(seed, c)`](langevin_core::chain_rng), kept in the state: the
 //! initial momenta (as [`Sghmc::init`](super::Sghmc)) and then d standard
 //! normals per step, in ravel order, by [`NoiseSampler`]: `BoxMuller`
-//! (default, vectorised bulk draws) or `Ziggurat`. With `Ziggurat` and a
-//! density that computes each row with the same arithmetic as a
-//! [`LogDensity`] (for example [`PerChain`]), chain `c` is *bit-identical*
-//! to a separate `Sghmc` chain run with `chain_rng(seed, c)`. A faster
-//! batched density (a matrix product, such as
+//! (default, vectorised bulk draws, the same stream as the single-chain
+//! samplers) or `Ziggurat`. With `BoxMuller` and a density that computes
+//! each row with the same arithmetic as a [`LogDensity`] (for example
+//! [`PerChain`]), chain `c` is *bit-identical* to a separate `Sghmc` chain
+//! run with `chain_rng(seed, c)`. A faster batched density (a matrix
+//! product, such as
 //! [`BatchedLogistic`](super::batched_logistic::BatchedLogistic)) rounds
-//! differently and agrees to ~1e-15 per evaluation; `BoxMuller` draws other
+//! differently and agrees to ~1e-15 per evaluation; `Ziggurat` draws other
 //! (equally distributed) normals: both agree with `Sghmc` in distribution.
 //! Blocks are fixed by `chains_per_call`, not by the number of threads, so
 //! the result does not depend on the thread count.
@@ -131,7 +132,8 @@ pub fn check_batch_shapes(
 
 /// Any [`LogDensity`] as a [`BatchLogDensity`]: one call of the wrapped
 /// density per row (no speed-up; the reference the fast densities are tested
-/// against, and bit-identical to separate [`Sghmc`](super::Sghmc) chains).
+/// against, and bit-identical to separate [`Sghmc`](super::Sghmc) chains with
+/// the default noise).
 ///
 /// The wrapped density sees each row as a [`Params`] with `layout`; its
 /// `Aux` is dropped. An `Err` of the wrapped density for one row (for
@@ -223,13 +225,14 @@ pub enum NoiseSampler {
     /// Box–Muller on bulk 64-bit draws: chain `c` takes `d` (rounded up to
     /// even) `u64`s from its generator in one `fill`, turned into normals by
     /// a vectorised branch-free transform (52-bit uniforms, so |ξ| ≤ 8.49;
-    /// the cut-off tail has probability 2e−17). Faster than the ziggurat;
-    /// different draws from [`Sghmc`](super::Sghmc).
-    #[default]
-    BoxMuller,
-    /// rand_distr's ziggurat `StandardNormal`, one draw at a time, exactly as
+    /// the cut-off tail has probability 2e−17). The same draws as
     /// [`Sghmc`](super::Sghmc): chain `c` is bit-identical to a separate
     /// `Sghmc` chain (given a density with the same per-row arithmetic).
+    #[default]
+    BoxMuller,
+    /// rand_distr's ziggurat `StandardNormal`, one draw at a time (what the
+    /// single-chain samplers drew before they switched to bulk Box–Muller;
+    /// slower, kept for comparison): other, equally distributed, normals.
     Ziggurat,
 }
 

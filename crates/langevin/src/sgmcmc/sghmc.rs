@@ -19,11 +19,11 @@
 
 use langevin_core::{LogDensity, Params, Result, Schedule, Transform, TransformState};
 use rand::Rng;
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    grad_at, noise_scale, non_negative, positive, recycle, schedules_at, MomentaInit, SgmcmcInfo,
+    grad_at, noise_scale, non_negative, positive, recycle, schedules_at, with_normals, MomentaInit,
+    SgmcmcInfo,
 };
 
 /// Hyper-parameters of SGHMC.
@@ -152,12 +152,13 @@ impl<D: LogDensity> Transform for Sghmc<D> {
                 *m = decay * m0 + eps * g;
             }
         } else {
-            for ((t, m), g) in theta.iter_mut().zip(mom.iter_mut()).zip(&grad) {
-                let m0 = *m;
-                let xi: f64 = StandardNormal.sample(rng);
-                *t += move_scale * m0;
-                *m = decay * m0 + eps * g + noise * xi;
-            }
+            with_normals(rng, theta.len(), |xi| {
+                for (((t, m), g), x) in theta.iter_mut().zip(mom.iter_mut()).zip(&grad).zip(xi) {
+                    let m0 = *m;
+                    *t += move_scale * m0;
+                    *m = decay * m0 + eps * g + noise * x;
+                }
+            });
         }
         recycle(grad);
         state.step += 1;

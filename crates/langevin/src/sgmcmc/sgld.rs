@@ -17,10 +17,9 @@
 
 use langevin_core::{LogDensity, Params, Result, Schedule, Transform, TransformState};
 use rand::Rng;
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::{grad_at, noise_scale, non_negative, recycle, schedules_at, SgmcmcInfo};
+use super::{grad_at, noise_scale, non_negative, recycle, schedules_at, with_normals, SgmcmcInfo};
 
 /// Hyper-parameters of SGLD.
 #[derive(Debug, Clone)]
@@ -122,10 +121,11 @@ impl<D: LogDensity> Transform for Sgld<D> {
                 *t += eps * g;
             }
         } else {
-            for (t, g) in theta.iter_mut().zip(&grad) {
-                let xi: f64 = StandardNormal.sample(rng);
-                *t += eps * g + noise * xi;
-            }
+            with_normals(rng, theta.len(), |xi| {
+                for ((t, g), x) in theta.iter_mut().zip(&grad).zip(xi) {
+                    *t += eps * g + noise * x;
+                }
+            });
         }
         recycle(grad);
         state.step += 1;

@@ -19,11 +19,11 @@
 
 use langevin_core::{LogDensity, Params, Result, Schedule, Transform, TransformState};
 use rand::Rng;
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    grad_at, noise_scale, non_negative, positive, recycle, schedules_at, MomentaInit, SgmcmcInfo,
+    grad_at, noise_scale, non_negative, positive, recycle, schedules_at, with_normals, MomentaInit,
+    SgmcmcInfo,
 };
 
 /// Hyper-parameters of SGNHT.
@@ -154,17 +154,20 @@ impl<D: LogDensity> Transform for Sgnht<D> {
         let theta = state.params.values_mut();
         let mom = &mut state.momenta;
         let mut sum_sq = 0.0;
-        for ((t, m), g) in theta.iter_mut().zip(mom.iter_mut()).zip(&grad) {
-            let m0 = *m;
-            sum_sq += m0 * m0;
-            *t += move_scale * m0;
-            let kick = if noise == 0.0 {
-                0.0
-            } else {
-                let z: f64 = StandardNormal.sample(rng);
-                noise * z
-            };
-            *m = decay * m0 + eps * g + kick;
+        let d = theta.len();
+        let mut update = |z: &[f64]| {
+            for (i, ((t, m), g)) in theta.iter_mut().zip(mom.iter_mut()).zip(&grad).enumerate() {
+                let m0 = *m;
+                sum_sq += m0 * m0;
+                *t += move_scale * m0;
+                let kick = if noise == 0.0 { 0.0 } else { noise * z[i] };
+                *m = decay * m0 + eps * g + kick;
+            }
+        };
+        if noise == 0.0 {
+            update(&[]);
+        } else {
+            with_normals(rng, d, update);
         }
         let dim = mom.len().max(1) as f64;
         state.thermostat += eps * (inv_mass * sum_sq / dim - temp);
