@@ -262,5 +262,8 @@ fn quoted_names_and_line_numbers() {
     assert_eq!(ds.lines, vec![3, 5]);
     let bad = text.replace("4,5,6", "4,x,6");
     let e = load_csv_str("q.csv", &bad, "say \"hi\"").unwrap_err();
-    assert_eq!(e.to_string(), "q.csv:5: column `say \"hi\"`: `x` is not a number");
+    assert_eq!(
+        e.to_string(),
+        "q.csv:5: column `say \"hi\"`: `x` is not a number"
+    );
 }
