@@ -979,10 +979,11 @@ pub(crate) fn default_out_dir() -> PathBuf {
 
 /// Prepare DIR: create it, and remove the files a previous run left there
 /// (so a stale summary.json never claims success for this run).
-pub(crate) fn prepare_out_dir(dir: &Path) -> Result<()> {
+pub(crate) fn prepare_out_dir(dir: &Path) -> Result<std::fs::File> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create output directory {}", dir.display()))
         .map_err(|e| bad_input(format!("{e:#}")))?;
+    let lock = lock_run_dir(dir)?;
     for f in [
         "summary.json",
         "summary.json.tmp",
@@ -999,7 +1000,33 @@ pub(crate) fn prepare_out_dir(dir: &Path) -> Result<()> {
             std::fs::remove_file(&p).with_context(|| format!("removing stale {}", p.display()))?;
         }
     }
-    Ok(())
+    Ok(lock)
+}
+
+/// Take an exclusive lock on `DIR/.lock` for the life of the returned file,
+/// so that two processes never write one run directory (a second `fit` or
+/// `--resume` on a directory in use is refused). The operating system drops
+/// the lock when the process dies, `kill -9` included.
+pub(crate) fn lock_run_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))
+        .map_err(|e| bad_input(format!("{e:#}")))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(bad_input(format!(
+            "{} is in use by another langevin process (locked: {})",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::Error::new(e).context(format!("locking {}", path.display())))
+        }
+    }
 }
 
 /// Run `langevin fit`.
@@ -1026,7 +1053,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
     // `--resume DIR`: every option comes from the checkpoint.
-    let (args, resume) = match &args.resume {
+    let (args, resume, resume_lock) = match &args.resume {
         Some(dir) => {
             if dir.join("summary.json").is_file() {
                 if !args.quiet {
@@ -1034,15 +1061,21 @@ pub fn run(args: FitArgs) -> Result<()> {
                 }
                 return Ok(());
             }
+            // Lock first, so the checkpoint cannot change under us.
+            let lock = if dir.is_dir() {
+                Some(lock_run_dir(dir)?)
+            } else {
+                None
+            };
             let ck = crate::checkpoint::load(dir)?;
             let mut saved = ck.args.clone();
             saved.out = Some(dir.clone());
             saved.quiet = args.quiet;
             saved.no_plots = args.no_plots;
             saved.threads = args.threads;
-            (saved, Some(ck))
+            (saved, Some(ck), lock)
         }
-        None => (args, None),
+        None => (args, None, None),
     };
     if args.threads == Some(0) {
         crate::bail_input!("--threads must be at least 1");
@@ -1075,9 +1108,12 @@ pub fn run(args: FitArgs) -> Result<()> {
                 cfg.steps
             );
         }
-    } else {
-        prepare_out_dir(&out_dir)?;
     }
+    // Held until the run ends: no second process writes this directory.
+    let _lock = match resume_lock {
+        Some(lock) => lock,
+        None => prepare_out_dir(&out_dir)?,
+    };
     if !args.quiet {
         if args.data.is_none() {
             eprintln!(

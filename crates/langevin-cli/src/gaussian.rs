@@ -250,7 +250,8 @@ pub fn run(args: FitArgs) -> Result<()> {
     let draws_per_chain = (4_000_000 / (p * chains).max(1)).clamp(10, 1000);
 
     let out_dir = args.out.clone().unwrap_or_else(fit::default_out_dir);
-    fit::prepare_out_dir(&out_dir)?;
+    // Held until the fit ends: no second process writes this directory.
+    let _lock = fit::prepare_out_dir(&out_dir)?;
     if !args.quiet {
         if args.data.is_none() {
             eprintln!(

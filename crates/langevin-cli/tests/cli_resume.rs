@@ -239,6 +239,17 @@ fn resume_refuses_what_it_cannot_continue() {
     while steps_done(&dir).unwrap_or(0) == 0 && t0.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(50));
     }
+    // While it runs, neither a resume nor a fresh run may touch its directory.
+    for args in [
+        vec!["fit", "--resume", d, "--quiet"],
+        vec!["fit", "--steps", "100", "--quiet", "--out", d],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("in use by another langevin process"), "{err}");
+    }
+    assert!(dir.join("checkpoint.json").exists() && dir.join("run.json").exists());
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(steps_done(&dir).unwrap() > 0);
