@@ -761,7 +761,7 @@ where
         let keep = if is_map {
             step + 1 == cfg.steps
         } else {
-            step >= cfg.burn_in && (step + 1 - cfg.burn_in) % cfg.thin == 0
+            step >= cfg.burn_in && (step + 1 - cfg.burn_in).is_multiple_of(cfg.thin)
         };
         if keep {
             ch.new_draws.push(ck.state.params().values().to_vec());

@@ -67,13 +67,13 @@ impl LlamaConfig {
         if self.vocab_size == 0 || self.hidden_size == 0 || self.n_layers == 0 {
             return bad("hidden_size", "sizes must be positive");
         }
-        if self.n_heads == 0 || self.hidden_size % self.n_heads != 0 {
+        if self.n_heads == 0 || !self.hidden_size.is_multiple_of(self.n_heads) {
             return bad("n_heads", "must divide hidden_size");
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad("n_heads", "head dimension must be even for RoPE");
         }
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad("n_kv_heads", "must divide n_heads");
         }
         if !self.rope_theta.is_finite() || self.rope_theta <= 0.0 || self.max_position == 0 {

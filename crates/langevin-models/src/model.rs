@@ -465,7 +465,7 @@ impl Model {
             }
             .into());
         }
-        if x.len() % d != 0 {
+        if !x.len().is_multiple_of(d) {
             return Err(langevin_core::Error::DimensionMismatch {
                 what: "feature matrix width",
                 expected: d,

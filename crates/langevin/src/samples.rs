@@ -47,7 +47,7 @@ impl Thinning {
     /// Whether the state after `completed` updates is kept.
     #[inline]
     pub fn keeps(&self, completed: u64) -> bool {
-        completed > self.burn_in && (completed - self.burn_in - 1) % self.thin == 0
+        completed > self.burn_in && (completed - self.burn_in - 1).is_multiple_of(self.thin)
     }
 
     /// Number of draws kept in a run of `steps` updates.

@@ -176,7 +176,7 @@ unsafe fn box_muller_avx2(bits: &[u64], out: &mut [f64]) {
 /// `out[2j], out[2j+1]` from `bits[2j], bits[2j+1]` (`bits.len()` and
 /// `out.len()` even and equal).
 pub(crate) fn box_muller(bits: &[u64], out: &mut [f64]) {
-    debug_assert!(bits.len() == out.len() && bits.len() % 2 == 0);
+    debug_assert!(bits.len() == out.len() && bits.len().is_multiple_of(2));
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
