@@ -433,6 +433,22 @@ pub struct Prepared {
     pub eval_y_raw: Vec<f64>,
 }
 
+impl Prepared {
+    /// `run.json` of a run on this data: what `predict` needs besides the draws.
+    pub fn run_meta(&self, target: &str, config: serde_json::Value) -> RunMeta {
+        RunMeta {
+            version: RUN_VERSION,
+            model: self.model.spec().clone(),
+            standardizer: self.meta_standardizer.clone(),
+            target_scaler: self.target_scaler,
+            class_labels: self.class_labels.clone(),
+            target: target.to_string(),
+            param_names: self.model.param_names().to_vec(),
+            config,
+        }
+    }
+}
+
 /// Resolve every option, validate, load and prepare the data.
 pub fn prepare(args: &FitArgs) -> Result<(FitConfig, Prepared, String)> {
     let (ds, data_name) = load_data(args.data.as_deref(), args.target.as_deref())?;
@@ -1135,16 +1151,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         );
     }
     let model = &prep.model;
-    let meta = RunMeta {
-        version: RUN_VERSION,
-        model: model.spec().clone(),
-        standardizer: prep.meta_standardizer.clone(),
-        target_scaler: prep.target_scaler,
-        class_labels: prep.class_labels.clone(),
-        target: cfg.target.clone(),
-        param_names: model.param_names().to_vec(),
-        config: serde_json::to_value(&cfg)?,
-    };
+    let meta = prep.run_meta(&cfg.target, config_json.clone());
     let samples_path = out_dir.join("samples.csv");
     let (writer, resumed_draws) = match &resume {
         None => {

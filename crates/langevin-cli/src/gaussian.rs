@@ -81,7 +81,7 @@ use serde_json::json;
 
 use crate::exit::{bad_input, Diverged};
 use crate::fit::{self, FitArgs, FitConfig, MethodArg, Prepared};
-use crate::runio::{num, write_json_atomic, RunMeta, SamplesWriter, RUN_VERSION};
+use crate::runio::{num, write_json_atomic, SamplesWriter};
 
 /// Largest number of parameters a dense method accepts (it stores P × P matrices).
 pub const MAX_DENSE_PARAMS: usize = 2000;
@@ -274,16 +274,7 @@ pub fn run(args: FitArgs) -> Result<()> {
             draws_per_chain
         );
     }
-    let meta = RunMeta {
-        version: RUN_VERSION,
-        model: model.spec().clone(),
-        standardizer: prep.meta_standardizer.clone(),
-        target_scaler: prep.target_scaler,
-        class_labels: prep.class_labels.clone(),
-        target: cfg.target.clone(),
-        param_names: model.param_names().to_vec(),
-        config: serde_json::to_value(&cfg)?,
-    };
+    let meta = prep.run_meta(&cfg.target, serde_json::to_value(&cfg)?);
     write_json_atomic(&out_dir.join("run.json"), &meta)?;
 
     let fitter = Fitter {
