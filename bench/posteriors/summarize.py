@@ -23,6 +23,16 @@ def lscpu_model():
     return platform.processor() or "unknown"
 
 
+def simd_flags():
+    """What the CPU offers among the vector extensions the kernels use."""
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return "flags unknown"
+    have = [f.upper() for f in ("avx2", "fma", "avx512f") if f in flags]
+    return "+".join(have) if have else "no AVX2"
+
+
 def lock_version(root, name):
     try:
         text = open(os.path.join(root, "Cargo.lock")).read()
@@ -92,7 +102,7 @@ def main():
     w("")
     w(f"* Command: `{a.command}`")
     w(f"* Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
-    w(f"* Machine: {lscpu_model()}, {os.cpu_count()} logical CPUs (lscpu flags: AVX2+FMA, no AVX-512)")
+    w(f"* Machine: {lscpu_model()}, {os.cpu_count()} logical CPUs (cpu flags: {simd_flags()})")
     w(f"* Load (uptime) before: `{a.load_before.strip()}`; after: `{a.load_after.strip()}`")
     w(
         f"* Versions: {a.rustc}; candle-core {lock_version(root, 'candle-core')}, gemm {lock_version(root, 'gemm')}; "
@@ -148,11 +158,11 @@ def main():
             ("mlp", "sghmc_step_candle"), ("mlp", "sghmc_step_inplace_False"))
         row("(1) MLP, candle autograd: value and gradient",
             ("mlp", "value_and_grad_candle"), ("mlp", "value_and_grad"))
-        row("(4) MLP diag-Fisher Laplace, 10 000 points in batches of 100 (posteriors per_sample=True)",
+        row("(4) MLP diag-Fisher Laplace, 10 000 points in batches of 100, `DiagFisherLaplace` transform (posteriors per_sample=True)",
             ("laplace", "diag_fisher_pass"), ("laplace", "diag_fisher_pass_per_sample_True"))
         row("(4) MLP diag-Fisher Laplace (posteriors per_sample=False, vmapped)",
             ("laplace", "diag_fisher_pass"), ("laplace", "diag_fisher_pass_per_sample_False"))
-        row("(4) MLP diag-Fisher, langevin fused `MlpDensity::accumulate_diag_fisher` (no per-example array) vs posteriors per_sample=True",
+        row("(4) MLP diag-Fisher, langevin's model call alone (`MlpDensity::accumulate_diag_fisher`, no transform) vs posteriors per_sample=True",
             ("laplace", "diag_fisher_pass_fused"), ("laplace", "diag_fisher_pass_per_sample_True"))
         row("(4) MLP per-example gradients, batch 64 (posteriors: jacrev of per-sample log posterior)",
             ("laplace", "per_example_grads_b64"), ("laplace", "per_example_grads_b64"))

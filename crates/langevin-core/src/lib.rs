@@ -23,6 +23,7 @@ pub mod rng;
 pub mod schedule;
 pub mod serde_nan;
 pub mod transform;
+pub mod vecmath;
 
 pub use candle_density::CandleDensity;
 pub use density::{check_finite, FnDensity, LogDensity};

@@ -49,7 +49,7 @@ use std::f64::consts::PI;
 
 use candle_core::{DType, Storage, Tensor, WithDType};
 use gemm::Parallelism;
-use langevin::curvature::{PerExample, PerExampleLogLik};
+use langevin::curvature::{DiagFisherBatch, PerExample, PerExampleLogLik};
 use langevin_core::{Error, LogDensity, ParamLayout, Params, Result};
 
 use crate::model::{Batch, CandleModelDensity, Model, ModelKind, Noise, Task};
@@ -640,6 +640,18 @@ impl PerExampleLogLik for MlpDensity {
             grads,
         })
     }
+
+    /// Fused: [`MlpDensity::accumulate_diag_fisher`] into a zeroed buffer
+    /// (two matrix products per layer, no `n × dim` array).
+    fn diag_fisher(&self, params: &Params, batch: &Batch) -> Result<DiagFisherBatch> {
+        let mut sum_sq = vec![0.0; params.len()];
+        let mean_value = self.accumulate_diag_fisher(params, batch, &mut sum_sq)?;
+        Ok(DiagFisherBatch {
+            n: batch.x.dim(0)?,
+            mean_value,
+            sum_sq,
+        })
+    }
 }
 
 /// The element types the density runs in (f32, f64).
@@ -1069,6 +1081,22 @@ mod tests {
                     );
                 }
                 assert!(fast.accumulate_diag_fisher(&p, &b, &mut acc[1..]).is_err());
+                // Through the trait: the fused override equals the default
+                // (squared rows of `per_example`) that any model gets.
+                struct Unfused<'a>(&'a MlpDensity);
+                impl PerExampleLogLik for Unfused<'_> {
+                    type Batch = Batch;
+                    fn per_example(&self, p: &Params, b: &Batch) -> Result<PerExample> {
+                        self.0.per_example(p, b)
+                    }
+                }
+                let fused = fast.diag_fisher(&p, &b).unwrap();
+                let plain = Unfused(&fast).diag_fisher(&p, &b).unwrap();
+                assert_eq!((fused.n, plain.n), (rows, rows));
+                assert!((fused.mean_value - plain.mean_value).abs() < 1e-6 * (1.0 + v.abs()));
+                for (a, w) in fused.sum_sq.iter().zip(&plain.sum_sq) {
+                    assert!((a - w).abs() < tol * scale, "{dtype:?}: {a} vs {w}");
+                }
             }
         }
     }
@@ -1153,6 +1181,7 @@ mod tests {
         let (v, _) = fast.value_and_grad(&pn, &b, &mut g).unwrap();
         assert!(!v.is_finite());
         assert!(fast.per_example(&pn, &b).unwrap().check_finite(0).is_err());
+        assert!(fast.diag_fisher(&pn, &b).unwrap().check_finite(0).is_err());
         // Construction errors.
         let cat = MlpLikelihood::Categorical { n_classes: 3 };
         assert!(MlpDensity::new(&[4], cat, 1.0, 10, DType::F32).is_err());

@@ -128,6 +128,18 @@ fn main() {
     let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(7);
     let steps_arg: Option<usize> = args.get(3).and_then(|s| s.parse().ok());
     match workload {
+        "mlp_step" => {
+            // Only the SGHMC step of "mlp" (for profiling it alone).
+            let steps = steps_arg.unwrap_or(50);
+            let batch = fast_mlp_batch(&mlp_batch(1));
+            let sghmc = Sghmc::new(fast_mlp_density(threads), config()).unwrap();
+            let mut rng = chain_rng(0, 0);
+            let mut state = sghmc.init(mlp_init(0), &mut rng).unwrap();
+            let t = time_blocks(reps, steps, || {
+                black_box(sghmc.step(&mut state, &batch, &mut rng).unwrap());
+            });
+            report("mlp", "sghmc_step", threads, t, "");
+        }
         "mlp" => {
             // langevin-models' hand-written MLP density (the default for MLPs).
             let steps = steps_arg.unwrap_or(50);
@@ -169,7 +181,9 @@ fn main() {
         }
         "laplace" => {
             // (4) Diagonal empirical-Fisher Laplace over LAPLACE_N points:
-            // one pass = LAPLACE_N / LAPLACE_BATCH transform steps.
+            // one pass = LAPLACE_N / LAPLACE_BATCH transform steps (the
+            // transform calls PerExampleLogLik::diag_fisher, which MlpDensity
+            // fuses: no per-example gradients are formed).
             let steps = steps_arg.unwrap_or(1);
             let batches = laplace_batches(2);
             let laplace =
@@ -191,8 +205,8 @@ fn main() {
                 t,
                 &format!(",\"points\":{LAPLACE_N},\"batch\":{LAPLACE_BATCH}"),
             );
-            // The same precision diagonal without forming per-example
-            // gradients (MlpDensity::accumulate_diag_fisher, two matmuls per layer).
+            // The model's fused call alone, without the transform
+            // (MlpDensity::accumulate_diag_fisher, two matmuls per layer).
             let d = fast_mlp_density(threads);
             let t = time_blocks_warmup(reps, steps, 1, || {
                 let mut prec = vec![0.0; params.len()];

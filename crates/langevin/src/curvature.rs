@@ -140,17 +140,72 @@ impl PerExample {
     }
 }
 
+/// The diagonal empirical Fisher of one batch: `Σᵢ gᵢ ⊙ gᵢ` over its
+/// examples, without the `n × dim` array of the `gᵢ` where the model can
+/// avoid it ([`PerExampleLogLik::diag_fisher`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiagFisherBatch {
+    /// Number of examples.
+    pub n: usize,
+    /// Mean of the `ℓᵢ` (NaN for an empty batch).
+    pub mean_value: f64,
+    /// `Σᵢ gᵢ²`, full ravel order (length `dim`).
+    pub sum_sq: Vec<f64>,
+}
+
+impl DiagFisherBatch {
+    /// Error unless the mean value and every sum is finite: a non-finite
+    /// `ℓᵢ` or gradient entry makes them non-finite.
+    pub fn check_finite(&self, step: u64) -> Result<()> {
+        let bad_grad = self.sum_sq.iter().filter(|g| !g.is_finite()).count();
+        if bad_grad > 0 || !(self.n == 0 || self.mean_value.is_finite()) {
+            return Err(Error::NonFiniteLogDensity {
+                step,
+                value: self.mean_value,
+                bad_grad,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Per-example log-likelihood (or per-example log posterior) values and gradients.
 pub trait PerExampleLogLik: Send + Sync {
     type Batch: ?Sized;
     /// `ℓᵢ(θ)` and `∇ℓᵢ(θ)` for every example of `batch`.
     fn per_example(&self, params: &Params, batch: &Self::Batch) -> Result<PerExample>;
+
+    /// `Σᵢ ∇ℓᵢ ⊙ ∇ℓᵢ` over the examples of `batch`, with their number and
+    /// the mean `ℓᵢ`. The default squares the rows of
+    /// [`per_example`](Self::per_example); a model that can sum the squares
+    /// without forming the `n × dim` array (`langevin_models::MlpDensity`:
+    /// two matrix products per layer) overrides it. Used by
+    /// [`DiagFisherLaplace`](crate::laplace::DiagFisherLaplace).
+    fn diag_fisher(&self, params: &Params, batch: &Self::Batch) -> Result<DiagFisherBatch> {
+        let pe = self.per_example(params, batch)?.validate(params.len())?;
+        let mut sum_sq = vec![0.0; pe.dim];
+        for i in 0..pe.n {
+            for (a, g) in sum_sq.iter_mut().zip(pe.grad(i)) {
+                *a += g * g;
+            }
+        }
+        // A non-finite ℓᵢ or gradient entry makes the mean or a sum
+        // non-finite, which `DiagFisherBatch::check_finite` reports.
+        Ok(DiagFisherBatch {
+            n: pe.n,
+            mean_value: pe.mean_value(),
+            sum_sq,
+        })
+    }
 }
 
 impl<M: PerExampleLogLik + ?Sized> PerExampleLogLik for &M {
     type Batch = M::Batch;
     fn per_example(&self, params: &Params, batch: &Self::Batch) -> Result<PerExample> {
         (**self).per_example(params, batch)
+    }
+    fn diag_fisher(&self, params: &Params, batch: &Self::Batch) -> Result<DiagFisherBatch> {
+        (**self).diag_fisher(params, batch)
     }
 }
 
@@ -693,16 +748,6 @@ pub(crate) fn accumulate_fisher(pe: &PerExample, subset: &Subset, acc: &mut [f64
     }
 }
 
-/// Add `Σᵢ gᵢ²` restricted to `subset` into `acc`.
-pub(crate) fn accumulate_diag_fisher(pe: &PerExample, subset: &Subset, acc: &mut [f64]) {
-    for i in 0..pe.n {
-        let g = pe.grad(i);
-        for (a, &j) in acc.iter_mut().zip(subset.indices()) {
-            *a += g[j] * g[j];
-        }
-    }
-}
-
 /// Dense empirical Fisher `Σᵢ gᵢ gᵢᵀ` (row-major `dim × dim`).
 pub fn empirical_fisher<M: PerExampleLogLik>(
     model: &M,
@@ -722,11 +767,9 @@ pub fn diag_empirical_fisher<M: PerExampleLogLik>(
     params: &Params,
     batch: &M::Batch,
 ) -> Result<Vec<f64>> {
-    let pe = per_example_grads(model, params, batch)?;
-    let s = Subset::all(params.len());
-    let mut f = vec![0.0; s.len()];
-    accumulate_diag_fisher(&pe, &s, &mut f);
-    Ok(f)
+    let f = model.diag_fisher(params, batch)?;
+    f.check_finite(0)?;
+    Ok(f.sum_sq)
 }
 
 /// Empirical Fisher-vector product `Σᵢ gᵢ (gᵢᵀ v)` without forming the matrix.

@@ -5,17 +5,19 @@
 //! ```
 //!
 //! where `ℓᵢ` is the user's per-example log posterior (or log likelihood,
-//! with the prior's precision in `init_prec_diag`). After a pass over the
+//! with the prior's precision in `init_prec_diag`). The batch sums come from
+//! [`PerExampleLogLik::diag_fisher`], which a model can compute without
+//! forming the per-example gradients. After a pass over the
 //! data, `P = Σ_all gᵢ²`; `q = N(θ*, T diag(P)⁻¹)`.
 //!
 //! Defaults (posteriors' `laplace.diag_fisher`): `init_prec_diag = 0`, every
 //! parameter.
 
-use langevin_core::{Params, Result, Transform};
+use langevin_core::{Error, Params, Result, Transform};
 use rand::Rng;
 
 use super::{DiagLaplaceState, LaplaceConfig, LaplaceInfo};
-use crate::curvature::{accumulate_diag_fisher, PerExampleLogLik};
+use crate::curvature::PerExampleLogLik;
 
 /// Diagonal empirical-Fisher Laplace over per-example terms `M`.
 pub struct DiagFisherLaplace<M> {
@@ -55,13 +57,22 @@ impl<M: PerExampleLogLik> Transform for DiagFisherLaplace<M> {
         _rng: &mut R,
     ) -> Result<LaplaceInfo> {
         state.subset.check_dim(state.params.len())?;
-        let pe = self.model.per_example(&state.params, batch)?;
-        pe.check_finite(state.step)?;
-        accumulate_diag_fisher(&pe, &state.subset, &mut state.prec_diag);
+        let f = self.model.diag_fisher(&state.params, batch)?;
+        if f.sum_sq.len() != state.params.len() {
+            return Err(Error::DimensionMismatch {
+                what: "diagonal Fisher of a batch",
+                expected: state.params.len(),
+                got: f.sum_sq.len(),
+            });
+        }
+        f.check_finite(state.step)?;
+        for (a, &j) in state.prec_diag.iter_mut().zip(state.subset.indices()) {
+            *a += f.sum_sq[j];
+        }
         state.step += 1;
-        state.log_posterior = pe.mean_value();
+        state.log_posterior = f.mean_value;
         Ok(LaplaceInfo {
-            n_examples: pe.n,
+            n_examples: f.n,
             log_posterior: state.log_posterior,
         })
     }

@@ -137,8 +137,10 @@ impl<D: LogDensity> Transform for Baoa<D> {
         let theta = state.params.values_mut();
         let mom = &mut state.momenta;
         let dim = theta.len();
-        let mut update = |xi: &[f64]| {
-            for (i, ((t, m), g)) in theta.iter_mut().zip(mom.iter_mut()).zip(&grad).enumerate() {
+        // `xi` is the block of normals for positions `s..e` (empty when noise = 0).
+        let mut update = |s: usize, e: usize, xi: &[f64]| {
+            let (theta, mom, grad) = (&mut theta[s..e], &mut mom[s..e], &grad[s..e]);
+            for (i, ((t, m), g)) in theta.iter_mut().zip(mom.iter_mut()).zip(grad).enumerate() {
                 let mut mv = *m + eps * g;
                 *t += half * mv;
                 mv *= decay;
@@ -150,9 +152,9 @@ impl<D: LogDensity> Transform for Baoa<D> {
             }
         };
         if noise == 0.0 {
-            update(&[]);
+            update(0, dim, &[]);
         } else {
-            with_normals(rng, dim, update);
+            with_normals(rng, dim, |s, xi| update(s, s + xi.len(), xi));
         }
         recycle(grad);
         state.step += 1;

@@ -55,8 +55,8 @@ use serde::{Deserialize, Serialize};
 use langevin_core::{chain_rng, ChainRng, Error, LogDensity, ParamLayout, Params, Result};
 use rand_distr::{Distribution, StandardNormal};
 
-use super::vecmath::box_muller;
 use super::{noise_scale, schedules_at, SghmcConfig};
+use langevin_core::vecmath::box_muller;
 
 /// Value and gradient of a log density at K parameter vectors at once.
 ///
@@ -222,10 +222,11 @@ impl Default for ParallelSghmcConfig {
 /// independent of the thread count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NoiseSampler {
-    /// Box–Muller on bulk 64-bit draws: chain `c` takes `d` (rounded up to
-    /// even) `u64`s from its generator in one `fill`, turned into normals by
-    /// a vectorised branch-free transform (52-bit uniforms, so |ξ| ≤ 8.49;
-    /// the cut-off tail has probability 2e−17). The same draws as
+    /// Box–Muller on bulk 64-bit draws: chain `c` takes `⌈d/2⌉` `u64`s
+    /// from its generator in one `fill`, each turned into two normals by a
+    /// vectorised branch-free f32 transform
+    /// ([`langevin_core::vecmath::box_muller`]: 32-bit uniforms, so
+    /// |ξ| ≤ 6.66; the cut-off tail has probability 2.7e−11). The same draws as
     /// [`Sghmc`](super::Sghmc): chain `c` is bit-identical to a separate
     /// `Sghmc` chain (given a density with the same per-row arithmetic).
     #[default]
@@ -595,10 +596,12 @@ fn apply_block(
                 }
             }
             NoiseSampler::BoxMuller => {
-                bits.truncate(kb * w);
-                bits.resize(kb * w, 0);
+                // One word per pair of normals: w / 2 words per chain.
+                let h = w / 2;
+                bits.truncate(kb * h);
+                bits.resize(kb * h, 0);
                 for (i, rng) in rngs.iter_mut().enumerate().filter(|(i, _)| ok[*i]) {
-                    rng.fill(&mut bits[i * w..(i + 1) * w]);
+                    rng.fill(&mut bits[i * h..(i + 1) * h]);
                 }
                 box_muller(&bits, &mut normals);
             }

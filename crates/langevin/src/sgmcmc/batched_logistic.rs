@@ -28,7 +28,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use langevin_core::{Error, Result};
 
 use super::batched::{check_batch_shapes, BatchLogDensity};
-use super::vecmath::{exp_nonpositive, log1p_with};
+use langevin_core::vecmath::{exp_nonpositive, log1p_with};
 
 /// A logistic-regression minibatch: `x` (B × d, row-major) and `y` ∈ {0, 1}.
 #[derive(Debug, Clone, PartialEq)]

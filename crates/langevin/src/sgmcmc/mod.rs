@@ -27,7 +27,6 @@ pub mod batched_logistic;
 pub mod sghmc;
 pub mod sgld;
 pub mod sgnht;
-mod vecmath;
 
 pub use baoa::{Baoa, BaoaConfig, BaoaState};
 pub use batched::{
@@ -108,10 +107,6 @@ pub(crate) fn schedules_at(
 }
 
 thread_local! {
-    /// Per-thread buffers of [`with_normals`] (64-bit words, normals).
-    static NOISE_SCRATCH: std::cell::RefCell<(Vec<u64>, Vec<f64>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-
     /// One gradient buffer per thread, reused across steps: allocating a
     /// fresh multi-megabyte buffer every step costs page faults that showed
     /// up in profiles of the MLP step.
@@ -174,37 +169,12 @@ pub(crate) fn noise_scale(var: f64, step: u64) -> Result<f64> {
     Ok(var.sqrt())
 }
 
-/// Run `f` on `d` standard normals drawn from `rng` in bulk: `d` rounded up
-/// to an even count of 64-bit words from `rng.fill`, turned into normals
-/// pairwise by a vectorised Box–Muller transform ([`vecmath::box_muller`];
-/// `|z| ≤ 8.49`, a tail of probability 2e−17). Drawing the words in one call
-/// and transforming them in a branch-free loop costs a fraction of one
-/// ziggurat draw per parameter, which dominated the update of a large model.
-/// The stream is the same as [`batched::ParallelSghmc`]'s default noise, so
-/// one chain of the batched sampler reproduces the single-chain sampler.
-pub(crate) fn with_normals<R: Rng + ?Sized, T>(
-    rng: &mut R,
-    d: usize,
-    f: impl FnOnce(&[f64]) -> T,
-) -> T {
-    let w = d + (d & 1);
-    let fill = |bits: &mut Vec<u64>, normals: &mut Vec<f64>, rng: &mut R| {
-        bits.resize(w, 0);
-        normals.resize(w, 0.0);
-        rng.fill(&mut bits[..w]);
-        vecmath::box_muller(&bits[..w], &mut normals[..w]);
-    };
-    NOISE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut guard) => {
-            let (bits, normals) = &mut *guard;
-            fill(bits, normals, rng);
-            f(&normals[..d])
-        }
-        // Re-entered from inside `f` (a density that samples): fresh buffers.
-        Err(_) => {
-            let (mut bits, mut normals) = (Vec::new(), Vec::new());
-            fill(&mut bits, &mut normals, rng);
-            f(&normals[..d])
-        }
-    })
+/// Run `f(start, z)` on `d` standard normals, block by block
+/// ([`langevin_core::rng::for_each_normal_block`]): the update loops read
+/// their noise from an L1-resident block instead of a `d`-long buffer. The
+/// stream is the same as [`batched::ParallelSghmc`]'s default noise, so one
+/// chain of the batched sampler reproduces the single-chain sampler.
+#[inline]
+pub(crate) fn with_normals<R: Rng + ?Sized>(rng: &mut R, d: usize, f: impl FnMut(usize, &[f64])) {
+    langevin_core::rng::for_each_normal_block(rng, d, f)
 }

@@ -152,8 +152,10 @@ impl<D: LogDensity> Transform for Sghmc<D> {
                 *m = decay * m0 + eps * g;
             }
         } else {
-            with_normals(rng, theta.len(), |xi| {
-                for (((t, m), g), x) in theta.iter_mut().zip(mom.iter_mut()).zip(&grad).zip(xi) {
+            with_normals(rng, theta.len(), |s, xi| {
+                let e = s + xi.len();
+                let (theta, mom, grad) = (&mut theta[s..e], &mut mom[s..e], &grad[s..e]);
+                for (((t, m), g), x) in theta.iter_mut().zip(mom.iter_mut()).zip(grad).zip(xi) {
                     let m0 = *m;
                     *t += move_scale * m0;
                     *m = decay * m0 + eps * g + noise * x;

@@ -121,8 +121,9 @@ impl<D: LogDensity> Transform for Sgld<D> {
                 *t += eps * g;
             }
         } else {
-            with_normals(rng, theta.len(), |xi| {
-                for ((t, g), x) in theta.iter_mut().zip(&grad).zip(xi) {
+            with_normals(rng, theta.len(), |s, xi| {
+                let e = s + xi.len();
+                for ((t, g), x) in theta[s..e].iter_mut().zip(&grad[s..e]).zip(xi) {
                     *t += eps * g + noise * x;
                 }
             });

@@ -155,8 +155,10 @@ impl<D: LogDensity> Transform for Sgnht<D> {
         let mom = &mut state.momenta;
         let mut sum_sq = 0.0;
         let d = theta.len();
-        let mut update = |z: &[f64]| {
-            for (i, ((t, m), g)) in theta.iter_mut().zip(mom.iter_mut()).zip(&grad).enumerate() {
+        // `z` is the block of normals for positions `s..e` (empty when noise = 0).
+        let mut update = |s: usize, e: usize, z: &[f64]| {
+            let (theta, mom, grad) = (&mut theta[s..e], &mut mom[s..e], &grad[s..e]);
+            for (i, ((t, m), g)) in theta.iter_mut().zip(mom.iter_mut()).zip(grad).enumerate() {
                 let m0 = *m;
                 sum_sq += m0 * m0;
                 *t += move_scale * m0;
@@ -165,9 +167,9 @@ impl<D: LogDensity> Transform for Sgnht<D> {
             }
         };
         if noise == 0.0 {
-            update(&[]);
+            update(0, d, &[]);
         } else {
-            with_normals(rng, d, update);
+            with_normals(rng, d, |s, z| update(s, s + z.len(), z));
         }
         let dim = mom.len().max(1) as f64;
         state.thermostat += eps * (inv_mass * sum_sq / dim - temp);

@@ -1,7 +1,8 @@
 //! Branch-free `exp`, `log1p`, `log`, `sin`/`cos` and Box–Muller normals,
 //! written so the compiler vectorises loops over them (libm's scalar calls
-//! do not vectorise). Used by the batched chains (`batched`,
-//! `batched_logistic`).
+//! do not vectorise). Used for the samplers' noise
+//! ([`crate::rng::fill_standard_normal`]) and by the batched logistic
+//! density of `langevin::sgmcmc`.
 //!
 //! Accuracy: within 1e-15 relative of libm on the ranges used (tested
 //! below). Every polynomial step is `f64::mul_add`, a correctly rounded fused
@@ -20,7 +21,7 @@ const ONE_BITS: u64 = 0x3FF0_0000_0000_0000;
 /// `exp(x)` for `x ≤ 0` (NaN stays NaN; x < −708 is treated as −708, i.e. a
 /// result ≤ 3.3e−308 instead of a smaller or zero one).
 #[inline(always)]
-pub(crate) fn exp_nonpositive(x: f64) -> f64 {
+pub fn exp_nonpositive(x: f64) -> f64 {
     let x = if x < -708.0 { -708.0 } else { x };
     let t = x * std::f64::consts::LOG2_E + SHIFT;
     let k = t - SHIFT;
@@ -74,7 +75,7 @@ fn log_reduced(f: f64, k: f64, c: f64) -> f64 {
 /// `log1p(e)` for `e ∈ [0, 1]`, given `u = 1 + e` and `inv_u = 1/u`
 /// (shared with a sigmoid by the caller). NaN stays NaN.
 #[inline(always)]
-pub(crate) fn log1p_with(e: f64, u: f64, inv_u: f64) -> f64 {
+pub fn log1p_with(e: f64, u: f64, inv_u: f64) -> f64 {
     // log(1 + e) = log(u) + c, c = (e − (u − 1)) / u: the rounding of u.
     let c = (e - (u - 1.0)) * inv_u;
     let big = u > std::f64::consts::SQRT_2;
@@ -83,38 +84,48 @@ pub(crate) fn log1p_with(e: f64, u: f64, inv_u: f64) -> f64 {
     log_reduced(f, k, c)
 }
 
-/// `log(u)` for a positive normal `u ≤ 1` (enough for uniforms).
+/// `ln u` for a positive normal f32 `u` (Cephes' `logf`: a degree-9
+/// polynomial on `[√½, √2)`, within 2 ulp).
 #[inline(always)]
-fn log_unit(u: f64) -> f64 {
+fn ln_f32(u: f32) -> f32 {
     let b = u.to_bits();
-    // Biased exponent e as a float: (2^52 + e) − 2^52, exact.
-    let e = f64::from_bits((b >> 52) | 0x4330_0000_0000_0000) - 4_503_599_627_370_496.0;
-    let m = f64::from_bits((b & 0x000F_FFFF_FFFF_FFFF) | ONE_BITS); // [1, 2)
-    let big = m > std::f64::consts::SQRT_2;
-    let f = if big { 0.5 * m - 1.0 } else { m - 1.0 };
-    let k = if big { e - 1022.0 } else { e - 1023.0 };
-    log_reduced(f, k, 0.0)
+    let e = ((b >> 23) as i32 - 127) as f32;
+    let m = f32::from_bits((b & 0x007F_FFFF) | 0x3F80_0000); // [1, 2)
+    let big = m > std::f32::consts::SQRT_2;
+    let x = if big { 0.5 * m - 1.0 } else { m - 1.0 }; // exact
+    let e = if big { e + 1.0 } else { e };
+    let z = x * x;
+    let mut p: f32 = 7.037_683_6e-2;
+    p = p.mul_add(x, -1.151_461e-1);
+    p = p.mul_add(x, 1.167_699_9e-1);
+    p = p.mul_add(x, -1.242_014_1e-1);
+    p = p.mul_add(x, 1.424_932_3e-1);
+    p = p.mul_add(x, -1.666_805_8e-1);
+    p = p.mul_add(x, 2.000_071_5e-1);
+    p = p.mul_add(x, -2.499_999_4e-1);
+    p = p.mul_add(x, 3.333_333_1e-1);
+    // ln 2 = 0.693359375 − 2.12194440e−4, the first part exact in f32.
+    let y = e.mul_add(-2.121_944_4e-4, (p * x) * z);
+    let y = z.mul_add(-0.5, y);
+    e.mul_add(0.693_359_4, x + y)
 }
 
-/// `(cos 2πt, sin 2πt)` for `t ∈ [0, 1)`.
+/// `(cos 2πt, sin 2πt)` in f32 for `t ∈ [0, 1]`.
 #[inline(always)]
-fn cos_sin_turns(t: f64) -> (f64, f64) {
-    // Nearest quarter turn q ∈ {0, …, 4}; the remainder is exact.
-    let q = (4.0 * t + SHIFT) - SHIFT;
-    let x = std::f64::consts::TAU * (t - 0.25 * q); // |x| ≤ π/4
+fn cos_sin_turns_f32(t: f32) -> (f32, f32) {
+    // Nearest quarter turn q ∈ {0, …, 4} (1.5·2^23 rounds to an integer).
+    const SHIFT32: f32 = 12_582_912.0;
+    let q = (4.0 * t + SHIFT32) - SHIFT32;
+    let x = std::f32::consts::TAU * (0.25f32).mul_add(-q, t); // |x| ≤ π/4
     let x2 = x * x;
-    // Taylor series: sin to x^15, cos to x^16 (truncation < 5e-17).
-    let mut s: f64 = -1.0 / 1_307_674_368_000.0;
-    s = s.mul_add(x2, 1.0 / 6_227_020_800.0);
-    s = s.mul_add(x2, -1.0 / 39_916_800.0);
+    // Taylor series: sin to x^11, cos to x^12 (truncation < 1e-10).
+    let mut s: f32 = -1.0 / 39_916_800.0;
     s = s.mul_add(x2, 1.0 / 362_880.0);
     s = s.mul_add(x2, -1.0 / 5_040.0);
     s = s.mul_add(x2, 1.0 / 120.0);
     s = s.mul_add(x2, -1.0 / 6.0);
     let sin = (x * x2).mul_add(s, x);
-    let mut c: f64 = 1.0 / 20_922_789_888_000.0;
-    c = c.mul_add(x2, -1.0 / 87_178_291_200.0);
-    c = c.mul_add(x2, 1.0 / 479_001_600.0);
+    let mut c: f32 = 1.0 / 479_001_600.0;
     c = c.mul_add(x2, -1.0 / 3_628_800.0);
     c = c.mul_add(x2, 1.0 / 40_320.0);
     c = c.mul_add(x2, -1.0 / 720.0);
@@ -144,49 +155,74 @@ fn cos_sin_turns(t: f64) -> (f64, f64) {
     (co, si)
 }
 
-/// Two standard normals from two 64-bit draws (Box–Muller on 52-bit
-/// uniforms `u₁ ∈ (0, 1]`, `u₂ ∈ [0, 1)`): `r = sqrt(−2 ln u₁)`,
-/// `(r cos 2πu₂, r sin 2πu₂)`. `|z| ≤ 8.49` (u₁ ≥ 2⁻⁵²): the tail beyond
-/// has probability 2e−17.
+/// 2^−32.
+const TWO_M32: f32 = 1.0 / 4_294_967_296.0;
+
+/// Two standard normals from one 64-bit draw: Box–Muller in f32 on the
+/// 32-bit uniforms `u₁ = (lo + 1)·2⁻³² ∈ (0, 1]` and `u₂ = hi·2⁻³² ∈ [0, 1]`
+/// (`lo`, `hi` the word's halves, converted to f32 with rounding):
+/// `r = sqrt(−2 ln u₁)`, `(r cos 2πu₂, r sin 2πu₂)`. `|z| ≤ 6.66`
+/// (`u₁ ≥ 2⁻³²`): the tail beyond has probability 2.7e−11.
 #[inline(always)]
-fn box_muller_pair(b0: u64, b1: u64) -> (f64, f64) {
-    let u1 = 2.0 - f64::from_bits((b0 >> 12) | ONE_BITS);
-    let u2 = f64::from_bits((b1 >> 12) | ONE_BITS) - 1.0;
-    let r = (-2.0 * log_unit(u1)).sqrt();
-    let (c, s) = cos_sin_turns(u2);
+fn box_muller_word(w: u64) -> (f32, f32) {
+    let u1 = ((w as u32) as f32).mul_add(TWO_M32, TWO_M32);
+    let u2 = (((w >> 32) as u32) as f32) * TWO_M32;
+    let r = (-2.0 * ln_f32(u1)).sqrt();
+    let (c, s) = cos_sin_turns_f32(u2);
     (r * c, r * s)
 }
 
 #[inline(always)]
-fn box_muller_generic(bits: &[u64], out: &mut [f64]) {
-    for (b, o) in bits.chunks_exact(2).zip(out.chunks_exact_mut(2)) {
-        let (z0, z1) = box_muller_pair(b[0], b[1]);
-        o[0] = z0;
-        o[1] = z1;
+fn box_muller_generic(words: &[u64], out: &mut [f64]) {
+    for (&w, o) in words.iter().zip(out.chunks_exact_mut(2)) {
+        let (z0, z1) = box_muller_word(w);
+        o[0] = z0 as f64;
+        o[1] = z1 as f64;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn box_muller_avx2(bits: &[u64], out: &mut [f64]) {
-    box_muller_generic(bits, out)
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+unsafe fn box_muller_avx512(words: &[u64], out: &mut [f64]) {
+    box_muller_generic(words, out)
 }
 
-/// Standard normals from 64-bit draws, two per pair of draws:
-/// `out[2j], out[2j+1]` from `bits[2j], bits[2j+1]` (`bits.len()` and
-/// `out.len()` even and equal).
-pub(crate) fn box_muller(bits: &[u64], out: &mut [f64]) {
-    debug_assert!(bits.len() == out.len() && bits.len().is_multiple_of(2));
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn box_muller_avx2(words: &[u64], out: &mut [f64]) {
+    box_muller_generic(words, out)
+}
+
+/// Standard normals from 64-bit draws, two per draw: `out[2j], out[2j+1]`
+/// from `words[j]` (`out.len() == 2 * words.len()`).
+///
+/// The normals are computed in f32 (their values carry f32's 24-bit
+/// precision, a relative perturbation below 1e−7 that no sampler can see
+/// beside its discretisation error) and returned as f64. Every step is an
+/// IEEE operation or `mul_add` (a correctly rounded fused multiply-add on
+/// every target), so the AVX-512, AVX2 and portable versions of the loop give
+/// the same bits.
+pub fn box_muller(words: &[u64], out: &mut [f64]) {
+    debug_assert!(out.len() == 2 * words.len());
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports these features (checked just above).
+            unsafe { box_muller_avx512(words, out) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { box_muller_avx2(bits, out) };
+            unsafe { box_muller_avx2(words, out) };
             return;
         }
     }
-    box_muller_generic(bits, out)
+    box_muller_generic(words, out)
 }
 
 #[cfg(test)]
@@ -216,19 +252,26 @@ mod tests {
                 (-rng.random::<f64>() * 700.0).exp()
             };
             wl = wl.max(rel(log1p_unit(e), e.ln_1p()));
-            let u = 1.0 - rng.random::<f64>() * if i % 2 == 0 { 1.0 } else { 1e-9 };
-            if u != 1.0 {
-                wu = wu.max(rel(log_unit(u), u.ln()));
+            let u = if i % 2 == 0 {
+                rng.random::<f32>()
+            } else {
+                1.0 - rng.random::<f32>() * 1e-4
+            };
+            if u > 0.0 && u != 1.0 {
+                wu = wu.max(rel(ln_f32(u) as f64, (u as f64).ln()));
             }
-            let t: f64 = rng.random();
-            let (c, s) = cos_sin_turns(t);
-            let a = std::f64::consts::TAU * t;
-            wc = wc.max((c - a.cos()).abs()).max((s - a.sin()).abs());
+            let t: f32 = rng.random();
+            let (c, s) = cos_sin_turns_f32(t);
+            let a = std::f64::consts::TAU * t as f64;
+            wc = wc
+                .max((c as f64 - a.cos()).abs())
+                .max((s as f64 - a.sin()).abs());
         }
         assert!(we < 1e-15, "exp rel error {we}");
         assert!(wl < 1e-15, "log1p rel error {wl}");
-        assert!(wu < 1e-15, "log rel error {wu}");
-        assert!(wc < 1e-15, "sin/cos abs error {wc}");
+        // f32: a few ulp (2^-23 = 1.2e-7).
+        assert!(wu < 3e-7, "ln_f32 rel error {wu}");
+        assert!(wc < 3e-7, "f32 sin/cos abs error {wc}");
         for x in [0.0, -0.0, -1e-300, -708.0, -0.5 * std::f64::consts::LN_2] {
             assert!(rel(exp_nonpositive(x), x.exp()) < 1e-15, "{x}");
         }
@@ -237,8 +280,8 @@ mod tests {
             assert!(rel(log1p_unit(e), e.ln_1p()) < 1e-15, "{e}");
         }
         assert_eq!(log1p_unit(0.0), 0.0);
-        assert_eq!(log_unit(1.0), 0.0);
-        assert!(rel(log_unit(2f64.powi(-52)), -52.0 * std::f64::consts::LN_2) < 1e-15);
+        assert_eq!(ln_f32(1.0), 0.0);
+        assert!((ln_f32(TWO_M32) / (-32.0 * std::f32::consts::LN_2) - 1.0).abs() < 2e-7);
         assert!(exp_nonpositive(f64::NAN).is_nan());
         assert!(log1p_unit(f64::NAN).is_nan());
         for (t, c, s) in [
@@ -247,32 +290,53 @@ mod tests {
             (0.5, -1.0, 0.0),
             (0.75, 0.0, -1.0),
         ] {
-            let (cc, ss) = cos_sin_turns(t);
-            assert!((cc - c).abs() < 1e-16 && (ss - s).abs() < 1e-16, "{t}");
+            let (cc, ss) = cos_sin_turns_f32(t);
+            assert!((cc - c).abs() < 1e-7 && (ss - s).abs() < 1e-7, "{t}");
         }
     }
 
-    /// Box–Muller from bulk draws: the same as libm's formula on the same
-    /// bits, and standard normal moments within Monte Carlo error.
+    /// Box–Muller from bulk draws: the libm formula on the same uniforms to
+    /// f32 accuracy, the same bits whichever version of the loop runs, and
+    /// standard normal moments within Monte Carlo error.
     #[test]
     fn box_muller_normals() {
         let n = 1 << 20;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let mut bits = vec![0u64; n];
-        rng.fill(&mut bits[..]);
+        let mut words = vec![0u64; n / 2];
+        rng.fill(&mut words[..]);
         let mut z = vec![0.0; n];
-        box_muller(&bits, &mut z);
+        box_muller(&words, &mut z);
         let mut z2 = vec![0.0; n];
-        box_muller_generic(&bits, &mut z2);
+        box_muller_generic(&words, &mut z2);
         assert_eq!(z, z2, "dispatch must not change the bits");
-        for j in 0..1000 {
-            let u1 = 1.0 - (bits[2 * j] >> 12) as f64 * 2f64.powi(-52);
-            let u2 = (bits[2 * j + 1] >> 12) as f64 * 2f64.powi(-52);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: feature checked just above.
+            unsafe { box_muller_avx2(&words, &mut z2) };
+            assert_eq!(z, z2, "AVX2 and the dispatched version differ");
+        }
+        let mut worst: f64 = 0.0;
+        for (j, &w) in words.iter().enumerate() {
+            // The f32 uniforms the transform uses, then libm in f64.
+            let u1 = ((w as u32) as f32).mul_add(TWO_M32, TWO_M32) as f64;
+            let u2 = (((w >> 32) as u32) as f32 * TWO_M32) as f64;
             let r = (-2.0 * u1.ln()).sqrt();
             let a = std::f64::consts::TAU * u2;
-            assert!((z[2 * j] - r * a.cos()).abs() < 1e-14);
-            assert!((z[2 * j + 1] - r * a.sin()).abs() < 1e-14);
+            worst = worst
+                .max((z[2 * j] - r * a.cos()).abs())
+                .max((z[2 * j + 1] - r * a.sin()).abs());
         }
+        // f32 rounding of ln u1, the square root and sin/cos, times r ≤ 6.66.
+        assert!(worst < 5e-6, "worst abs error {worst}");
+        assert!(z.iter().all(|x| x.abs() <= 6.67));
+        // The extreme words: u1 = 2^-32 (the largest radius) and u1 = 1.
+        let mut e = [0.0; 2];
+        box_muller(&[0], &mut e);
+        let rmax = (64.0 * std::f64::consts::LN_2).sqrt();
+        assert!((e[0] - rmax).abs() < 1e-5 && e[1] == 0.0, "{e:?}");
+        box_muller(&[u32::MAX as u64], &mut e);
+        assert_eq!(e, [0.0, 0.0]);
         let nf = n as f64;
         let m = z.iter().sum::<f64>() / nf;
         let v = z.iter().map(|x| x * x).sum::<f64>() / nf;
