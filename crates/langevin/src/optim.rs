@@ -198,7 +198,22 @@ impl Optimizer {
     /// One minimising step on `x` given the loss gradient `grad`. Checks
     /// sizes and the learning rate before touching anything.
     pub fn apply(&self, state: &mut OptimizerState, x: &mut [f64], grad: &[f64]) -> Result<()> {
-        let d = x.len();
+        self.apply_parts(state, &mut [x], grad)
+    }
+
+    /// [`apply`](Self::apply) to the concatenation of `parts` (for example
+    /// a variational mean and log standard deviation held in two buffers),
+    /// without copying them into one vector: `grad` and the optimiser state
+    /// are indexed by the position in the concatenation. Checks sizes and the
+    /// learning rate before touching anything, so an error leaves `state` and
+    /// `parts` as they were.
+    pub fn apply_parts(
+        &self,
+        state: &mut OptimizerState,
+        parts: &mut [&mut [f64]],
+        grad: &[f64],
+    ) -> Result<()> {
+        let d: usize = parts.iter().map(|p| p.len()).sum();
         if grad.len() != d {
             return Err(Error::DimensionMismatch {
                 what: "optimiser gradient",
@@ -217,20 +232,22 @@ impl Optimizer {
             Optimizer::Sgd(c) => {
                 let lr = c.step_size.at_checked("step_size", state.t, true)?;
                 let (mu, wd) = (c.momentum, c.weight_decay);
-                for ((xi, b), &g0) in x.iter_mut().zip(state.m.iter_mut()).zip(grad) {
-                    let g = g0 + wd * *xi;
-                    let dir = if mu == 0.0 {
-                        g
-                    } else {
-                        *b = mu * *b + g;
-                        if c.nesterov {
-                            g + mu * *b
+                for_parts(parts, &mut state.m, &mut [], grad, |x, m, _, grad| {
+                    for ((xi, b), &g0) in x.iter_mut().zip(m.iter_mut()).zip(grad) {
+                        let g = g0 + wd * *xi;
+                        let dir = if mu == 0.0 {
+                            g
                         } else {
-                            *b
-                        }
-                    };
-                    *xi -= lr * dir;
-                }
+                            *b = mu * *b + g;
+                            if c.nesterov {
+                                g + mu * *b
+                            } else {
+                                *b
+                            }
+                        };
+                        *xi -= lr * dir;
+                    }
+                });
             }
             Optimizer::Adam(c) => {
                 if state.v.len() != d {
@@ -242,27 +259,50 @@ impl Optimizer {
                 }
                 let lr = c.step_size.at_checked("step_size", state.t, true)?;
                 let t = (state.t + 1) as i32;
-                let bc1 = 1.0 - c.beta1.powi(t);
-                let bc2 = 1.0 - c.beta2.powi(t);
+                // Reciprocal bias corrections: one division per scalar
+                // instead of three (divisions bound this loop).
+                let inv_bc1 = 1.0 / (1.0 - c.beta1.powi(t));
+                let inv_bc2 = 1.0 / (1.0 - c.beta2.powi(t));
                 let (b1, b2, wd) = (c.beta1, c.beta2, c.weight_decay);
                 let decay = if c.decoupled { 1.0 - lr * wd } else { 1.0 };
                 let l2 = if c.decoupled { 0.0 } else { wd };
-                for (((xi, m), v), &g0) in x
-                    .iter_mut()
-                    .zip(state.m.iter_mut())
-                    .zip(state.v.iter_mut())
-                    .zip(grad)
-                {
-                    let g = g0 + l2 * *xi;
-                    *xi *= decay;
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    *xi -= lr * (*m / bc1) / ((*v / bc2).sqrt() + c.eps);
-                }
+                for_parts(parts, &mut state.m, &mut state.v, grad, |x, m, v, grad| {
+                    for (((xi, m), v), &g0) in
+                        x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(grad)
+                    {
+                        let g = g0 + l2 * *xi;
+                        *xi *= decay;
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        *xi -= lr * (*m * inv_bc1) / ((*v * inv_bc2).sqrt() + c.eps);
+                    }
+                });
             }
         }
         state.t += 1;
         Ok(())
+    }
+}
+
+/// Run `f` on each part of a concatenation with its slices of `m`, `v`
+/// (empty when `v` is) and `grad`; the lengths were checked by the caller.
+fn for_parts(
+    parts: &mut [&mut [f64]],
+    m: &mut [f64],
+    v: &mut [f64],
+    grad: &[f64],
+    mut f: impl FnMut(&mut [f64], &mut [f64], &mut [f64], &[f64]),
+) {
+    let mut off = 0;
+    for x in parts.iter_mut() {
+        let n = x.len();
+        let vs = if v.is_empty() {
+            &mut [][..]
+        } else {
+            &mut v[off..off + n]
+        };
+        f(x, &mut m[off..off + n], vs, &grad[off..off + n]);
+        off += n;
     }
 }
 
@@ -386,11 +426,9 @@ impl<D: LogDensity> Transform for Optim<D> {
             grad.iter_mut().for_each(|g| *g = -*g);
         }
         // `apply` validates before mutating, so an error leaves the state intact.
-        let mut opt = state.opt.clone();
-        let mut x = state.params.values().to_vec();
-        self.config.optimizer.apply(&mut opt, &mut x, &grad)?;
-        state.params.values_mut().copy_from_slice(&x);
-        state.opt = opt;
+        self.config
+            .optimizer
+            .apply(&mut state.opt, state.params.values_mut(), &grad)?;
         state.step += 1;
         state.value = value;
         Ok(OptimInfo {

@@ -103,7 +103,9 @@ impl TransformState for DiagViState {
 impl DiagViState {
     /// Standard deviations `s = exp(log s)`.
     pub fn sd(&self) -> Vec<f64> {
-        self.log_sd.iter().map(|r| r.exp()).collect()
+        let mut sd = self.log_sd.clone();
+        langevin_core::vecmath::exp_in_place(&mut sd);
+        sd
     }
 
     /// `n` independent draws from q.
@@ -283,15 +285,13 @@ impl<D: LogDensity> Transform for DiagVi<D> {
             .temperature
             .at_checked("temperature", state.step, false)?;
         let est = self.estimate(state, batch, self.config.n_samples, temp, rng)?;
-        let d = state.params.len();
-        let mut x = Vec::with_capacity(2 * d);
-        x.extend_from_slice(state.params.values());
-        x.extend_from_slice(&state.log_sd);
-        let mut opt = state.opt.clone();
-        self.config.optimizer.apply(&mut opt, &mut x, &est.grad)?;
-        state.params.values_mut().copy_from_slice(&x[..d]);
-        state.log_sd.copy_from_slice(&x[d..]);
-        state.opt = opt;
+        // The optimiser sees (mean, log sd) as one vector; it validates
+        // before mutating, so an error leaves the state intact.
+        self.config.optimizer.apply_parts(
+            &mut state.opt,
+            &mut [state.params.values_mut(), &mut state.log_sd],
+            &est.grad,
+        )?;
         state.nelbo = est.nelbo;
         state.log_posterior = est.mean_lp;
         state.step += 1;
