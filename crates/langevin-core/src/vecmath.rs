@@ -233,25 +233,7 @@ fn box_muller_word(w: u64) -> (f32, f32) {
 
 #[inline(always)]
 fn box_muller_generic(words: &[u64], out: &mut [f64]) {
-    // Sixteen words at a time: the f32 lanes then fill a 512-bit register.
-    let mut wc = words.chunks_exact(16);
-    let mut oc = out.chunks_exact_mut(32);
-    for (w, o) in (&mut wc).zip(&mut oc) {
-        let mut c = [0f32; 16];
-        let mut s = [0f32; 16];
-        for l in 0..16 {
-            (c[l], s[l]) = box_muller_word(w[l]);
-        }
-        for l in 0..16 {
-            o[2 * l] = c[l] as f64;
-            o[2 * l + 1] = s[l] as f64;
-        }
-    }
-    for (&w, o) in wc
-        .remainder()
-        .iter()
-        .zip(oc.into_remainder().chunks_exact_mut(2))
-    {
+    for (&w, o) in words.iter().zip(out.chunks_exact_mut(2)) {
         let (z0, z1) = box_muller_word(w);
         o[0] = z0 as f64;
         o[1] = z1 as f64;
