@@ -15,8 +15,15 @@ for key, name in [("sample", "exact OU sample, d = 100, 10 000 steps"), ("solve"
     for impl in ("langevin", "thermox"):
         times = [t for r in by.get(impl, []) for t in r[f"{key}_times"]]
         med[impl] = float(np.median(times)) if times else float("nan")
-    err = {impl: (float(np.mean([e for r in by.get(impl, []) for e in r["solve_rel_errors"]])) if key == "solve" else None) for impl in med}
-    fmt = lambda e: "-" if e is None else f"{e:.3e}"
+    # Error over the untimed seeds where present (the same seeds every round:
+    # one invocation's list), else over the timed reps.
+    def errs(impl):
+        rs = by.get(impl, [])
+        if rs and rs[0].get("solve_rel_errors_seeds"):
+            return rs[0]["solve_rel_errors_seeds"]
+        return [e for r in rs for e in r["solve_rel_errors"]]
+    err = {impl: (errs(impl) if key == "solve" else None) for impl in med}
+    fmt = lambda e: "-" if e is None else f"{np.mean(e):.3e} ± {np.std(e, ddof=1) / np.sqrt(len(e)):.1e} ({len(e)} seeds)"
     print(f"| {name} | {med['langevin']:.4f} | {med['thermox']:.4f} | {med['thermox'] / med['langevin']:.1f}x | {fmt(err['langevin'])} | {fmt(err['thermox'])} |")
 t = by.get("thermox", [])
 if t and "nonnormal_rel_error_entries" in t[0]:

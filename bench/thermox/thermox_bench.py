@@ -52,6 +52,14 @@ def main():
             solve_s.append(dt)
             errs.append(float(np.linalg.norm(np.asarray(x) - exact) / np.linalg.norm(exact)))
 
+    # Accuracy over more seeds (untimed): the timed reps are too few to
+    # compare two Monte Carlo errors (langevin: seeds 1000 + i as well).
+    errs_seeds = []
+    for i in range(40):
+        x = thermox.linalg.solve(a_solve, b_solve, num_samples=10_000, dt=1.0, burnin=0,
+                                 key=jax.random.PRNGKey(1000 + i))
+        errs_seeds.append(float(np.linalg.norm(np.asarray(x) - exact) / np.linalg.norm(exact)))
+
     # Exactness for a non-normal drift: stationary covariance of a long path for
     # A = [[1, 5], [0, 2]], D = 2 I (exact S = [[5.1667, -0.8333], [-0.8333, 0.5]]).
     a_nn = jnp.array([[1.0, 5.0], [0.0, 2.0]])
@@ -69,6 +77,7 @@ def main():
         "solve_times": solve_s,
         "solve_rel_errors": errs,
         "solve_mean_rel_error": float(np.mean(errs)),
+        "solve_rel_errors_seeds": errs_seeds,
         "nonnormal_empirical_cov": emp.tolist(),
         "nonnormal_rel_error_entries": (np.abs(emp - s_exact) / np.abs(s_exact)).tolist(),
     }))

@@ -107,9 +107,10 @@ unsafe fn exp_in_place_avx2(xs: &mut [f64]) {
 }
 
 /// fdlibm's `log(2^k (1 + f)) = k ln2 + log(1 + f)` for `1 + f ∈ (√½, √2]`,
-/// plus a first-order correction `c` (added before rounding).
+/// given `s = f / (2 + f)`, plus a first-order correction `c` (added before
+/// rounding).
 #[inline(always)]
-fn log_reduced(f: f64, k: f64, c: f64) -> f64 {
+fn log_reduced(s: f64, f: f64, k: f64, c: f64) -> f64 {
     const LG1: f64 = 0.6666666666666735;
     const LG2: f64 = 0.3999999999940942;
     const LG3: f64 = 0.2857142874366239;
@@ -117,7 +118,6 @@ fn log_reduced(f: f64, k: f64, c: f64) -> f64 {
     const LG5: f64 = 0.1818357216161805;
     const LG6: f64 = 0.15313837699209373;
     const LG7: f64 = 0.14798198605116586;
-    let s = f / (2.0 + f);
     let z = s * s;
     let mut r = LG7;
     r = r.mul_add(z, LG6);
@@ -131,16 +131,22 @@ fn log_reduced(f: f64, k: f64, c: f64) -> f64 {
     k * LN2_HI - ((hfsq - (s * (hfsq + r) + (k * LN2_LO + c))) - f)
 }
 
-/// `log1p(e)` for `e ∈ [0, 1]`, given `u = 1 + e` and `inv_u = 1/u`
-/// (shared with a sigmoid by the caller). NaN stays NaN.
+/// `(log1p(e), 1 / (1 + e))` for `e ∈ [0, 1]` (a softplus and a sigmoid
+/// share them), with one division for both. NaN stays NaN.
 #[inline(always)]
-pub fn log1p_with(e: f64, u: f64, inv_u: f64) -> f64 {
-    // log(1 + e) = log(u) + c, c = (e − (u − 1)) / u: the rounding of u.
-    let c = (e - (u - 1.0)) * inv_u;
+pub fn log1p_recip(e: f64) -> (f64, f64) {
+    let u = 1.0 + e;
     let big = u > std::f64::consts::SQRT_2;
     let f = if big { 0.5 * u - 1.0 } else { u - 1.0 }; // exact
     let k = if big { 1.0 } else { 0.0 };
-    log_reduced(f, k, c)
+    // 1/u and 1/(2 + f) from the one reciprocal of their product.
+    let w = 2.0 + f;
+    let q = 1.0 / (u * w);
+    let inv_u = q * w;
+    let s = f * (q * u);
+    // log(1 + e) = log(u) + c, c = (e − (u − 1)) / u: the rounding of u.
+    let c = (e - (u - 1.0)) * inv_u;
+    (log_reduced(s, f, k, c), inv_u)
 }
 
 /// `ln u` for a positive normal f32 `u` (Cephes' `logf`: a degree-9
@@ -294,8 +300,12 @@ mod tests {
     }
 
     fn log1p_unit(e: f64) -> f64 {
-        let u = 1.0 + e;
-        log1p_with(e, u, 1.0 / u)
+        let (l, r) = log1p_recip(e);
+        assert!(
+            r.is_nan() || rel(r, 1.0 / (1.0 + e)) < 1e-15,
+            "1/(1+{e}): {r}"
+        );
+        l
     }
 
     #[test]

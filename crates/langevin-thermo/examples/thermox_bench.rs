@@ -52,6 +52,9 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Seeds of the untimed accuracy comparison of `solve`.
+const ERROR_SEEDS: usize = 40;
+
 fn main() -> anyhow::Result<()> {
     faer::set_global_parallelism(Par::Seq);
     let args: Vec<String> = std::env::args().collect();
@@ -114,6 +117,29 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mean_err = rel_errs.iter().sum::<f64>() / rel_errs.len() as f64;
+    // Accuracy over more seeds (untimed): the timed reps are too few to
+    // compare two Monte Carlo errors. Seeds 1000.. (thermox: PRNGKey(1000 + i)).
+    let err_seeds: Vec<f64> = (0..ERROR_SEEDS)
+        .map(|i| {
+            let cfg = ThermoConfig {
+                analog_time: 10_000.0,
+                sampling_interval: 1.0,
+                burn_in: 0.0,
+                beta: 2.0,
+                batches: 20,
+                seed: 1000 + i as u64,
+            };
+            let est = linalg::solve(a_solve.as_ref(), &b_solve, &cfg)?;
+            let err = est
+                .value
+                .iter()
+                .zip(&exact)
+                .map(|(x, y)| (x - y).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            Ok(err / exact_norm)
+        })
+        .collect::<anyhow::Result<_>>()?;
     println!(
         "{}",
         serde_json::json!({
@@ -124,6 +150,7 @@ fn main() -> anyhow::Result<()> {
             "solve_times": solve_s,
             "solve_rel_errors": rel_errs,
             "solve_mean_rel_error": mean_err,
+            "solve_rel_errors_seeds": err_seeds,
             "checksum": checksum,
         })
     );

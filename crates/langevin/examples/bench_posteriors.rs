@@ -269,7 +269,9 @@ fn main() {
             });
             report("logreg", "sghmc_step_candle_density", threads, t, "");
         }
-        "chains" => {
+        "chains" | "chains_batched" => {
+            // "chains_batched": only the default ParallelSghmc (for profiling it alone).
+            let only_batched = workload == "chains_batched";
             let steps = steps_arg.unwrap_or(20);
             let batch = logreg_batch(1);
             let sghmc = Sghmc::new(logreg_fn_density(), config()).unwrap();
@@ -280,42 +282,44 @@ fn main() {
                 .enumerate()
                 .map(|(k, r)| sghmc.init(logreg_init(k as u64), r).unwrap())
                 .collect();
-            let t = time_blocks(reps, steps, || {
-                for (s, r) in states.iter_mut().zip(rngs.iter_mut()) {
-                    black_box(sghmc.step(s, &batch, r).unwrap());
-                }
-            });
-            report(
-                "chains",
-                "sghmc_loop_fn_density",
-                threads,
-                t,
-                &format!(",\"chains\":{N_CHAINS}"),
-            );
-            // run_chains (rayon over chains), keeping only the final draw;
-            // per step of all chains = total / steps.
             let inits: Vec<Params> = (0..N_CHAINS).map(|k| logreg_init(k as u64)).collect();
-            let t = time_blocks(reps, 1, || {
-                let thin = Thinning {
-                    burn_in: steps as u64 - 1,
-                    thin: 1,
-                };
-                let out = run_chains(&sghmc, inits.clone(), 0, steps as u64, thin, |_, _| {
-                    batch.clone()
-                })
-                .unwrap();
-                black_box(out);
-            });
-            let t: Vec<f64> = t.into_iter().map(|x| x / steps as f64).collect();
-            // The work runs on rayon's pool, not on this thread: no CPU figure.
-            CPU.with(|c| c.borrow_mut().iter_mut().for_each(|x| *x = f64::NAN));
-            report(
-                "chains",
-                "sghmc_run_chains_fn_density",
-                threads,
-                t,
-                &format!(",\"chains\":{N_CHAINS}"),
-            );
+            if !only_batched {
+                let t = time_blocks(reps, steps, || {
+                    for (s, r) in states.iter_mut().zip(rngs.iter_mut()) {
+                        black_box(sghmc.step(s, &batch, r).unwrap());
+                    }
+                });
+                report(
+                    "chains",
+                    "sghmc_loop_fn_density",
+                    threads,
+                    t,
+                    &format!(",\"chains\":{N_CHAINS}"),
+                );
+                // run_chains (rayon over chains), keeping only the final draw;
+                // per step of all chains = total / steps.
+                let t = time_blocks(reps, 1, || {
+                    let thin = Thinning {
+                        burn_in: steps as u64 - 1,
+                        thin: 1,
+                    };
+                    let out = run_chains(&sghmc, inits.clone(), 0, steps as u64, thin, |_, _| {
+                        batch.clone()
+                    })
+                    .unwrap();
+                    black_box(out);
+                });
+                let t: Vec<f64> = t.into_iter().map(|x| x / steps as f64).collect();
+                // The work runs on rayon's pool, not on this thread: no CPU figure.
+                CPU.with(|c| c.borrow_mut().iter_mut().for_each(|x| *x = f64::NAN));
+                report(
+                    "chains",
+                    "sghmc_run_chains_fn_density",
+                    threads,
+                    t,
+                    &format!(",\"chains\":{N_CHAINS}"),
+                );
+            }
             // Batched: all chains as one K × d buffer, the logistic density
             // as two matrix products per block of chains (`BatchedLogistic`),
             // one fused update; per-chain RNG streams as above (`Ziggurat`:
@@ -324,11 +328,12 @@ fn main() {
             // calling thread's CPU time is reported only at one thread.
             let lb = LogisticBatch::new(batch.x.clone(), batch.y.clone(), LOGREG_DIM).unwrap();
             let dens = BatchedLogistic::new(N_DATA, PRIOR_VAR).unwrap();
-            for (rows, noise) in [
+            let configs = [
                 (256, NoiseSampler::BoxMuller),
                 (256, NoiseSampler::Ziggurat),
                 (N_CHAINS, NoiseSampler::BoxMuller),
-            ] {
+            ];
+            for &(rows, noise) in &configs[..if only_batched { 1 } else { configs.len() }] {
                 let ps = ParallelSghmc::new(
                     &dens,
                     ParallelSghmcConfig {
