@@ -171,9 +171,10 @@ impl MlpDensity {
         })
     }
 
-    /// Let each matrix product use `threads` threads (rayon); 1 (the
-    /// default) runs on the calling thread only, the right choice when
-    /// several chains already run in parallel.
+    /// Let each large matrix product (≥ 2^25 multiply-adds; smaller ones
+    /// lose more to thread hand-off than they gain) use `threads` threads
+    /// (rayon); 1 (the default) runs on the calling thread only, the right
+    /// choice when several chains already run in parallel.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
@@ -766,6 +767,10 @@ fn convert<S: WithDType, T: WithDType>(src: &[S], dst: &mut [T]) -> usize {
 /// `dst (m × n, row-major) = [dst +] lhs · rhs`, with `lhs` (m × k) and
 /// `rhs` (k × n) given as `(slice, row stride, column stride)` so that
 /// transposed views need no copy.
+/// Products with fewer multiply-adds than this ignore the density's thread
+/// count (see [`matmul`]).
+const PAR_MIN_MULADDS: usize = 1 << 25;
+
 fn matmul<T: Real>(
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
@@ -792,6 +797,17 @@ fn matmul<T: Real>(
         }
         return;
     }
+    // Small products run on the calling thread: at two threads the MLP
+    // 784-256-256-10 step at batch 64 (largest product 12.8 M
+    // multiply-adds) took 2.47 ms with every product on rayon and 2.18 ms
+    // with none (`bench_posteriors mlp_step` at 2 threads), although a lone
+    // 64×784×256 product is faster on two threads (113 against 160 µs); a
+    // 1024³ product halves (12.0 → 6.4 ms).
+    let par = if m * n * k < PAR_MIN_MULADDS {
+        Parallelism::None
+    } else {
+        par
+    };
     // SAFETY: the assertion above keeps every index gemm reads or writes
     // inside the three slices; `dst` does not alias the operands (it is a
     // distinct `&mut`).

@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod optim;
 pub mod predictive;
 pub mod samples;
+mod scratch;
 pub mod sgmcmc;
 pub mod vi;

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ViInfo, HALF_LOG_2PI};
 use crate::optim::{Optimizer, OptimizerState};
+use crate::scratch;
 
 /// Hyper-parameters of diagonal VI.
 #[derive(Debug, Clone)]
@@ -202,27 +203,55 @@ impl<D: LogDensity> DiagVi<D> {
         rng: &mut R,
     ) -> Result<Estimate<D::Aux>> {
         let d = state.params.len();
-        let sd = state.sd();
+        // Per-step temporaries from the per-thread pool (no page faults).
+        let mut sd = scratch::take(d);
+        sd.copy_from_slice(&state.log_sd);
+        langevin_core::vecmath::exp_in_place(&mut sd);
+        let mut xi = scratch::take(d);
+        let mut g = scratch::take(d);
+        let mut theta = Params::new(state.params.layout().clone(), scratch::take(d))?;
+        let grad = scratch::take(2 * d);
+        let result = self.estimate_into(
+            state, batch, n_samples, temp, rng, &sd, &mut xi, &mut g, &mut theta, grad,
+        );
+        scratch::give(sd);
+        scratch::give(xi);
+        scratch::give(g);
+        scratch::give(theta.into_values());
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn estimate_into<R: Rng + ?Sized>(
+        &self,
+        state: &DiagViState,
+        batch: &D::Batch,
+        n_samples: usize,
+        temp: f64,
+        rng: &mut R,
+        sd: &[f64],
+        xi: &mut [f64],
+        g: &mut [f64],
+        theta: &mut Params,
+        mut grad: Vec<f64>,
+    ) -> Result<Estimate<D::Aux>> {
+        let d = state.params.len();
         let stl = self.config.stick_the_landing;
-        let mut xi = vec![0.0; d];
-        let mut g = vec![0.0; d];
-        let mut theta = state.params.clone();
-        let mut grad = vec![0.0; 2 * d];
         let (mut sum_obj, mut sum_lp) = (0.0, 0.0);
         let mut first_aux = None;
         for _ in 0..n_samples {
-            fill_standard_normal(rng, &mut xi);
+            fill_standard_normal(rng, xi);
             for (((t, m), s), z) in theta
                 .values_mut()
                 .iter_mut()
                 .zip(state.params.values())
-                .zip(&sd)
-                .zip(&xi)
+                .zip(sd)
+                .zip(xi.iter())
             {
                 *t = m + s * z;
             }
-            let (lp, aux) = self.density.value_and_grad(&theta, batch, &mut g)?;
-            check_finite(lp, &g, state.step)?;
+            let (lp, aux) = self.density.value_and_grad(theta, batch, g)?;
+            check_finite(lp, g, state.step)?;
             let log_q: f64 = xi
                 .iter()
                 .zip(&state.log_sd)
@@ -292,6 +321,7 @@ impl<D: LogDensity> Transform for DiagVi<D> {
             &mut [state.params.values_mut(), &mut state.log_sd],
             &est.grad,
         )?;
+        scratch::give(est.grad);
         state.nelbo = est.nelbo;
         state.log_posterior = est.mean_lp;
         state.step += 1;
