@@ -8,7 +8,7 @@ the raw data of the side-by-side runs, written into BENCHMARKS.md between the
 Inputs (written by bench/run.sh, or by the per-peer scripts it calls):
   bench/posteriors/raw.jsonl         workloads 1, 2, 4, 5, 8 (bench/posteriors/run.sh)
   bench/posteriors/chains_raw.jsonl  workload 3 (bench/posteriors/chains.sh)
-  runs/thermox/results.jsonl         workloads 6, 7 (bench/thermox/run.sh)
+  bench/thermox/raw.jsonl            workloads 6, 7 (bench/thermox/run.sh)
 
 Each figure is the median over rounds of the per-invocation medians; the two
 systems ran alternately in the same shell. One-thread rows use the CPU time of
@@ -79,7 +79,7 @@ def verdict(ratio, goal, higher_is_better=True):
 def main():
     post = index(load("bench/posteriors/raw.jsonl"))
     chains = index(load("bench/posteriors/chains_raw.jsonl"))
-    thermox = load("runs/thermox/results.jsonl")
+    thermox = load("bench/thermox/raw.jsonl")
     out = []
     w = out.append
     threads_seen = sorted({k[3] for k in post} | {k[3] for k in chains})

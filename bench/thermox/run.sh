@@ -23,4 +23,5 @@ for r in $(seq 1 "$ROUNDS"); do
     taskset -c "$CPU" "$BIN" "$OUT" "$REPS" | tee -a "$OUT/results.jsonl"
     taskset -c "$CPU" "$VENV/bin/python" bench/thermox/thermox_bench.py "$OUT" "$REPS" | tee -a "$OUT/results.jsonl"
 done
+cp "$OUT/results.jsonl" bench/thermox/raw.jsonl   # kept in the repository (runs/ is ignored)
 "$VENV/bin/python" bench/thermox/summarize.py "$OUT/results.jsonl"

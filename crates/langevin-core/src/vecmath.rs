@@ -1,14 +1,16 @@
-//! Branch-free `exp`, `log1p`, `log`, `sin`/`cos` and Box–Muller normals,
-//! written so the compiler vectorises loops over them (libm's scalar calls
-//! do not vectorise). Used for the samplers' noise
-//! ([`crate::rng::fill_standard_normal`]) and by the batched logistic
-//! density of `langevin::sgmcmc`.
+//! Branch-free `exp`, `log1p` (with the reciprocal a sigmoid needs), and
+//! f32 `ln`/`sin`/`cos` for Box–Muller normals, written so the compiler
+//! vectorises loops over them (libm's scalar calls do not vectorise). Used
+//! for every transform's noise ([`crate::rng::fill_standard_normal`]), the
+//! VI standard deviations and the batched logistic density of
+//! `langevin::sgmcmc`.
 //!
-//! Accuracy: within 1e-15 relative of libm on the ranges used (tested
-//! below). Every polynomial step is `f64::mul_add`, a correctly rounded fused
-//! multiply-add on every target (hardware FMA where available, a slower
-//! library call otherwise), so the results are the same bits on every x86-64
-//! machine and with or without the AVX2+FMA version of a loop.
+//! Accuracy (tested below): the f64 functions within 1e-15 relative of libm
+//! on the ranges used; the f32 ones within a few f32 ulp. Every polynomial
+//! step is `mul_add`, a correctly rounded fused multiply-add on every target
+//! (hardware FMA where available, a slower library call otherwise), and the
+//! rest are IEEE operations, so the results are the same bits on every
+//! machine and in the AVX-512, AVX2 and portable versions of a loop.
 
 /// ln 2 split so that `k · LN2_HI` is exact for `|k| < 2^11` (fdlibm).
 const LN2_HI: f64 = 0.6931471803691238;
