@@ -33,9 +33,9 @@ pub const NORMAL_BLOCK: usize = 1024;
 /// precision. Blocking changes nothing in the stream: it is the same words
 /// and the same normals as one bulk draw of `d` (so [`fill_standard_normal`]
 /// of length `d` gives the same numbers), and the consumer loop reads the
-/// normals from L1 instead of a `d`-long buffer. About 1 ns per normal on
-/// AVX-512 (see BENCHMARKS.md), against about 6 ns for a ziggurat draw from
-/// ChaCha8.
+/// normals from L1 instead of a `d`-long buffer. About 1.9 ns per normal,
+/// ChaCha8 words included, on the AVX-512 machine of BENCHMARKS.md (a
+/// ziggurat draw per normal cost ~9 ns on the earlier AVX2 machine).
 pub fn for_each_normal_block<R: rand::Rng + ?Sized>(
     rng: &mut R,
     d: usize,

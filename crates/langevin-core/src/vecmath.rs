@@ -170,7 +170,7 @@ fn ln_f32(u: f32) -> f32 {
     p = p.mul_add(x, -1.666_805_8e-1);
     p = p.mul_add(x, 2.000_071_5e-1);
     p = p.mul_add(x, -2.499_999_4e-1);
-    p = p.mul_add(x, 3.333_333_1e-1);
+    p = p.mul_add(x, 3.333_333e-1);
     // ln 2 = 0.693359375 − 2.12194440e−4, the first part exact in f32.
     let y = e.mul_add(-2.121_944_4e-4, (p * x) * z);
     let y = z.mul_add(-0.5, y);

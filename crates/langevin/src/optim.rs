@@ -561,6 +561,34 @@ mod tests {
         [0.7048520956209192, -1.7000042163105675],
     ];
 
+    /// Updating two buffers as parts is the same as updating their
+    /// concatenation, bit for bit; a size error touches nothing.
+    #[test]
+    fn apply_parts_equals_apply_on_the_concatenation() {
+        for opt in [
+            Optimizer::sgd_momentum(0.1, 0.9, true),
+            Optimizer::adam(0.05),
+            Optimizer::adamw(0.05, 0.01),
+        ] {
+            let (mut a, mut b) = (vec![1.0, -2.0, 0.5], vec![3.0, 0.25]);
+            let mut whole: Vec<f64> = a.iter().chain(&b).copied().collect();
+            let (mut s1, mut s2) = (opt.init_state(5), opt.init_state(5));
+            for t in 0..4 {
+                let g: Vec<f64> = (0..5).map(|i| (i as f64 - 2.0) * 0.3 + t as f64).collect();
+                opt.apply(&mut s1, &mut whole, &g).unwrap();
+                opt.apply_parts(&mut s2, &mut [&mut a, &mut b], &g).unwrap();
+                assert_eq!(&whole[..3], &a[..], "{opt:?}");
+                assert_eq!(&whole[3..], &b[..], "{opt:?}");
+                assert_eq!(s1, s2);
+            }
+            let (a0, b0, s0) = (a.clone(), b.clone(), s2.clone());
+            assert!(opt
+                .apply_parts(&mut s2, &mut [&mut a, &mut b], &[0.0; 4])
+                .is_err());
+            assert_eq!((a, b, s2), (a0, b0, s0));
+        }
+    }
+
     #[test]
     fn bad_configs_are_rejected_and_errors_leave_state_untouched() {
         assert!(Optimizer::sgd(-1.0).validate().is_err());

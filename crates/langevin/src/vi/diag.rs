@@ -132,6 +132,15 @@ pub struct DiagVi<D> {
     density: D,
 }
 
+/// Buffers of one estimate: standard deviations, normals, the density's
+/// gradient and the sampled parameters.
+struct Temporaries {
+    sd: Vec<f64>,
+    xi: Vec<f64>,
+    g: Vec<f64>,
+    theta: Params,
+}
+
 struct Estimate<A> {
     nelbo: f64,
     mean_lp: f64,
@@ -207,21 +216,20 @@ impl<D: LogDensity> DiagVi<D> {
         let mut sd = scratch::take(d);
         sd.copy_from_slice(&state.log_sd);
         langevin_core::vecmath::exp_in_place(&mut sd);
-        let mut xi = scratch::take(d);
-        let mut g = scratch::take(d);
-        let mut theta = Params::new(state.params.layout().clone(), scratch::take(d))?;
-        let grad = scratch::take(2 * d);
-        let result = self.estimate_into(
-            state, batch, n_samples, temp, rng, &sd, &mut xi, &mut g, &mut theta, grad,
-        );
-        scratch::give(sd);
-        scratch::give(xi);
-        scratch::give(g);
-        scratch::give(theta.into_values());
+        let mut tmp = Temporaries {
+            sd,
+            xi: scratch::take(d),
+            g: scratch::take(d),
+            theta: Params::new(state.params.layout().clone(), scratch::take(d))?,
+        };
+        let result = self.estimate_into(state, batch, n_samples, temp, rng, &mut tmp);
+        scratch::give(tmp.sd);
+        scratch::give(tmp.xi);
+        scratch::give(tmp.g);
+        scratch::give(tmp.theta.into_values());
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn estimate_into<R: Rng + ?Sized>(
         &self,
         state: &DiagViState,
@@ -229,14 +237,12 @@ impl<D: LogDensity> DiagVi<D> {
         n_samples: usize,
         temp: f64,
         rng: &mut R,
-        sd: &[f64],
-        xi: &mut [f64],
-        g: &mut [f64],
-        theta: &mut Params,
-        mut grad: Vec<f64>,
+        tmp: &mut Temporaries,
     ) -> Result<Estimate<D::Aux>> {
         let d = state.params.len();
         let stl = self.config.stick_the_landing;
+        let Temporaries { sd, xi, g, theta } = tmp;
+        let mut grad = scratch::take(2 * d);
         let (mut sum_obj, mut sum_lp) = (0.0, 0.0);
         let mut first_aux = None;
         for _ in 0..n_samples {
@@ -245,7 +251,7 @@ impl<D: LogDensity> DiagVi<D> {
                 .values_mut()
                 .iter_mut()
                 .zip(state.params.values())
-                .zip(sd)
+                .zip(sd.iter())
                 .zip(xi.iter())
             {
                 *t = m + s * z;
