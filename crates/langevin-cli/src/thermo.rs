@@ -977,10 +977,21 @@ fn run_tbi(args: TbiArgs) -> anyhow::Result<()> {
         ..CircuitConfig::default()
     };
     mism.validate().map_err(bad_input)?;
+    // Every option is checked before the output folder is created.
+    let g_dims = if do_g {
+        parse_dims(&args.dims)?
+    } else {
+        Vec::new()
+    };
+    let l_dims = if do_l {
+        parse_dims(&args.logistic_dims)?
+    } else {
+        Vec::new()
+    };
     prepare_out(&args.out)?;
     let mut summary = json!({ "tau_seconds": ideal.tau(), "threshold": args.threshold, "circuit": serde_json::to_value(&mism)? });
     if do_g {
-        let dims = parse_dims(&args.dims)?;
+        let dims = g_dims;
         let rows =
             analog::gaussian_scaling(&dims, args.threshold, &mism, args.mismatch_max_d, args.seed)
                 .map_err(bad_input)?;
@@ -1075,7 +1086,7 @@ fn run_tbi(args: TbiArgs) -> anyhow::Result<()> {
         summary["gaussian"] = serde_json::to_value(&rows)?;
     }
     if do_l {
-        let dims = parse_dims(&args.logistic_dims)?;
+        let dims = l_dims;
         let nls = [
             Nonlinearity::Ideal,
             Nonlinearity::Bipolar { offset_sd: 0.05 },

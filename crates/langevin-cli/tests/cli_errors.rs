@@ -172,6 +172,19 @@ fn bad_arguments_exit_2() {
     expect(&["predict", "--run", o, "--data", "iris"], 2, &["run.json"]);
     expect(&["diagnose", "--run", o], 2, &["run.json"]);
     assert!(!out.join("summary.json").exists());
+    // thermo tbi checks both dimension lists before creating its folder.
+    let tbi = tmp.path().join("tbi");
+    let t = tbi.to_str().unwrap();
+    expect_no_output(
+        &["thermo", "tbi", "--dims", "2,x", "--out", t],
+        &tbi,
+        &["bad dimension list `2,x`"],
+    );
+    expect_no_output(
+        &["thermo", "tbi", "--logistic-dims", "0", "--out", t],
+        &tbi,
+        &["dimensions must be in 1..=4096"],
+    );
 }
 
 #[test]
