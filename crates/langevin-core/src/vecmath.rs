@@ -20,11 +20,11 @@ const SHIFT: f64 = 6_755_399_441_055_744.0;
 /// Bits of 1.0.
 const ONE_BITS: u64 = 0x3FF0_0000_0000_0000;
 
-/// `exp(x)` for `x ≤ 0` (NaN stays NaN; x < −708 is treated as −708, i.e. a
-/// result ≤ 3.3e−308 instead of a smaller or zero one).
+/// The shared core of [`exp_nonpositive`] and [`exp`] for a clamped `x`:
+/// `(p, k, t)` with `exp(x) = p · 2^k`, `p = exp(r)` for the remainder
+/// `|r| ≤ ln2 / 2`, and `t = x log2(e) + SHIFT` (k in its low mantissa bits).
 #[inline(always)]
-pub fn exp_nonpositive(x: f64) -> f64 {
-    let x = if x < -708.0 { -708.0 } else { x };
+fn exp_parts(x: f64) -> (f64, f64, f64) {
     let t = x * std::f64::consts::LOG2_E + SHIFT;
     let k = t - SHIFT;
     // |r| ≤ ln2 / 2
@@ -44,6 +44,15 @@ pub fn exp_nonpositive(x: f64) -> f64 {
     p = p.mul_add(r, 0.5);
     p = p.mul_add(r, 1.0);
     p = p.mul_add(r, 1.0);
+    (p, k, t)
+}
+
+/// `exp(x)` for `x ≤ 0` (NaN stays NaN; x < −708 is treated as −708, i.e. a
+/// result ≤ 3.3e−308 instead of a smaller or zero one).
+#[inline(always)]
+pub fn exp_nonpositive(x: f64) -> f64 {
+    let x = if x < -708.0 { -708.0 } else { x };
+    let (p, _, t) = exp_parts(x);
     // 2^k: k (≥ −1022) sits in the low bits of t's mantissa.
     let two_k = f64::from_bits(ONE_BITS.wrapping_add(t.to_bits() << 52));
     p * two_k
@@ -64,24 +73,7 @@ fn pow2i(k: f64) -> f64 {
 #[inline(always)]
 pub fn exp(x: f64) -> f64 {
     // Outside [−746, 710] the result is 0 or inf anyway.
-    let x = x.clamp(-746.0, 710.0);
-    let t = x * std::f64::consts::LOG2_E + SHIFT;
-    let k = t - SHIFT;
-    let r = k.mul_add(-LN2_LO, k.mul_add(-LN2_HI, x));
-    let mut p: f64 = 1.0 / 6_227_020_800.0;
-    p = p.mul_add(r, 1.0 / 479_001_600.0);
-    p = p.mul_add(r, 1.0 / 39_916_800.0);
-    p = p.mul_add(r, 1.0 / 3_628_800.0);
-    p = p.mul_add(r, 1.0 / 362_880.0);
-    p = p.mul_add(r, 1.0 / 40_320.0);
-    p = p.mul_add(r, 1.0 / 5_040.0);
-    p = p.mul_add(r, 1.0 / 720.0);
-    p = p.mul_add(r, 1.0 / 120.0);
-    p = p.mul_add(r, 1.0 / 24.0);
-    p = p.mul_add(r, 1.0 / 6.0);
-    p = p.mul_add(r, 0.5);
-    p = p.mul_add(r, 1.0);
-    p = p.mul_add(r, 1.0);
+    let (p, k, _) = exp_parts(x.clamp(-746.0, 710.0));
     // 2^k in two factors (k ∈ [−1077, 1025] does not fit one exponent):
     // the last product rounds once, into the subnormals or to inf.
     let h = (0.5 * k + SHIFT) - SHIFT;
@@ -92,8 +84,7 @@ pub fn exp(x: f64) -> f64 {
 pub fn exp_in_place(xs: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             unsafe { exp_in_place_avx2(xs) };
             return;
@@ -106,6 +97,25 @@ pub fn exp_in_place(xs: &mut [f64]) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp_in_place_avx2(xs: &mut [f64]) {
     xs.iter_mut().for_each(|x| *x = exp(*x));
+}
+
+/// Whether the CPU has what the `avx2,fma` versions of the loops here (and
+/// in `langevin::sgmcmc::batched_logistic`) are compiled for.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Whether the CPU has what the `avx512f,avx512vl,avx512dq,avx2,fma`
+/// versions of the loops are compiled for.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+        && has_avx2_fma()
 }
 
 /// fdlibm's `log(2^k (1 + f)) = k ln2 + log(1 + f)` for `1 + f ∈ (√½, √2]`,
@@ -273,17 +283,12 @@ pub fn box_muller(words: &[u64], out: &mut [f64]) {
     debug_assert!(out.len() == 2 * words.len());
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has_avx512() {
             // SAFETY: the CPU supports these features (checked just above).
             unsafe { box_muller_avx512(words, out) };
             return;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             unsafe { box_muller_avx2(words, out) };
             return;
@@ -410,8 +415,7 @@ mod tests {
         box_muller_generic(&words, &mut z2);
         assert_eq!(z, z2, "dispatch must not change the bits");
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has_avx2_fma() {
             // SAFETY: feature checked just above.
             unsafe { box_muller_avx2(&words, &mut z2) };
             assert_eq!(z, z2, "AVX2 and the dispatched version differ");

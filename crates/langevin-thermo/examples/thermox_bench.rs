@@ -90,16 +90,15 @@ fn main() -> anyhow::Result<()> {
     // Thermodynamic solve: d = 50, 10 000 readouts.
     let exact = chol_solve(&a_solve, &b_solve);
     let exact_norm = exact.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let mut solve_s = Vec::new();
-    let mut rel_errs = Vec::new();
-    for rep in 0..reps + 1 {
+    // One solve with `seed`: (seconds, relative error of the solution).
+    let solve_once = |seed: u64| -> anyhow::Result<(f64, f64)> {
         let cfg = ThermoConfig {
             analog_time: 10_000.0,
             sampling_interval: 1.0,
             burn_in: 0.0,
             beta: 2.0,
             batches: 20,
-            seed: rep as u64,
+            seed,
         };
         let t0 = Instant::now();
         let est = linalg::solve(a_solve.as_ref(), &b_solve, &cfg)?;
@@ -111,34 +110,22 @@ fn main() -> anyhow::Result<()> {
             .map(|(x, y)| (x - y).powi(2))
             .sum::<f64>()
             .sqrt();
+        Ok((dt, err / exact_norm))
+    };
+    let mut solve_s = Vec::new();
+    let mut rel_errs = Vec::new();
+    for rep in 0..reps + 1 {
+        let (dt, err) = solve_once(rep as u64)?;
         if rep > 0 {
             solve_s.push(dt);
-            rel_errs.push(err / exact_norm);
+            rel_errs.push(err);
         }
     }
     let mean_err = rel_errs.iter().sum::<f64>() / rel_errs.len() as f64;
     // Accuracy over more seeds (untimed): the timed reps are too few to
     // compare two Monte Carlo errors. Seeds 1000.. (thermox: PRNGKey(1000 + i)).
     let err_seeds: Vec<f64> = (0..ERROR_SEEDS)
-        .map(|i| {
-            let cfg = ThermoConfig {
-                analog_time: 10_000.0,
-                sampling_interval: 1.0,
-                burn_in: 0.0,
-                beta: 2.0,
-                batches: 20,
-                seed: 1000 + i as u64,
-            };
-            let est = linalg::solve(a_solve.as_ref(), &b_solve, &cfg)?;
-            let err = est
-                .value
-                .iter()
-                .zip(&exact)
-                .map(|(x, y)| (x - y).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            Ok(err / exact_norm)
-        })
+        .map(|i| Ok(solve_once(1000 + i as u64)?.1))
         .collect::<anyhow::Result<_>>()?;
     println!(
         "{}",

@@ -216,17 +216,12 @@ impl BatchLogDensity for BatchedLogistic {
 fn logistic_rows(z: &mut [f64], y: &[f64], values: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        if langevin_core::vecmath::has_avx512() {
             // SAFETY: the CPU supports these features (checked just above).
             unsafe { logistic_rows_avx512(z, y, values) };
             return;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if langevin_core::vecmath::has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             unsafe { logistic_rows_avx2(z, y, values) };
             return;
@@ -383,9 +378,7 @@ mod tests {
             logistic_rows(&mut z2, &y, &mut v2);
             assert_eq!((&z1, &v1), (&z2, &v2), "b = {b}");
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if langevin_core::vecmath::has_avx2_fma() {
                 let (mut z3, mut v3) = (z.clone(), vec![0.0; k]);
                 // SAFETY: feature checked just above.
                 unsafe { logistic_rows_avx2(&mut z3, &y, &mut v3) };
