@@ -6,7 +6,8 @@
 //! step, and every page is faulted in and zeroed again: for the MLP VI step
 //! that cost more than the arithmetic, and by a factor that depended on the
 //! machine's memory state (4.3 ms against 9.3 ms for the same step in two
-//! runs). Buffers taken here are returned after the step and reused.
+//! runs). Buffers taken here are returned after the step and reused: the
+//! SGMCMC samplers' gradient and the diagonal VI estimate's temporaries.
 
 use std::cell::RefCell;
 

@@ -22,9 +22,7 @@ use langevin_core::{LogDensity, Params, Result, Schedule, Transform, TransformSt
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    grad_at, non_negative, positive, recycle, schedules_at, with_normals, MomentaInit, SgmcmcInfo,
-};
+use super::{grad_at, non_negative, positive, schedules_at, with_normals, MomentaInit, SgmcmcInfo};
 
 /// Hyper-parameters of BAOA.
 #[derive(Debug, Clone)]
@@ -156,7 +154,7 @@ impl<D: LogDensity> Transform for Baoa<D> {
         } else {
             with_normals(rng, dim, |s, xi| update(s, s + xi.len(), xi));
         }
-        recycle(grad);
+        crate::scratch::give(grad);
         state.step += 1;
         state.log_posterior = lp;
         Ok(SgmcmcInfo {

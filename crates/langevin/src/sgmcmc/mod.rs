@@ -106,32 +106,20 @@ pub(crate) fn schedules_at(
     ))
 }
 
-thread_local! {
-    /// One gradient buffer per thread, reused across steps: allocating a
-    /// fresh multi-megabyte buffer every step costs page faults that showed
-    /// up in profiles of the MLP step.
-    static GRAD_SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Evaluate the density and its gradient, rejecting NaN/Inf. The returned
-/// buffer comes from a per-thread scratch; hand it back with [`recycle`].
+/// buffer comes from the per-thread pool ([`crate::scratch`]: a fresh
+/// multi-megabyte buffer every step costs page faults that showed up in
+/// profiles of the MLP step); hand it back with `scratch::give`.
 pub(crate) fn grad_at<D: LogDensity>(
     density: &D,
     params: &Params,
     batch: &D::Batch,
     step: u64,
 ) -> Result<(f64, Vec<f64>, D::Aux)> {
-    let mut grad = GRAD_SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    grad.clear();
-    grad.resize(params.len(), 0.0);
+    let mut grad = crate::scratch::take(params.len());
     let (value, aux) = density.value_and_grad(params, batch, &mut grad)?;
     check_finite(value, &grad, step)?;
     Ok((value, grad, aux))
-}
-
-/// Return a gradient buffer from [`grad_at`] to the per-thread scratch.
-pub(crate) fn recycle(grad: Vec<f64>) {
-    GRAD_SCRATCH.with(|c| *c.borrow_mut() = grad);
 }
 
 /// Validate a strictly positive finite scalar hyper-parameter.

@@ -22,7 +22,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    grad_at, noise_scale, non_negative, positive, recycle, schedules_at, with_normals, MomentaInit,
+    grad_at, noise_scale, non_negative, positive, schedules_at, with_normals, MomentaInit,
     SgmcmcInfo,
 };
 
@@ -162,7 +162,7 @@ impl<D: LogDensity> Transform for Sghmc<D> {
                 }
             });
         }
-        recycle(grad);
+        crate::scratch::give(grad);
         state.step += 1;
         state.log_posterior = lp;
         Ok(SgmcmcInfo {

@@ -19,7 +19,7 @@ use langevin_core::{LogDensity, Params, Result, Schedule, Transform, TransformSt
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{grad_at, noise_scale, non_negative, recycle, schedules_at, with_normals, SgmcmcInfo};
+use super::{grad_at, noise_scale, non_negative, schedules_at, with_normals, SgmcmcInfo};
 
 /// Hyper-parameters of SGLD.
 #[derive(Debug, Clone)]
@@ -128,7 +128,7 @@ impl<D: LogDensity> Transform for Sgld<D> {
                 }
             });
         }
-        recycle(grad);
+        crate::scratch::give(grad);
         state.step += 1;
         state.log_posterior = lp;
         Ok(SgmcmcInfo {

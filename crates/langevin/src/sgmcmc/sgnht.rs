@@ -22,7 +22,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    grad_at, noise_scale, non_negative, positive, recycle, schedules_at, with_normals, MomentaInit,
+    grad_at, noise_scale, non_negative, positive, schedules_at, with_normals, MomentaInit,
     SgmcmcInfo,
 };
 
@@ -173,7 +173,7 @@ impl<D: LogDensity> Transform for Sgnht<D> {
         }
         let dim = mom.len().max(1) as f64;
         state.thermostat += eps * (inv_mass * sum_sq / dim - temp);
-        recycle(grad);
+        crate::scratch::give(grad);
         state.step += 1;
         state.log_posterior = lp;
         Ok(SgmcmcInfo {
