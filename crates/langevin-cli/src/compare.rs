@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 
 use crate::exit::{bad_input, code_for};
-use crate::fit::{self, FitArgs, MethodArg};
+use crate::fit::{self, DataArgs, FitArgs, MethodArg};
+use crate::rundir::default_out_dir;
 
 /// Arguments of `langevin compare`.
 #[derive(Args, Debug, Clone)]
@@ -25,63 +26,24 @@ pub struct CompareArgs {
     /// Methods to fit, comma-separated (any `fit --method`), e.g. map,sghmc,vi,laplace-diag-ggn.
     #[arg(long, required = true)]
     pub methods: String,
-    /// CSV file with a header row, or a bundled data set (default iris_virginica).
-    #[arg(long)]
-    pub data: Option<String>,
-    /// Target column (default for a bundled set: its target).
-    #[arg(long)]
-    pub target: Option<String>,
-    /// Model: linear, logistic, softmax or mlp (default: from the target).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Task of an MLP: classification or regression.
-    #[arg(long)]
-    pub task: Option<String>,
-    /// Hidden layer widths of the MLP, comma-separated.
-    #[arg(long)]
-    pub hidden: Option<String>,
-    /// Standard deviation of the Gaussian prior on every parameter.
-    #[arg(long, allow_hyphen_values = true)]
-    pub prior_sd: Option<f64>,
-    /// Fix the regression noise sd (standardised target units).
-    #[arg(long, allow_hyphen_values = true)]
-    pub noise_sd: Option<f64>,
+    /// The data, model and split, as for `fit`.
+    #[command(flatten)]
+    pub d: DataArgs,
     /// Steps of every method (default: each method's own default).
     #[arg(long)]
     pub steps: Option<u64>,
     /// Chains (samplers) or independent draw sets (Gaussian methods).
     #[arg(long)]
     pub chains: Option<usize>,
-    /// Minibatch size of every method.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Fraction of rows held out for the metrics.
-    #[arg(long, allow_hyphen_values = true)]
-    pub test_fraction: Option<f64>,
-    /// Seed of the split and of every method.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Output directory (default: runs/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Do not standardise features (and a regression target).
-    #[arg(long)]
-    pub no_standardize: bool,
     /// Skip the PNG plots (of each fit and the comparison).
     #[arg(long)]
     pub no_plots: bool,
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-/// `fit`'s parser, to build its arguments from words (so that every option
-/// keeps `fit`'s defaults and validation).
-#[derive(Parser)]
-#[command(name = "fit")]
-struct FitOnly {
-    #[command(flatten)]
-    fit: FitArgs,
 }
 
 /// One row of the comparison.
@@ -121,48 +83,25 @@ fn parse_methods(s: &str) -> Result<Vec<(String, MethodArg)>> {
     Ok(out)
 }
 
-/// The `fit` arguments of one method.
-fn fit_args(a: &CompareArgs, method: &str, out: &Path) -> Result<FitArgs> {
-    let mut w: Vec<String> = vec!["fit".into(), "--method".into(), method.into()];
-    let mut opt = |k: &str, v: Option<String>| {
-        if let Some(v) = v {
-            w.push(format!("--{k}"));
-            w.push(v);
-        }
-    };
-    opt("data", a.data.clone());
-    opt("target", a.target.clone());
-    opt("model", a.model.clone());
-    opt("task", a.task.clone());
-    opt("hidden", a.hidden.clone());
-    opt("prior-sd", a.prior_sd.map(|v| v.to_string()));
-    opt("noise-sd", a.noise_sd.map(|v| v.to_string()));
-    opt("steps", a.steps.map(|v| v.to_string()));
-    opt("chains", a.chains.map(|v| v.to_string()));
-    opt("batch-size", a.batch_size.map(|v| v.to_string()));
-    opt("test-fraction", a.test_fraction.map(|v| v.to_string()));
-    opt("seed", Some(a.seed.to_string()));
-    opt("out", Some(out.display().to_string()));
-    if a.no_standardize {
-        w.push("--no-standardize".into());
+/// The `fit` arguments of one method: the shared options, `fit`'s
+/// defaults otherwise.
+fn fit_args(a: &CompareArgs, method: MethodArg, out: &Path) -> FitArgs {
+    FitArgs {
+        d: a.d.clone(),
+        method,
+        steps: a.steps,
+        chains: a.chains,
+        out: Some(out.to_path_buf()),
+        no_plots: a.no_plots,
+        quiet: true,
+        ..FitArgs::default()
     }
-    if a.no_plots {
-        w.push("--no-plots".into());
-    }
-    w.push("--quiet".into());
-    let parsed = FitOnly::try_parse_from(&w).map_err(|e| {
-        bad_input(format!(
-            "compare: invalid options for --method {method}: {}",
-            e.to_string().trim()
-        ))
-    })?;
-    Ok(parsed.fit)
 }
 
 /// Run `langevin compare`.
 pub fn run(a: CompareArgs) -> Result<()> {
     let methods = parse_methods(&a.methods)?;
-    let dir = a.out.clone().unwrap_or_else(fit::default_out_dir);
+    let dir = a.out.clone().unwrap_or_else(default_out_dir);
     std::fs::create_dir_all(&dir)
         .map_err(|e| bad_input(format!("cannot create {}: {e}", dir.display())))?;
     for f in ["compare.csv", "compare.md", "compare.png"] {
@@ -171,11 +110,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
             std::fs::remove_file(&p)?;
         }
     }
-    // Every method's options are checked before anything runs.
     let mut jobs = Vec::with_capacity(methods.len());
     for (name, m) in &methods {
         let sub = dir.join(name);
-        jobs.push((name.clone(), *m, fit_args(&a, name, &sub)?, sub));
+        jobs.push((name.clone(), *m, fit_args(&a, *m, &sub), sub));
     }
     let mut rows = Vec::with_capacity(jobs.len());
     let mut first_err: Option<anyhow::Error> = None;
@@ -241,7 +179,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         metrics.push(("seconds".into(), col(|r| r.seconds)));
         let title = format!(
             "compare on {}",
-            a.data.as_deref().unwrap_or(fit::DEFAULT_DATA)
+            a.d.data.as_deref().unwrap_or(fit::DEFAULT_DATA)
         );
         if let Err(e) =
             langevin_plot::metric_dots_png(dir.join("compare.png"), &title, &items, &metrics)

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::runio::{read_samples, RunMeta};
+use crate::rundir::{read_meta, read_samples, RunMeta};
+use crate::summary::{param_summaries, table, warnings};
 
 /// Arguments of `langevin diagnose`.
 #[derive(Args, Debug, Clone)]
@@ -22,73 +23,25 @@ pub struct DiagnoseArgs {
     pub max_rhat: f64,
 }
 
-/// Format parameter summaries (`summary.json`'s `params`) as a table.
-pub fn table(params: &[serde_json::Value]) -> String {
-    let w = params
-        .iter()
-        .filter_map(|p| p["name"].as_str().map(|s| s.chars().count()))
-        .max()
-        .unwrap_or(4)
-        .max(9);
-    let f = |v: &serde_json::Value, prec: usize| match v.as_f64() {
-        Some(x) => format!("{x:.prec$}"),
-        None => "-".to_string(),
-    };
-    let mut s = format!(
-        "{:<w$} {:>10} {:>9} {:>9} {:>9} {:>7}\n",
-        "parameter", "mean", "sd", "ess_bulk", "ess_tail", "rhat"
-    );
-    for p in params {
-        s += &format!(
-            "{:<w$} {:>10} {:>9} {:>9} {:>9} {:>7}\n",
-            p["name"].as_str().unwrap_or("?"),
-            f(&p["mean"], 4),
-            f(&p["sd"], 4),
-            f(&p["ess_bulk"], 0),
-            f(&p["ess_tail"], 0),
-            f(&p["rhat"], 3),
-        );
-    }
-    s.pop();
-    s
-}
-
-/// Warnings for R-hat above `max_rhat` or ESS below `min_ess`.
-pub fn warnings(params: &[serde_json::Value], min_ess: f64, max_rhat: f64) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in params {
-        let name = p["name"].as_str().unwrap_or("?");
-        if let Some(r) = p["rhat"].as_f64() {
-            if r > max_rhat {
-                out.push(format!(
-                    "{name}: R-hat {r:.3} > {max_rhat}: the chains disagree (not converged); run longer"
-                ));
-            }
-        }
-        for key in ["ess_bulk", "ess_tail"] {
-            if let Some(e) = p[key].as_f64() {
-                if e < min_ess {
-                    out.push(format!(
-                        "{name}: {key} {e:.0} < {min_ess:.0}: too few effective draws; run longer or tune the step size"
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Run `langevin diagnose`.
 pub fn run(args: DiagnoseArgs) -> Result<()> {
-    let meta: RunMeta = crate::runio::read_meta(&args.run)?;
-    let samples = read_samples(&args.run.join("samples.csv"))?;
+    if !(args.max_rhat.is_finite() && args.max_rhat >= 1.0) {
+        crate::bail_input!("--max-rhat must be a finite number >= 1, got {}", args.max_rhat);
+    }
+    if let Some(e) = args.min_ess {
+        if !(e.is_finite() && e >= 0.0) {
+            crate::bail_input!("--min-ess must be a finite number >= 0, got {e}");
+        }
+    }
+    let meta: RunMeta = read_meta(&args.run)?;
+    let samples = read_samples(&args.run)?;
     if samples.names != meta.param_names {
         crate::bail_input!(
             "{}: the columns of samples.csv do not match run.json's parameters",
             args.run.display()
         );
     }
-    let params = crate::fit::param_summaries(&samples.names, &samples.chains);
+    let params = param_summaries(&samples)?;
     let n_chains = samples.chains.len();
     println!(
         "{} chains, {} draws per chain (shortest), {} parameters",

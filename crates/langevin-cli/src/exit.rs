@@ -57,15 +57,7 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
             return if e.is_bad_input() { 2 } else { 1 };
         }
         if let Some(e) = cause.downcast_ref::<langevin_core::Error>() {
-            use langevin_core::Error as E;
-            return match e {
-                E::InvalidConfig { .. }
-                | E::DimensionMismatch { .. }
-                | E::NotPositiveDefinite { .. }
-                | E::Io { .. }
-                | E::Data(_) => 2,
-                _ => 1,
-            };
+            return if e.is_bad_input() { 2 } else { 1 };
         }
     }
     1

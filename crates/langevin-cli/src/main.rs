@@ -4,15 +4,14 @@ use clap::{Parser, Subcommand};
 
 #[macro_use]
 mod exit;
-mod checkpoint;
 mod compare;
 mod diagnose;
 mod emt;
 mod evaluate;
 mod fit;
-mod gaussian;
 mod predict;
-mod runio;
+mod rundir;
+mod summary;
 mod thermo;
 
 #[derive(Parser)]

@@ -26,7 +26,7 @@ use crate::evaluate::{
     Predictive,
 };
 use crate::exit::bad_input;
-use crate::runio::{read_meta, read_samples};
+use crate::rundir::{read_meta, read_samples};
 
 /// Arguments of `langevin predict`.
 #[derive(Args, Debug, Clone)]
@@ -76,22 +76,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
         crate::bail_input!("--max-draws must be at least 1");
     }
     let meta = read_meta(&args.run)?;
-    let samples = read_samples(&args.run.join("samples.csv"))?;
+    let samples = read_samples(&args.run)?;
     let model = Model::new(meta.model.clone()).map_err(bad_input)?;
     if samples.names != model.param_names() {
         crate::bail_input!(
             "{}: the columns of samples.csv do not match the model in run.json",
-            args.run.display()
-        );
-    }
-    if samples
-        .chains
-        .iter()
-        .flatten()
-        .any(|d| d.len() != model.n_params())
-    {
-        crate::bail_input!(
-            "{}: a row of samples.csv has the wrong number of values",
             args.run.display()
         );
     }
@@ -100,12 +89,23 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if let Some(s) = &meta.standardizer {
         s.apply(&mut x);
     }
-    let draws = samples.pooled(args.max_draws);
-    let pred = predictive(&model, &draws, &x)?;
     let out_path = args
         .out
         .clone()
         .unwrap_or_else(|| args.run.join("predictions.csv"));
+    // Check the output before computing: a folder or an unwritable place is bad input.
+    let out_file = if out_path.as_os_str() == "-" {
+        None
+    } else {
+        if out_path.is_dir() {
+            crate::bail_input!("--out {}: is a directory (give a file name)", out_path.display());
+        }
+        Some(std::fs::File::create(&out_path).map_err(|e| {
+            bad_input(format!("--out {}: cannot write: {e}", out_path.display()))
+        })?)
+    };
+    let draws = samples.spread(args.max_draws);
+    let pred = predictive(&model, &draws, &x)?;
     let mut text = String::new();
     match &pred {
         Predictive::Classification {
@@ -171,10 +171,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
             }
         }
     }
-    if out_path.as_os_str() == "-" {
-        std::io::stdout().write_all(text.as_bytes())?;
-    } else {
-        std::fs::write(&out_path, text)
+    if let Some(mut f) = out_file {
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
             .with_context(|| format!("writing {}", out_path.display()))?;
         eprintln!(
             "wrote {} ({} rows, {} posterior draws)",
@@ -182,6 +181,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
             ds.n(),
             draws.len()
         );
+    } else {
+        std::io::stdout().write_all(text.as_bytes())?;
     }
     Ok(())
 }

@@ -54,9 +54,74 @@ pub enum Error {
     /// An error from candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+
+    /// A saved run (checkpoint, draws file) is damaged or does not belong to
+    /// this run: names the file and the field.
+    #[error("{path}: {field}: {reason}")]
+    InvalidCheckpoint {
+        path: String,
+        field: String,
+        reason: String,
+    },
+
+    /// An error of one chain of a run.
+    #[error("chain {chain}: {source}")]
+    InChain { chain: usize, source: Box<Error> },
 }
 
 impl Error {
+    /// Whether the run can go on after this error (nuts-rs style): a
+    /// non-finite log density is a *divergence*, the state is untouched and
+    /// the run loop skips the step and counts it; every other error stops it.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(self.root(), Error::NonFiniteLogDensity { .. })
+    }
+
+    /// The error itself, without [`Error::InChain`] wrappers.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::InChain { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    /// Whether the error is the caller's input being wrong (a configuration,
+    /// a size, a file, data, a saved run) rather than a failure of the
+    /// computation: front ends map it to their "bad input" exit.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self.root(),
+            Error::InvalidConfig { .. }
+                | Error::DimensionMismatch { .. }
+                | Error::NotPositiveDefinite { .. }
+                | Error::Io { .. }
+                | Error::Data(_)
+                | Error::InvalidCheckpoint { .. }
+        )
+    }
+
+    /// Shorthand for [`Error::InvalidCheckpoint`].
+    pub fn checkpoint(
+        path: impl std::fmt::Display,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::InvalidCheckpoint {
+            path: path.to_string(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Io`] on `path`.
+    pub fn io(path: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
+        Error::Io {
+            path: path.to_string(),
+            line: None,
+            message: e.to_string(),
+        }
+    }
+
     /// Shorthand for [`Error::InvalidConfig`].
     pub fn config(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidConfig {

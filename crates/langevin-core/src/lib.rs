@@ -15,6 +15,7 @@
 //! SGLD/SGHMC increments (ε·g of order 1e-8 relative) vanish in `f32` rounding,
 //! and the conversion at the model boundary is a single copy.
 
+pub mod batches;
 pub mod candle_density;
 pub mod density;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod serde_nan;
 pub mod transform;
 pub mod vecmath;
 
+pub use batches::{BatchRef, BatchSource, FnBatches, FullBatch, ShuffledIndices};
 pub use candle_density::CandleDensity;
 pub use density::{check_finite, FnDensity, LogDensity};
 pub use error::{Error, Result};

@@ -14,14 +14,17 @@
 //! * [`mlp_fast`]: the MLP's log posterior with a hand-written backward pass
 //!   over reused buffers (what [`Model::density`] returns for MLPs on the
 //!   CPU), and its per-example gradients.
+//! * [`batches`]: minibatches of a model's rows as a run's batch source.
 //! * [`error`]: the crate's typed error.
 
+pub mod batches;
 pub mod bundled;
 pub mod data;
 pub mod error;
 pub mod mlp_fast;
 pub mod model;
 
+pub use batches::Minibatches;
 pub use data::{load_csv, load_csv_str, Dataset, Split, Standardizer};
 pub use error::{ModelError, Result};
 pub use mlp_fast::{MlpDensity, MlpLikelihood};

@@ -1,7 +1,7 @@
 //! Parallel chains and (unbiased) deep ensembles.
 //!
-//! [`run_chains`] runs one transform on K states in parallel over rayon's
-//! thread pool. Chain `k` draws all its randomness from
+//! [`run_chains`] runs one transform on K states in parallel (the run loop
+//! of [`crate::run`], one thread per core). Chain `k` draws all its randomness from
 //! [`chain_rng(seed, k)`](langevin_core::chain_rng), so the result does not
 //! depend on the number of threads or on scheduling: same seed, same draws.
 //!
@@ -16,10 +16,9 @@
 //! fused update over the `K × d` state (the fast path for many small chains;
 //! see [`crate::sgmcmc::batched`]).
 
-use rayon::prelude::*;
+use langevin_core::{Error, Params, Result, Transform, TransformState};
 
-use langevin_core::{chain_rng, Error, Params, Result, Transform, TransformState};
-
+use crate::run::{run, Checkpoint, FnBatches, RunConfig, Stop};
 use crate::samples::{Samples, Thinning, Trace};
 use crate::sgmcmc::batched::{BatchLogDensity, ParallelSghmc, ParallelSghmcState};
 
@@ -32,12 +31,15 @@ pub struct ChainsOutput<S> {
     pub states: Vec<S>,
 }
 
-/// Run `inits.len()` chains of `steps` updates of `transform` in parallel.
+/// Run `inits.len()` chains of `steps` updates of `transform` in parallel,
+/// through the run loop ([`crate::run`]) with every chain in memory.
 ///
 /// `batch(chain, step)` gives the batch for that chain's `step`-th update
-/// (0-based). Draws are kept according to `thinning`. Any error (including a
-/// non-finite log density) stops the run and is returned with the chain index
-/// in its message context.
+/// (0-based). Draws are kept according to `thinning`. Chain `k` draws its
+/// randomness from `chain_rng(seed, k)`. A non-finite log density stops the
+/// run (the run loop's policy with `max_divergences = 0`) and is returned as
+/// the error, with the chain index; so is any other error. For skipping and
+/// counting divergences, checkpoints or observers, call [`crate::run::run`].
 pub fn run_chains<T, B>(
     transform: &T,
     inits: Vec<Params>,
@@ -54,9 +56,7 @@ where
     if inits.is_empty() {
         return Err(Error::config("chains", "at least one chain is needed"));
     }
-    thinning.check_steps(steps)?;
-    let names = inits[0].layout().scalar_names();
-    let dim = names.len();
+    let dim = inits[0].len();
     if let Some(p) = inits.iter().find(|p| p.len() != dim) {
         return Err(Error::DimensionMismatch {
             what: "initial parameters of a chain",
@@ -64,31 +64,35 @@ where
             got: p.len(),
         });
     }
-    let results: Vec<Result<(Trace, T::State)>> = inits
-        .into_par_iter()
-        .enumerate()
-        .map(|(k, init)| {
-            let mut rng = chain_rng(seed, k as u64);
-            let mut state = transform.init(init, &mut rng)?;
-            let mut trace = Trace::new(dim);
-            for s in 0..steps {
-                let b = batch(k, s);
-                transform.step(&mut state, &b, &mut rng)?;
-                if thinning.keeps(s + 1) {
-                    trace.push(state.params().values(), state.log_density())?;
-                }
-            }
-            Ok((trace, state))
-        })
-        .collect();
-    let mut samples = Samples::new(names, 0);
-    let mut states = Vec::with_capacity(results.len());
-    for r in results {
-        let (trace, state) = r?;
-        samples.chains.push(trace);
-        states.push(state);
+    let config = RunConfig {
+        steps,
+        thinning,
+        round: Some(steps.max(1)),
+        max_divergences: 0,
+        threads: None,
+    };
+    config.validate()?;
+    let batches = FnBatches(batch);
+    let start = Checkpoint::start(transform, &batches, seed, inits.len(), |k, _| {
+        Ok(inits[k].clone())
+    })?;
+    let out = run(transform, &batches, &config, start, None, &mut ())?;
+    if let Some(Stop::Divergences { chains, .. }) = &out.stop {
+        let k = chains[0];
+        let step = out.states[k].step();
+        return Err(Error::InChain {
+            chain: k,
+            source: Box::new(Error::NonFiniteLogDensity {
+                step,
+                value: f64::NAN,
+                bad_grad: 0,
+            }),
+        });
     }
-    Ok(ChainsOutput { samples, states })
+    Ok(ChainsOutput {
+        samples: out.samples,
+        states: out.states,
+    })
 }
 
 /// A deep ensemble: K chains of `steps` updates, keeping only the final
@@ -109,11 +113,7 @@ where
     if steps == 0 {
         return Err(Error::config("steps", "must be >= 1"));
     }
-    let thinning = Thinning {
-        burn_in: steps - 1,
-        thin: 1,
-    };
-    Ok(run_chains(transform, inits, seed, steps, thinning, batch)?.states)
+    Ok(run_chains(transform, inits, seed, steps, Thinning::last_of(steps), batch)?.states)
 }
 
 /// What [`run_parallel_sghmc`] produced.

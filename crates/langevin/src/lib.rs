@@ -2,6 +2,10 @@
 //!
 //! Every method is a [`Transform`](langevin_core::Transform) built from a
 //! validated config and a [`LogDensity`](langevin_core::LogDensity).
+//! [`run`] is the one run loop that turns a transform into draws: chains in
+//! rounds, observers (draws streamed to CSV, checkpoints, progress), one
+//! divergence policy, checkpoint and byte-identical resume. Every front end
+//! (the `langevin` program, the Python package) drives it.
 
 pub use langevin_core as core;
 pub use langevin_core::{
@@ -17,7 +21,9 @@ pub mod laplace;
 pub mod metrics;
 pub mod optim;
 pub mod predictive;
+pub mod run;
 pub mod samples;
+pub mod tune;
 mod scratch;
 pub mod sgmcmc;
 pub mod vi;

@@ -2,7 +2,7 @@
 //! approximations of the posterior, with the same data pipeline and the same
 //! output directory as the samplers.
 //!
-//! Every method sees what the samplers see ([`fit::prepare`]: the split, the
+//! Every method sees what the samplers see ([`super::data::prepare`]: the split, the
 //! standardisation, the model and its batch-averaged log posterior
 //! `ℓ(θ) = mean log lik + log prior / N`), fits a Gaussian `q = N(μ, Σ)` in
 //! f64, then writes `--chains` × D independent draws of `q` to `samples.csv`
@@ -60,8 +60,6 @@
 //! fit (`chain_rng(seed, u64::MAX - 2)`), and chain `c`'s draws of q come
 //! from `chain_rng(seed, c)`.
 
-use std::time::Instant;
-
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, D};
 use langevin::curvature::{
@@ -79,9 +77,14 @@ use langevin_models::{Batch, Model, ModelKind, Noise, Task};
 use rand::seq::SliceRandom;
 use serde_json::json;
 
+use langevin::samples::{CsvDrawWriter, Samples};
+
+use super::args::MethodArg;
+use super::data::Prepared;
+use super::plan::FitConfig;
+use super::report::{summarize_and_report, ReportArgs};
 use crate::exit::{bad_input, Diverged};
-use crate::fit::{self, FitArgs, FitConfig, MethodArg, Prepared};
-use crate::runio::{num, write_json_atomic, SamplesWriter};
+use crate::rundir::num;
 
 /// Largest number of parameters a dense method accepts (it stores P × P matrices).
 pub const MAX_DENSE_PARAMS: usize = 2000;
@@ -97,11 +100,6 @@ const MAP_ADAM_LR: f64 = 1e-3;
 const EKF_PASSES: u64 = 10;
 /// Largest minibatch for the curvature (per-example gradients and Jacobians are held in memory).
 const CURVATURE_BATCH: usize = 256;
-
-/// Is `m` one of the Gaussian methods of this module?
-pub fn is_gaussian(m: MethodArg) -> bool {
-    family(m).is_some()
-}
 
 /// The Laplace curvatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,22 +143,6 @@ fn is_dense(f: Family) -> bool {
     }
 }
 
-/// Display name of a Gaussian method (for reports and plot titles).
-pub fn method_label(m: MethodArg) -> &'static str {
-    match m {
-        MethodArg::Vi => "VI (diagonal)",
-        MethodArg::ViDense => "VI (dense)",
-        MethodArg::LaplaceDiagFisher => "Laplace (diagonal Fisher)",
-        MethodArg::LaplaceDenseFisher => "Laplace (dense Fisher)",
-        MethodArg::LaplaceDiagGgn => "Laplace (diagonal GGN)",
-        MethodArg::LaplaceDenseGgn => "Laplace (dense GGN)",
-        MethodArg::LaplaceHessian => "Laplace (Hessian)",
-        MethodArg::Ekf => "EKF (diagonal)",
-        MethodArg::EkfDense => "EKF (dense)",
-        _ => "sampler",
-    }
-}
-
 /// The `--step-size` default of a Gaussian method (VI: Adam's learning rate;
 /// Laplace: the learning rate of the Adam MAP with minibatches).
 pub fn default_step_size(m: MethodArg) -> f64 {
@@ -185,130 +167,95 @@ struct Fitted {
     divergences: u64,
 }
 
-/// Run `langevin fit` for a Gaussian method.
-pub fn run(args: FitArgs) -> Result<()> {
-    let t0 = Instant::now();
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
-    let method = args.method;
+/// The run lengths of a Gaussian method.
+pub struct GaussianPlan {
+    /// Optimiser steps (VI, the Adam MAP), L-BFGS iterations or filter updates.
+    pub steps: u64,
+    /// The step size fixed by the method (the EKF's `N / steps`), if any.
+    pub step_size: Option<f64>,
+}
+
+/// Resolve the steps of `method` (`steps`: the user's `--steps`) and refuse
+/// a dense method on a model with more than [`MAX_DENSE_PARAMS`] parameters.
+pub fn plan(
+    method: MethodArg,
+    steps: Option<u64>,
+    n_train: usize,
+    batch_size: usize,
+    n_params: usize,
+) -> Result<GaussianPlan> {
     let Some(fam) = family(method) else {
         anyhow::bail!("internal error: {method:?} is not a Gaussian method");
     };
-    let name = method_name(method);
-    for (given, opt) in [
-        (args.friction.is_some(), "friction"),
-        (args.burn_in.is_some(), "burn-in"),
-        (args.thin.is_some(), "thin"),
-    ] {
-        if given {
-            crate::bail_input!("--{opt} applies to the samplers only, not to --method {name}");
-        }
-    }
-    if matches!(fam, Family::Ekf { .. }) && args.step_size.is_some() {
+    let name = method.name();
+    if is_dense(fam) && n_params > MAX_DENSE_PARAMS {
         crate::bail_input!(
-            "--step-size does not apply to --method {name}: the filter's step sizes follow \
-             from --steps (see docs/cli.md)"
+            "--method {name} stores {n_params} x {n_params} matrices: at most \
+             {MAX_DENSE_PARAMS} parameters are allowed, this model has {n_params}; use a \
+             diagonal method (vi, laplace-diag-ggn, laplace-diag-fisher, ekf) or a smaller model"
         );
     }
-    // The samplers' pipeline, without its step-size search (a step size is
-    // given) and with placeholder run lengths (resolved below).
-    let mut pargs = args.clone();
-    pargs.step_size = Some(args.step_size.unwrap_or(default_step_size(method)));
-    pargs.steps = Some(args.steps.unwrap_or(1));
-    pargs.burn_in = Some(0);
-    pargs.thin = Some(1);
-    let (mut cfg, prep, data_name) = fit::prepare(&pargs)?;
-    let model = &prep.model;
-    let p = model.n_params();
-    if is_dense(fam) && p > MAX_DENSE_PARAMS {
-        crate::bail_input!(
-            "--method {name} stores {p} x {p} matrices: at most {MAX_DENSE_PARAMS} parameters \
-             are allowed, this model has {p}; use a diagonal method (vi, laplace-diag-ggn, \
-             laplace-diag-fisher, ekf) or a smaller model"
-        );
-    }
-    let n = prep.train_y.len();
-    let full_batch = cfg.batch_size >= n;
-    let steps = match args.steps {
+    let full_batch = batch_size >= n_train;
+    let steps = match steps {
         Some(s) => s,
         None => match fam {
             Family::Vi { .. } => VI_STEPS,
             Family::Laplace(_) if full_batch => MAP_LBFGS_ITERS,
             Family::Laplace(_) => MAP_ADAM_STEPS,
-            Family::Ekf { .. } => EKF_PASSES * n.div_ceil(cfg.batch_size) as u64,
+            Family::Ekf { .. } => EKF_PASSES * n_train.div_ceil(batch_size) as u64,
         },
     };
-    cfg.steps = steps;
-    cfg.burn_in = 0;
-    cfg.thin = 1;
-    cfg.friction = 0.0;
-    if matches!(fam, Family::Ekf { .. }) {
-        cfg.step_size = n as f64 / steps as f64;
-    }
-    let chains = cfg.chains;
-    let draws_per_chain = (4_000_000 / (p * chains).max(1)).clamp(10, 1000);
+    let step_size = matches!(fam, Family::Ekf { .. }).then(|| n_train as f64 / steps as f64);
+    Ok(GaussianPlan { steps, step_size })
+}
 
-    let out_dir = args.out.clone().unwrap_or_else(fit::default_out_dir);
-    // Held until the fit ends: no second process writes this directory.
-    let _lock = fit::prepare_out_dir(&out_dir)?;
-    if !args.quiet {
-        if args.data.is_none() {
-            eprintln!(
-                "no --data given: using the bundled data set `{}` (target `{}`)",
-                fit::DEFAULT_DATA,
-                cfg.target
-            );
-        }
-        eprintln!(
-            "fitting {} ({}) on {} ({} rows: {} train, {} test) with {}: {} steps, then {} chains x {} draws",
-            cfg.model,
-            cfg.task,
-            data_name,
-            cfg.n_rows,
-            cfg.n_train,
-            cfg.n_test,
-            method_label(method),
-            steps,
-            chains,
-            draws_per_chain
-        );
-    }
-    let meta = prep.run_meta(&cfg.target, serde_json::to_value(&cfg)?);
-    write_json_atomic(&out_dir.join("run.json"), &meta)?;
-
+/// Fit the Gaussian of `r.cfg.method`, write `--chains` x D independent
+/// draws of it to `samples.csv`, and summarise them: the content of
+/// `summary.json` (with the fitted Gaussian under `gaussian`).
+pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
+    let (cfg, prep) = (r.cfg, r.prep);
+    let method = cfg.method;
+    let Some(fam) = family(method) else {
+        anyhow::bail!("internal error: {method:?} is not a Gaussian method");
+    };
+    let name = method.name();
+    let model = &prep.model;
     let fitter = Fitter {
-        cfg: &cfg,
-        prep: &prep,
+        cfg,
+        prep,
         fam,
-        steps,
-        lr: pargs.step_size.unwrap_or(VI_LR),
-        max_divergences: args.max_divergences,
+        steps: cfg.steps,
+        lr: cfg.step_size,
+        max_divergences: cfg.max_divergences,
         name: name.clone(),
     };
     let fitted = fitter.fit()?;
 
     // Draws of q, chain by chain, in the samplers' format.
-    let writer = SamplesWriter::create(&out_dir.join("samples.csv"), model.param_names())?;
-    let mut draws: Vec<Vec<Vec<f64>>> = Vec::with_capacity(chains);
-    for c in 0..chains {
+    let draws_per_chain = cfg.draws_per_chain(model.n_params());
+    let mut samples = Samples::new(model.param_names().to_vec(), cfg.chains);
+    for (c, trace) in samples.chains.iter_mut().enumerate() {
         let mut rng = chain_rng(cfg.seed, c as u64);
         let ds = (fitted.sampler)(draws_per_chain, &mut rng).map_err(|e| not_pd(e, &name))?;
-        let ds: Vec<Vec<f64>> = ds.into_iter().map(|d| d.into_values()).collect();
-        for (i, d) in ds.iter().enumerate() {
-            writer.append(c, i, d)?;
+        for d in ds {
+            if d.values().iter().any(|v| !v.is_finite()) {
+                return Err(anyhow::Error::new(Diverged(format!(
+                    "--method {name}: the fitted Gaussian has non-finite draws"
+                ))));
+            }
+            trace.push(d.values(), f64::NAN)?;
         }
-        draws.push(ds);
     }
-    writer.flush()?;
-    if draws.iter().flatten().flatten().any(|v| !v.is_finite()) {
-        return Err(anyhow::Error::new(Diverged(format!(
-            "--method {name}: the fitted Gaussian has non-finite draws"
-        ))));
+    let mut writer =
+        CsvDrawWriter::create(r.out_dir.join(langevin::run::SAMPLES_FILE), &samples.names)?;
+    for (c, trace) in samples.chains.iter().enumerate() {
+        for i in 0..trace.n_draws() {
+            writer.write(c, i, trace.draw(i))?;
+        }
     }
+    writer.sync()?;
     let divergences = vec![fitted.divergences];
-    let mut summary =
-        fit::summarize_and_report(&cfg, &prep, &draws, &divergences, &out_dir, &args, t0)?;
+    let mut summary = summarize_and_report(r, &samples, &divergences)?;
     let mut g = serde_json::Map::new();
     g.insert("kind".into(), json!(fitted.kind));
     g.insert("method".into(), json!(name));
@@ -323,21 +270,9 @@ pub fn run(args: FitArgs) -> Result<()> {
     g.extend(fitted.info);
     if let Some(obj) = summary.as_object_mut() {
         obj.insert("gaussian".into(), serde_json::Value::Object(g));
-        obj.insert("seconds".into(), json!(t0.elapsed().as_secs_f64()));
+        obj.insert("seconds".into(), json!(r.t0.elapsed().as_secs_f64()));
     }
-    write_json_atomic(&out_dir.join("summary.json"), &summary)?;
-    if !args.quiet {
-        println!("wrote {}", out_dir.display());
-    }
-    Ok(())
-}
-
-/// The command-line name of a method (`vi-dense`, ...).
-pub fn method_name(m: MethodArg) -> String {
-    use clap::ValueEnum;
-    m.to_possible_value()
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_else(|| format!("{m:?}"))
+    Ok(summary)
 }
 
 /// A precision or covariance that is not positive definite stops the run (exit code 3).

@@ -1,0 +1,271 @@
+//! The arguments of `langevin fit` (and the data/model options `compare` shares).
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodArg {
+    Sgld,
+    Sghmc,
+    Sgnht,
+    Baoa,
+    Map,
+    // Gaussian approximations (fit::gaussian): fitted, then sampled.
+    /// Diagonal-Gaussian variational inference.
+    Vi,
+    /// Dense-Gaussian variational inference.
+    ViDense,
+    /// Laplace at the MAP, diagonal empirical Fisher.
+    LaplaceDiagFisher,
+    /// Laplace at the MAP, dense empirical Fisher.
+    LaplaceDenseFisher,
+    /// Laplace at the MAP, diagonal generalised Gauss-Newton.
+    LaplaceDiagGgn,
+    /// Laplace at the MAP, dense generalised Gauss-Newton.
+    LaplaceDenseGgn,
+    /// Laplace at the MAP, dense Hessian.
+    LaplaceHessian,
+    /// Diagonal extended Kalman filter.
+    Ekf,
+    /// Dense extended Kalman filter.
+    EkfDense,
+}
+
+impl MethodArg {
+    /// The command-line name (`vi-dense`, ...).
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_else(|| format!("{self:?}"))
+    }
+
+    /// One of the SGMCMC samplers or `map` (run by the library's run loop).
+    pub fn is_sampler(self) -> bool {
+        matches!(
+            self,
+            MethodArg::Sgld | MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa | MethodArg::Map
+        )
+    }
+
+    /// Display name (reports and plot titles).
+    pub fn label(self) -> &'static str {
+        match self {
+            MethodArg::Sgld => "SGLD",
+            MethodArg::Sghmc => "SGHMC",
+            MethodArg::Sgnht => "SGNHT",
+            MethodArg::Baoa => "BAOA",
+            MethodArg::Map => "MAP",
+            MethodArg::Vi => "VI (diagonal)",
+            MethodArg::ViDense => "VI (dense)",
+            MethodArg::LaplaceDiagFisher => "Laplace (diagonal Fisher)",
+            MethodArg::LaplaceDenseFisher => "Laplace (dense Fisher)",
+            MethodArg::LaplaceDiagGgn => "Laplace (diagonal GGN)",
+            MethodArg::LaplaceDenseGgn => "Laplace (dense GGN)",
+            MethodArg::LaplaceHessian => "Laplace (Hessian)",
+            MethodArg::Ekf => "EKF (diagonal)",
+            MethodArg::EkfDense => "EKF (dense)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelArg {
+    Linear,
+    Logistic,
+    Softmax,
+    Mlp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskArg {
+    Classification,
+    Regression,
+}
+
+/// The data, the model and the split: what `fit` and `compare` share.
+#[derive(Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataArgs {
+    /// CSV file with a header row, or a bundled data set: iris_virginica (default),
+    /// iris, wine, breast_cancer, diabetes, digits.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Target column (default for a bundled set: its target).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Model (default: logistic for a two-class integer target, softmax for up
+    /// to 20 integer classes, else linear).
+    #[arg(long, value_enum)]
+    pub model: Option<ModelArg>,
+    /// Task of an MLP (default: classification for an integer target with at
+    /// most 20 distinct values, else regression).
+    #[arg(long, value_enum)]
+    pub task: Option<TaskArg>,
+    /// Hidden layer widths of the MLP, comma-separated (default 64,64).
+    #[arg(long)]
+    pub hidden: Option<String>,
+    /// Standard deviation of the Gaussian prior on every parameter.
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    pub prior_sd: f64,
+    /// Fix the regression noise sd (in standardised target units) instead of learning it.
+    #[arg(long, allow_hyphen_values = true)]
+    pub noise_sd: Option<f64>,
+    /// Minibatch size (default: MLP 128; other models all training rows up to 2000, else 256).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Fraction of rows held out for the test metrics; 0 fits on every row
+    /// (metrics are then on the training rows).
+    #[arg(long, default_value_t = 0.2, allow_hyphen_values = true)]
+    pub test_fraction: f64,
+    /// Seed of the split and of every chain.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not standardise features (and a regression target).
+    #[arg(long)]
+    pub no_standardize: bool,
+}
+
+impl Default for DataArgs {
+    fn default() -> Self {
+        Self {
+            data: None,
+            target: None,
+            model: None,
+            task: None,
+            hidden: None,
+            prior_sd: 1.0,
+            noise_sd: None,
+            batch_size: None,
+            test_fraction: 0.2,
+            seed: 0,
+            no_standardize: false,
+        }
+    }
+}
+
+/// Arguments of `langevin fit`.
+#[derive(Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub d: DataArgs,
+    /// Sampler, or `map` (the same SGHMC machinery at temperature 0), or a
+    /// Gaussian approximation (vi, laplace-*, ekf, ...).
+    #[arg(long, value_enum, default_value = "sghmc")]
+    pub method: MethodArg,
+    /// Step size ε (posteriors' `lr`). Default: see `docs/cli.md`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub step_size: Option<f64>,
+    /// Friction α of SGHMC, SGNHT and BAOA.
+    #[arg(long, allow_hyphen_values = true)]
+    pub friction: Option<f64>,
+    /// Steps per chain.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Steps discarded at the start of each chain (default: a quarter of --steps).
+    #[arg(long)]
+    pub burn_in: Option<u64>,
+    /// Keep every K-th step after burn-in (default: at most 1000 draws per chain).
+    #[arg(long)]
+    pub thin: Option<u64>,
+    /// Number of chains, run in parallel (default 4; 1 for map).
+    #[arg(long)]
+    pub chains: Option<usize>,
+    /// Output directory (default: runs/<UTC timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Stop with exit code 3 after this many divergent (non-finite) steps in a chain.
+    #[arg(long, default_value_t = 100)]
+    pub max_divergences: u64,
+    /// Skip the PNG plots.
+    #[arg(long)]
+    pub no_plots: bool,
+    /// No progress bar and no report on stdout.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Worker threads for the chains (default: the number of cores, at most
+    /// --chains). The draws do not depend on it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub threads: Option<usize>,
+    /// Save the full state of every chain to DIR/checkpoint.json (atomically)
+    /// every N steps, so that `--resume DIR` can continue the run after a crash.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Continue the checkpointed run in DIR (every other option comes from its
+    /// checkpoint; only --quiet, --no-plots and --threads may be given). The
+    /// result is byte-identical to an uninterrupted run.
+    #[arg(long, value_name = "DIR", conflicts_with_all = RESUME_CONFLICTS)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+}
+
+impl Default for FitArgs {
+    fn default() -> Self {
+        Self {
+            d: DataArgs::default(),
+            method: MethodArg::Sghmc,
+            step_size: None,
+            friction: None,
+            steps: None,
+            burn_in: None,
+            thin: None,
+            chains: None,
+            out: None,
+            max_divergences: 100,
+            no_plots: false,
+            quiet: false,
+            threads: None,
+            checkpoint_every: None,
+            resume: None,
+        }
+    }
+}
+
+/// Options fixed by a checkpoint, so not allowed with `--resume`.
+const RESUME_CONFLICTS: [&str; 21] = [
+    "data",
+    "target",
+    "model",
+    "task",
+    "hidden",
+    "method",
+    "prior_sd",
+    "noise_sd",
+    "step_size",
+    "friction",
+    "steps",
+    "burn_in",
+    "thin",
+    "chains",
+    "batch_size",
+    "test_fraction",
+    "seed",
+    "out",
+    "no_standardize",
+    "max_divergences",
+    "checkpoint_every",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        fit: FitArgs,
+    }
+
+    /// `FitArgs::default()` is what the command line gives with no option.
+    #[test]
+    fn default_is_the_command_line_default() {
+        let parsed = Cli::try_parse_from(["fit"]).unwrap().fit;
+        assert_eq!(parsed, FitArgs::default());
+    }
+}

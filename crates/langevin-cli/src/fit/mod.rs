@@ -1,0 +1,227 @@
+//! `langevin fit`: Bayesian learning on a CSV file or a bundled data set.
+//!
+//! A typed pipeline, one module per stage:
+//! * [`args`]: the command line;
+//! * [`data`]: load the table, split it (seeded), standardise features (and
+//!   a regression target) with training statistics, build the model's
+//!   batch-averaged log posterior;
+//! * [`plan`]: every option resolved and validated in one place (step size,
+//!   steps, burn-in, thinning, chains, batch size);
+//! * [`sample`]: the samplers on the library's run loop ([`langevin::run`]),
+//!   draws streamed to `samples.csv`, checkpoints, resume;
+//!   [`gaussian`]: the Gaussian approximations, fitted then sampled;
+//! * [`report`]: summaries (ESS, R-hat), the posterior predictive on the
+//!   held-out rows, plots; `summary.json` is written last (atomically).
+//!
+//! Reproducibility: chain `c` draws every random number (initial point,
+//! momenta, minibatch order, noise) from `chain_rng(seed, c)`; the split uses
+//! its own stream of the same seed. The result does not depend on the number
+//! of threads.
+
+pub mod args;
+pub mod data;
+pub mod gaussian;
+pub mod plan;
+pub mod report;
+pub mod sample;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use langevin::run::{read_checkpoint_user, write_json_atomic, RunFiles};
+use serde::{Deserialize, Serialize};
+
+pub use args::{DataArgs, FitArgs, MethodArg};
+pub use data::DEFAULT_DATA;
+
+use crate::exit::bad_input;
+use crate::rundir::{default_out_dir, lock_run_dir, prepare_out_dir};
+
+/// What `checkpoint.json` keeps of the command, to resume it.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    /// The arguments of the original command (a data file path made absolute).
+    args: FitArgs,
+    /// The resolved configuration; a resumed run must resolve to the same
+    /// (but for the data path, which may be written differently).
+    config: serde_json::Value,
+    /// Hash of the prepared training and evaluation data.
+    data_fingerprint: u64,
+}
+
+/// `config` without the data path (compared through the fingerprint).
+fn without_data(mut config: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = config.as_object_mut() {
+        o.remove("data");
+    }
+    config
+}
+
+/// Run `langevin fit`.
+pub fn run(args: FitArgs) -> Result<()> {
+    let t0 = Instant::now();
+    // Parallelism is over chains. candle's CPU matmul asks rayon for threads
+    // on every call (even on tiny matrices), which costs more than it gains
+    // here and fights the chain threads: keep each chain's tensor operations
+    // on its own thread unless the user chose otherwise.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    if args.threads == Some(0) {
+        crate::bail_input!("--threads must be at least 1");
+    }
+    // `--resume DIR`: every option comes from the checkpoint.
+    let (args, saved, resume_lock) = match &args.resume {
+        Some(dir) => {
+            if dir.join("summary.json").is_file() {
+                if !args.quiet {
+                    eprintln!("{}: the run is already complete", dir.display());
+                }
+                return Ok(());
+            }
+            if !dir.is_dir() {
+                crate::bail_input!("--resume {}: no such directory", dir.display());
+            }
+            // Lock first, so the checkpoint cannot change under us.
+            let lock = lock_run_dir(dir)?;
+            if !dir.join(langevin::run::CHECKPOINT_FILE).is_file() {
+                crate::bail_input!(
+                    "--resume {}: no {} in it; only a run started with --checkpoint-every \
+                     can be resumed, and only after its first checkpoint",
+                    dir.display(),
+                    langevin::run::CHECKPOINT_FILE
+                );
+            }
+            let (user, steps_done) = read_checkpoint_user(dir)?;
+            let saved: Saved = serde_json::from_value(user).map_err(|e| {
+                bad_input(format!(
+                    "{}: invalid saved command: {e}",
+                    dir.join(langevin::run::CHECKPOINT_FILE).display()
+                ))
+            })?;
+            let mut a = saved.args.clone();
+            a.out = Some(dir.clone());
+            a.quiet = args.quiet;
+            a.no_plots = args.no_plots;
+            a.threads = args.threads;
+            (a, Some((saved, steps_done)), Some(lock))
+        }
+        None => (args, None, None),
+    };
+    if args.checkpoint_every == Some(0) {
+        crate::bail_input!("--checkpoint-every must be at least 1");
+    }
+    let prep = data::prepare(&args.d)?;
+    let cfg = plan::resolve(&args, &prep)?;
+    let config_json = serde_json::to_value(&cfg)?;
+    let fingerprint = prep.fingerprint();
+    let out_dir = args.out.clone().unwrap_or_else(default_out_dir);
+    if let Some((s, _)) = &saved {
+        if without_data(s.config.clone()) != without_data(config_json.clone())
+            || s.data_fingerprint != fingerprint
+        {
+            crate::bail_input!(
+                "--resume {}: the data or the resolved configuration differ from the \
+                 checkpoint's (was the data file changed?); cannot continue this run",
+                out_dir.display()
+            );
+        }
+    }
+    // Held until the run ends: no second process writes this directory.
+    let _lock = match resume_lock {
+        Some(lock) => lock,
+        None => prepare_out_dir(&out_dir)?,
+    };
+    if !args.quiet {
+        if args.d.data.is_none() {
+            eprintln!(
+                "no --data given: using the bundled data set `{DEFAULT_DATA}` (target `{}`)",
+                cfg.target
+            );
+        }
+        let what = if cfg.method.is_sampler() {
+            format!("{} chains x {} steps", cfg.chains, cfg.steps)
+        } else {
+            format!(
+                "{} steps, then {} chains x {} draws",
+                cfg.steps,
+                cfg.chains,
+                cfg.draws_per_chain(prep.model.n_params())
+            )
+        };
+        eprintln!(
+            "fitting {} ({}) on {} ({} rows: {} train, {} test) with {}: {what}",
+            cfg.model,
+            cfg.task,
+            prep.data_name,
+            cfg.n_rows,
+            cfg.n_train,
+            cfg.n_test,
+            cfg.method.label(),
+        );
+        if let Some((_, done)) = &saved {
+            eprintln!(
+                "resuming {} at step {done} of {}",
+                out_dir.display(),
+                cfg.steps
+            );
+        }
+    }
+    if saved.is_none() {
+        write_json_atomic(&out_dir.join("run.json"), &prep.run_meta(config_json.clone()))?;
+    }
+    let report = report::ReportArgs {
+        cfg: &cfg,
+        prep: &prep,
+        out_dir: &out_dir,
+        no_plots: args.no_plots,
+        quiet: args.quiet,
+        t0,
+    };
+    let summary = if cfg.method.is_sampler() {
+        let checkpoint = match args.checkpoint_every {
+            Some(every) => Some((every, checkpoint_data(&args, config_json, fingerprint)?)),
+            None => None,
+        };
+        let sampled = sample::SampleRun {
+            cfg: &cfg,
+            prep: &prep,
+            out_dir: &out_dir,
+            quiet: args.quiet,
+            threads: args.threads,
+            checkpoint,
+            resume: saved.is_some(),
+        }
+        .run()?;
+        report::summarize_and_report(&report, &sampled.samples, &sampled.divergences)?
+    } else {
+        gaussian::run(&report)?
+    };
+    write_json_atomic(&out_dir.join("summary.json"), &summary)?;
+    // The run is complete: its checkpoint is no longer needed.
+    RunFiles::remove_checkpoint(&out_dir)?;
+    if !args.quiet {
+        println!("wrote {}", out_dir.display());
+    }
+    Ok(())
+}
+
+/// What a checkpoint saves of the command (a data file path made absolute,
+/// so the run can be resumed from any working directory).
+fn checkpoint_data(args: &FitArgs, config: serde_json::Value, fp: u64) -> Result<serde_json::Value> {
+    let mut saved = args.clone();
+    saved.resume = None;
+    if let Some(d) = &saved.d.data {
+        if Path::new(d).is_file() {
+            if let Ok(abs) = std::fs::canonicalize(d) {
+                saved.d.data = Some(abs.display().to_string());
+            }
+        }
+    }
+    Ok(serde_json::to_value(Saved {
+        args: saved,
+        config,
+        data_fingerprint: fp,
+    })?)
+}

@@ -1,0 +1,341 @@
+//! The run plan of `langevin fit`: every option resolved (defaults filled
+//! in), validated, in one place for the samplers and the Gaussian methods.
+
+use anyhow::Result;
+use candle_core::{DType, Device};
+use langevin::run::{RunConfig, Thinning};
+use langevin_core::chain_rng;
+use langevin_models::ModelKind;
+use serde::Serialize;
+
+use super::args::{FitArgs, MethodArg};
+use super::data::{check_positive, Prepared};
+use super::gaussian;
+use crate::exit::bad_input;
+
+/// Default steps of a sampler chain.
+pub const DEFAULT_STEPS: u64 = 20_000;
+
+/// At most this many draws per chain are kept by default (and about
+/// [`MAX_STORED`] stored numbers in all).
+const MAX_DRAWS_PER_CHAIN: usize = 1000;
+const MAX_STORED: usize = 4_000_000;
+
+/// The configuration as resolved; saved in run.json and summary.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitConfig {
+    pub data: String,
+    pub target: String,
+    pub model: ModelKind,
+    pub task: String,
+    pub hidden: Vec<usize>,
+    pub method: MethodArg,
+    pub prior_sd: f64,
+    pub noise_sd: Option<f64>,
+    pub step_size: f64,
+    pub friction: f64,
+    pub temperature: f64,
+    pub steps: u64,
+    pub burn_in: u64,
+    pub thin: u64,
+    pub chains: usize,
+    pub batch_size: usize,
+    pub test_fraction: f64,
+    pub seed: u64,
+    pub standardize: bool,
+    pub max_divergences: u64,
+    pub n_rows: usize,
+    pub n_train: usize,
+    pub n_test: usize,
+    pub metrics_on: &'static str,
+}
+
+impl FitConfig {
+    /// The library run loop's settings of a sampler run.
+    pub fn run_config(&self, round: Option<u64>, threads: Option<usize>) -> RunConfig {
+        RunConfig {
+            steps: self.steps,
+            thinning: if self.method == MethodArg::Map {
+                Thinning::last_of(self.steps)
+            } else {
+                Thinning {
+                    burn_in: self.burn_in,
+                    thin: self.thin,
+                }
+            },
+            round,
+            max_divergences: self.max_divergences,
+            threads,
+        }
+    }
+
+    /// Draws kept per chain: a sampler's thinned draws, or the independent
+    /// draws of a Gaussian approximation (at most 1000 per chain and about
+    /// 4 million numbers in all).
+    pub fn draws_per_chain(&self, n_params: usize) -> usize {
+        if self.method.is_sampler() {
+            self.run_config(None, None).thinning.n_draws(self.steps) as usize
+        } else {
+            max_draws(n_params, self.chains)
+        }
+    }
+}
+
+fn max_draws(n_params: usize, chains: usize) -> usize {
+    (MAX_STORED / (n_params * chains).max(1)).clamp(10, MAX_DRAWS_PER_CHAIN)
+}
+
+/// Default step size ε per method (batch-averaged log posterior, standardised data).
+/// (Capped for stability by [`stable_step_size`] when the curvature is high.)
+pub fn default_step_size(method: MethodArg) -> f64 {
+    match method {
+        MethodArg::Sgld => 1e-2,
+        MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa | MethodArg::Map => 1e-1,
+        m => gaussian::default_step_size(m),
+    }
+}
+
+/// Default friction α per method: 0.1 for classification (tuned on the
+/// default data set against NUTS, docs/cli.md), 1 for regression (whose noise
+/// scale makes the curvature high, so the step size must shrink and more
+/// damping mixes faster).
+pub fn default_friction(method: MethodArg, classification: bool) -> f64 {
+    match method {
+        MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa if classification => 0.1,
+        MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa | MethodArg::Map => 1.0,
+        _ => 0.0,
+    }
+}
+
+/// The largest default step size that keeps the integrator stable with a
+/// margin, for a largest curvature `c` of the batch-averaged negative log
+/// posterior and friction `alpha`:
+///
+/// * SGHMC and SGNHT (explicit Euler on (θ, m)): a mode of curvature c is
+///   stable for ε c < α, and its variance is inflated by about ε c / α;
+///   we take ε ≤ α / (4 c) (a margin for the curvature growing away from the
+///   starting point, as a regression's noise scale shrinks);
+/// * SGLD: stable for ε c < 2, we take ε ≤ 0.5 / c;
+/// * BAOA (leapfrog-like): stable for ε √c < 2, we take ε ≤ 0.5 / √c;
+/// * MAP (heavy ball with learning rate ε², momentum 1 − εα): ε ≤ 1 / √c.
+pub fn stable_step_size(method: MethodArg, c: f64, alpha: f64) -> f64 {
+    if !(c.is_finite() && c > 0.0) {
+        return f64::INFINITY;
+    }
+    match method {
+        MethodArg::Sghmc | MethodArg::Sgnht => alpha / (4.0 * c),
+        MethodArg::Sgld => 0.5 / c,
+        MethodArg::Baoa => 0.5 / c.sqrt(),
+        MethodArg::Map => 1.0 / c.sqrt(),
+        _ => f64::INFINITY,
+    }
+}
+
+/// Refuse the options that do not apply to `method` (one rule: an option
+/// that would be ignored is an error, exit code 2).
+fn check_applicable(args: &FitArgs) -> Result<()> {
+    let m = args.method;
+    let name = m.name();
+    let mut not_here: Vec<&str> = Vec::new();
+    if !m.is_sampler() {
+        for (given, opt) in [
+            (args.friction.is_some(), "friction"),
+            (args.burn_in.is_some(), "burn-in"),
+            (args.thin.is_some(), "thin"),
+        ] {
+            if given {
+                crate::bail_input!("--{opt} applies to the samplers only, not to --method {name}");
+            }
+        }
+        if args.checkpoint_every.is_some() {
+            crate::bail_input!(
+                "--checkpoint-every applies to the samplers (sgld, sghmc, sgnht, baoa, map), \
+                 not to a Gaussian fit (--method {name})"
+            );
+        }
+    }
+    if matches!(m, MethodArg::Ekf | MethodArg::EkfDense) && args.step_size.is_some() {
+        crate::bail_input!(
+            "--step-size does not apply to --method {name}: the filter's step sizes follow \
+             from --steps (see docs/cli.md)"
+        );
+    }
+    if m == MethodArg::Sgld && args.friction.is_some() {
+        not_here.push("friction");
+    }
+    if m == MethodArg::Map {
+        if args.burn_in.is_some_and(|b| b > 0) {
+            not_here.push("burn-in");
+        }
+        if args.thin.is_some_and(|t| t > 1) {
+            not_here.push("thin");
+        }
+    }
+    if let Some(opt) = not_here.first() {
+        crate::bail_input!("--{opt} does not apply to --method {name}");
+    }
+    Ok(())
+}
+
+/// Resolve every option of `args` on the prepared data.
+pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
+    check_applicable(args)?;
+    let method = args.method;
+    let model = &prep.model;
+    let classification = prep.classification();
+    let n_train = prep.n_train();
+    let step_size = args.step_size.unwrap_or(default_step_size(method));
+    check_positive("step-size", step_size)?;
+    if let Some(f) = args.friction {
+        if !(f.is_finite() && f >= 0.0) {
+            crate::bail_input!("--friction must be a finite number >= 0, got {f}");
+        }
+    }
+    if args.steps == Some(0) {
+        crate::bail_input!("--steps must be at least 1");
+    }
+    if args.thin == Some(0) {
+        crate::bail_input!("--thin must be at least 1");
+    }
+    let is_map = method == MethodArg::Map;
+    let chains = args.chains.unwrap_or(if is_map { 1 } else { 4 });
+    if chains == 0 {
+        crate::bail_input!("--chains must be at least 1");
+    }
+    if chains > 1024 {
+        crate::bail_input!("--chains {chains} is too many (at most 1024)");
+    }
+    let batch_size = args
+        .d
+        .batch_size
+        .unwrap_or(if model.spec().kind == ModelKind::Mlp {
+            128
+        } else if n_train <= 2000 {
+            n_train
+        } else {
+            256
+        })
+        .min(n_train);
+    let mut cfg = FitConfig {
+        data: prep.data_name.clone(),
+        target: prep.target_name.clone(),
+        model: model.spec().kind,
+        task: if classification {
+            "classification"
+        } else {
+            "regression"
+        }
+        .into(),
+        hidden: model.spec().hidden.clone(),
+        method,
+        prior_sd: args.d.prior_sd,
+        noise_sd: args.d.noise_sd,
+        step_size,
+        friction: 0.0,
+        temperature: 1.0 / n_train as f64,
+        steps: 0,
+        burn_in: 0,
+        thin: 1,
+        chains,
+        batch_size,
+        test_fraction: args.d.test_fraction,
+        seed: args.d.seed,
+        standardize: !args.d.no_standardize,
+        max_divergences: args.max_divergences,
+        n_rows: prep.n_rows,
+        n_train,
+        n_test: prep.n_test,
+        metrics_on: prep.metrics_on,
+    };
+    if !method.is_sampler() {
+        let g = gaussian::plan(method, args.steps, n_train, batch_size, model.n_params())?;
+        cfg.steps = g.steps;
+        if let Some(eps) = g.step_size {
+            cfg.step_size = eps;
+        }
+        return Ok(cfg);
+    }
+    let steps = args.steps.unwrap_or(DEFAULT_STEPS);
+    let burn_in = args.burn_in.unwrap_or(if is_map { 0 } else { steps / 4 });
+    if burn_in >= steps {
+        crate::bail_input!("--burn-in ({burn_in}) must be smaller than --steps ({steps})");
+    }
+    let kept = if is_map { 1 } else { steps - burn_in };
+    let per_chain = max_draws(model.n_params(), chains) as u64;
+    let thin = args.thin.unwrap_or(kept.div_ceil(per_chain).max(1));
+    if !is_map && thin > kept {
+        crate::bail_input!(
+            "--thin {thin} is larger than the {kept} steps after burn-in: no draw would be kept"
+        );
+    }
+    cfg.friction = args.friction.unwrap_or(default_friction(method, classification));
+    cfg.temperature = if is_map { 0.0 } else { cfg.temperature };
+    cfg.steps = steps;
+    cfg.burn_in = burn_in;
+    cfg.thin = thin;
+    // A default step size is capped so that the integrator is stable at the
+    // curvature found near the mode, from chain 0's starting point.
+    if args.step_size.is_none() {
+        let theta0 = model.init(&mut chain_rng(args.d.seed, 0));
+        let density = model.density(DType::F64, &Device::Cpu);
+        let batch = model.batch(&prep.train_x, &prep.train_y, DType::F64, &Device::Cpu)?;
+        let c = langevin::tune::max_curvature(&density, &theta0, &batch, args.d.seed)?;
+        let cap = stable_step_size(method, c, cfg.friction);
+        if cap < cfg.step_size {
+            if !args.quiet {
+                eprintln!(
+                    "note: largest curvature {c:.4} near the mode: default step size lowered from {} to {cap:.4} for stability",
+                    cfg.step_size
+                );
+            }
+            cfg.step_size = cap;
+        }
+    }
+    cfg.run_config(None, args.threads)
+        .validate()
+        .map_err(bad_input)?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use langevin_models::{Model, ModelSpec, Noise, Task};
+
+    /// Linear regression with a fixed noise sd of 1 has a constant Hessian:
+    /// the batch-averaged negative log posterior's is `E[x̃ x̃ᵀ] + I / (N s²)`
+    /// with `x̃ = (x, 1)`; its largest eigenvalue in closed form for one feature.
+    #[test]
+    fn max_curvature_matches_closed_form() {
+        let x: Vec<f64> = (0..40)
+            .map(|i| (i as f64 * 0.37).sin() * 2.0 + 0.5)
+            .collect();
+        let y: Vec<f64> = x.iter().map(|v| 0.3 * v - 1.0).collect();
+        let n = x.len() as f64;
+        let spec = ModelSpec {
+            kind: ModelKind::Linear,
+            task: Task::Regression,
+            feature_names: vec!["x".into()],
+            hidden: vec![],
+            prior_sd: 2.0,
+            noise: Noise::Fixed(1.0),
+            n_train: x.len(),
+        };
+        let model = Model::new(spec).unwrap();
+        let (a, b) = (
+            x.iter().map(|v| v * v).sum::<f64>() / n + 1.0 / (4.0 * n),
+            x.iter().sum::<f64>() / n,
+        );
+        let c = 1.0 + 1.0 / (4.0 * n);
+        let exact = 0.5 * (a + c) + (0.25 * (a - c).powi(2) + b * b).sqrt();
+        let density = model.density(DType::F64, &Device::Cpu);
+        let batch = model.batch(&x, &y, DType::F64, &Device::Cpu).unwrap();
+        let start = langevin_core::Params::new(model.layout().clone(), vec![0.7, -0.2]).unwrap();
+        let got = langevin::tune::max_curvature(&density, &start, &batch, 3).unwrap();
+        assert!((got - exact).abs() < 1e-4 * exact, "{got} vs {exact}");
+        // And the caps keep the integrators stable at that curvature.
+        assert!(stable_step_size(MethodArg::Sghmc, got, 0.1) * got < 0.1);
+        assert!(stable_step_size(MethodArg::Sgld, got, 0.0) * got < 2.0);
+        assert!(stable_step_size(MethodArg::Baoa, got, 0.1) * got.sqrt() < 2.0);
+    }
+}

@@ -1,0 +1,205 @@
+//! The samplers of `langevin fit` (sgld, sghmc, sgnht, baoa, map) on the
+//! library's run loop ([`langevin::run`]): the CLI only builds the
+//! transform and the batch source, and attaches two observers, the run
+//! files (`samples.csv`, `checkpoint.json`) and the progress bar.
+
+use std::path::Path;
+
+use anyhow::Result;
+use candle_core::{DType, Device};
+use indicatif::{ProgressBar, ProgressStyle};
+use langevin::run::{
+    Checkpoint, Observer, RunFiles, RunInfo, Samples, ShuffledIndices, Stop,
+};
+use langevin::sgmcmc::{
+    Baoa, BaoaConfig, MomentaInit, Sghmc, SghmcConfig, Sgld, SgldConfig, Sgnht, SgnhtConfig,
+};
+use langevin_core::Transform;
+use langevin_models::{Batch, Minibatches};
+
+use super::args::MethodArg;
+use super::data::Prepared;
+use super::plan::FitConfig;
+use crate::exit::{bad_input, Diverged};
+
+/// How a sampler run is carried out.
+pub struct SampleRun<'a> {
+    pub cfg: &'a FitConfig,
+    pub prep: &'a Prepared,
+    pub out_dir: &'a Path,
+    pub quiet: bool,
+    /// Worker threads (`None`: one per core).
+    pub threads: Option<usize>,
+    /// `Some((every, data))`: checkpoint every `every` steps, saving `data`.
+    pub checkpoint: Option<(u64, serde_json::Value)>,
+    /// Continue the checkpointed run in `out_dir`.
+    pub resume: bool,
+}
+
+/// The draws of a finished sampler run and its divergences per chain.
+pub struct Sampled {
+    pub samples: Samples,
+    pub divergences: Vec<u64>,
+}
+
+impl SampleRun<'_> {
+    /// Build the method's transform and run it.
+    pub fn run(&self) -> Result<Sampled> {
+        let cfg = self.cfg;
+        let density = self.prep.model.density(DType::F32, &Device::Cpu);
+        let (eps, temp) = (cfg.step_size.into(), cfg.temperature.into());
+        match cfg.method {
+            MethodArg::Sgld => self.drive(
+                &Sgld::new(
+                    &density,
+                    SgldConfig {
+                        step_size: eps,
+                        temperature: temp,
+                        beta: 0.0,
+                    },
+                )
+                .map_err(bad_input)?,
+            ),
+            MethodArg::Sghmc | MethodArg::Map => self.drive(
+                &Sghmc::new(
+                    &density,
+                    SghmcConfig {
+                        step_size: eps,
+                        temperature: temp,
+                        friction: cfg.friction,
+                        beta: 0.0,
+                        sigma: 1.0,
+                        momenta: if cfg.method == MethodArg::Map {
+                            MomentaInit::Constant(0.0)
+                        } else {
+                            MomentaInit::Normal
+                        },
+                    },
+                )
+                .map_err(bad_input)?,
+            ),
+            MethodArg::Sgnht => self.drive(
+                &Sgnht::new(
+                    &density,
+                    SgnhtConfig {
+                        step_size: eps,
+                        temperature: temp,
+                        friction: cfg.friction,
+                        beta: 0.0,
+                        sigma: 1.0,
+                        momenta: MomentaInit::Normal,
+                        thermostat: None,
+                    },
+                )
+                .map_err(bad_input)?,
+            ),
+            MethodArg::Baoa => self.drive(
+                &Baoa::new(
+                    &density,
+                    BaoaConfig {
+                        step_size: eps,
+                        temperature: temp,
+                        friction: cfg.friction,
+                        sigma: 1.0,
+                        momenta: MomentaInit::Normal,
+                    },
+                )
+                .map_err(bad_input)?,
+            ),
+            m => anyhow::bail!("internal error: --method {m:?} is not a sampler"),
+        }
+    }
+
+    fn drive<T: Transform<Batch = Batch>>(&self, t: &T) -> Result<Sampled> {
+        let (cfg, model) = (self.cfg, &self.prep.model);
+        let full = model.batch(&self.prep.train_x, &self.prep.train_y, DType::F32, &Device::Cpu)?;
+        let batches = Minibatches::new(full, cfg.batch_size)?;
+        let config = cfg.run_config(self.checkpoint.as_ref().map(|c| c.0), self.threads);
+        let names = model.param_names().to_vec();
+        let n_train = cfg.n_train;
+        let (files, start, previous) = if self.resume {
+            let (files, start, previous) = RunFiles::resume::<T::State, ShuffledIndices>(
+                self.out_dir,
+                &config,
+                &names,
+                |c| c.is_valid_for(n_train),
+            )?;
+            (files, start, Some(previous))
+        } else {
+            let files = RunFiles::create(
+                self.out_dir,
+                &names,
+                self.checkpoint.as_ref().map(|c| c.1.clone()),
+            )?;
+            let start = Checkpoint::start(t, &batches, cfg.seed, cfg.chains, |_, rng| {
+                Ok(model.init(rng))
+            })?;
+            (files, start, None)
+        };
+        let mut observers = (files, Progress::new(self.quiet, cfg));
+        let out = langevin::run::run(t, &batches, &config, start, previous, &mut observers);
+        observers.1.bar.finish_and_clear();
+        let out = out?;
+        if let Some(Stop::Divergences { .. }) = &out.stop {
+            let all_diverged = out
+                .divergences
+                .iter()
+                .zip(&out.states)
+                .any(|(&d, s)| d > 0 && d == langevin_core::TransformState::step(s));
+            let why = if all_diverged {
+                "every step of a chain was divergent (non-finite log posterior): no result"
+                    .to_string()
+            } else {
+                format!(
+                    "more than {} divergent steps (non-finite log posterior) in a chain",
+                    cfg.max_divergences
+                )
+            };
+            return Err(anyhow::Error::new(Diverged(format!(
+                "stopped: {why} (per chain: {:?}); the draws collected so far are in {}. \
+                 Try a smaller --step-size.",
+                out.divergences,
+                self.out_dir.join(langevin::run::SAMPLES_FILE).display()
+            ))));
+        }
+        Ok(Sampled {
+            samples: out.samples,
+            divergences: out.divergences,
+        })
+    }
+}
+
+/// The progress bar as an observer (hidden with `--quiet`).
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(quiet: bool, cfg: &FitConfig) -> Self {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            let pb = ProgressBar::new(cfg.steps / 100 * 100 * cfg.chains as u64);
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({eta} left)",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            pb
+        };
+        Self { bar }
+    }
+}
+
+impl<S, C> Observer<S, C> for Progress {
+    fn on_start(&mut self, info: &RunInfo<'_>, start: &Checkpoint<S, C>) -> langevin::Result<()> {
+        self.bar
+            .inc(start.steps_done / 100 * 100 * info.chains as u64);
+        Ok(())
+    }
+
+    fn on_progress(&self, steps: u64) {
+        self.bar.inc(steps);
+    }
+}

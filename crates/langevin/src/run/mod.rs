@@ -1,0 +1,571 @@
+//! The run loop: from a transform to a finished, trustworthy set of draws.
+//!
+//! Every front end (the `langevin` program, the Python package, multi-process
+//! runs) drives chains through [`run`]; none of them re-implements rounds,
+//! streaming, divergence counting or resume.
+//!
+//! # What a run is
+//!
+//! * **Chains.** `K` chains of one [`Transform`], each a [`Chain`]: the
+//!   transform state, the chain's own generator
+//!   ([`chain_rng(seed, k)`](langevin_core::chain_rng)), its cursor in the
+//!   [`BatchSource`] and its counters. A chain's computation depends only on
+//!   the seed and its index, so the draws do not depend on the number of
+//!   threads, on the round length, or on where a run was interrupted.
+//! * **Rounds.** All chains advance together by [`RunConfig::round_len`]
+//!   steps at a time, over `min(K, threads)` worker threads. After each round
+//!   the new draws go to the observer in *draw-major* order (draw `i` of
+//!   chain 0, 1, ..., then draw `i + 1`), then the observer sees the
+//!   [`Checkpoint`] (everything needed to continue).
+//! * **Draws.** [`RunConfig::thinning`] picks the kept states
+//!   ([`Thinning`]); they are returned as [`Samples`] (names from the
+//!   parameter layout, per-draw log density and divergence flag).
+//!
+//! # The divergence policy (the one rule of the project)
+//!
+//! A step whose log density or gradient is not finite returns a
+//! *recoverable* error ([`Error::is_recoverable`]) and leaves the state as it
+//! was: the loop **skips** it, counts it as a *divergence* of that chain, and
+//! goes on (the chain's step counter advances, so a kept draw at that step
+//! repeats the previous state, flagged in [`Trace::diverged`]). A chain whose
+//! divergences exceed [`RunConfig::max_divergences`] **stops**; the other
+//! chains finish the round, its draws are delivered, and the run ends with
+//! [`RunOutput::stop`] = [`Stop::Divergences`] (no further checkpoint, so
+//! the last one stays the point to resume from after changing the set-up).
+//! Any other error (a failing model, a bad batch) stops the run at once and
+//! is returned, wrapped in [`Error::InChain`], after the draws of the round
+//! so far were delivered. `max_divergences = 0` makes the first divergence
+//! stop the run. A chain *every* step of which diverged produced nothing
+//! but its starting point: the run then also ends with
+//! [`Stop::Divergences`], whatever the limit.
+//!
+//! # Checkpoint and resume
+//!
+//! A [`Checkpoint`] is plain serde data: the steps every chain completed and
+//! each [`Chain`] (state, generator, cursor, counters). [`run`] starts from
+//! one: [`Checkpoint::start`] makes the fresh one, and a saved one continues
+//! a run bit-identically. [`RunFiles`] is the observer that streams the
+//! draws to `samples.csv` and (optionally) writes `checkpoint.json` after
+//! every round, atomically, with the byte length and checksum of the draws
+//! file at that moment; [`RunFiles::resume`] reads it back, validates every
+//! field, cuts the draws file back to the checkpoint and returns the draws
+//! already collected.
+//!
+//! # Observers
+//!
+//! An [`Observer`] sees the run's events: [`Observer::on_start`],
+//! [`Observer::on_draws`] (each round's draws, draw-major),
+//! [`Observer::on_round`] (the checkpoint after each round),
+//! [`Observer::on_finish`], [`Observer::on_progress`] (from the worker
+//! threads, every 100 steps of a chain) and [`Observer::interrupted`]
+//! (polled every 100 steps: a `true` ends the run early with
+//! [`Stop::Interrupted`], as Ctrl-C does in a front end). Observers combine
+//! as tuples: `(RunFiles, MyProgress)`. The loop itself knows nothing about
+//! files or terminals.
+//!
+//! ```no_run
+//! # use langevin::run::*;
+//! # use langevin::sgmcmc::{Sghmc, SghmcConfig};
+//! # use langevin::{FnDensity, ParamLayout, Params};
+//! # fn main() -> langevin::Result<()> {
+//! let density = FnDensity::new(|x: &[f64], _: &(), g: &mut [f64]| {
+//!     g[0] = -x[0];
+//!     -0.5 * x[0] * x[0]
+//! });
+//! let sghmc = Sghmc::new(density, SghmcConfig::default())?;
+//! let layout = ParamLayout::new([("x", vec![])])?;
+//! let config = RunConfig { steps: 10_000, ..Default::default() };
+//! let start = Checkpoint::start(&sghmc, &FullBatch(()), 42, 4, |_, _| Ok(Params::zeros(layout.clone())))?;
+//! let out = run(&sghmc, &FullBatch(()), &config, start, None, &mut ())?;
+//! println!("{:?}", out.samples.summary()?);
+//! # Ok(()) }
+//! ```
+
+mod files;
+mod observer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::samples::{Samples, Thinning, Trace};
+pub use files::{read_checkpoint_user, write_json_atomic, RunFiles, CHECKPOINT_FILE, SAMPLES_FILE};
+pub use langevin_core::{BatchRef, BatchSource, FnBatches, FullBatch, ShuffledIndices};
+pub use observer::{Draw, Observer, RunInfo};
+
+use langevin_core::{chain_rng, ChainRng, Error, Params, Result, Transform, TransformState};
+
+/// Steps between two calls of [`Observer::on_progress`] (and two polls of
+/// [`Observer::interrupted`]) in a chain.
+pub const PROGRESS_TICK: u64 = 100;
+
+/// How long a run is and how it is carried out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Updates per chain.
+    pub steps: u64,
+    /// Which updates are kept as draws.
+    pub thinning: Thinning,
+    /// Steps per round (`None`: `max(steps / 20, 1000)`). Draws reach the
+    /// observer, and checkpoints are taken, at the end of each round.
+    pub round: Option<u64>,
+    /// A chain stops after this many divergent (skipped) steps.
+    pub max_divergences: u64,
+    /// Worker threads (`None`: one per core); at most one per chain. The
+    /// draws do not depend on it.
+    pub threads: Option<usize>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            thinning: Thinning::default(),
+            round: None,
+            max_divergences: 100,
+            threads: None,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Check the settings (a run that keeps no draw is refused).
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(Error::config("steps", "must be >= 1"));
+        }
+        self.thinning.check_steps(self.steps)?;
+        if self.round == Some(0) {
+            return Err(Error::config("round", "must be >= 1"));
+        }
+        if self.threads == Some(0) {
+            return Err(Error::config("threads", "must be >= 1"));
+        }
+        Ok(())
+    }
+
+    /// Steps per round.
+    pub fn round_len(&self) -> u64 {
+        self.round.unwrap_or((self.steps / 20).max(1000))
+    }
+
+    /// Worker threads for `chains` chains.
+    pub fn workers(&self, chains: usize) -> usize {
+        self.threads
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|p| p.get())
+                    .unwrap_or(1)
+            })
+            .clamp(1, chains.max(1))
+    }
+}
+
+/// One chain of a run: everything it needs to continue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "S: Serialize, C: Serialize",
+    deserialize = "S: serde::de::DeserializeOwned, C: serde::de::DeserializeOwned"
+))]
+pub struct Chain<S, C> {
+    /// The transform state.
+    pub state: S,
+    /// The chain's generator (every random number of the chain).
+    pub rng: ChainRng,
+    /// Position in the batch stream.
+    pub cursor: C,
+    /// Updates completed (skipped divergent steps included).
+    pub step: u64,
+    /// Draws kept so far.
+    pub draws: usize,
+    /// Divergent (skipped) steps so far.
+    pub divergences: u64,
+    /// Stopped on divergences.
+    pub stopped: bool,
+}
+
+/// Everything needed to continue a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "S: Serialize, C: Serialize",
+    deserialize = "S: serde::de::DeserializeOwned, C: serde::de::DeserializeOwned"
+))]
+pub struct Checkpoint<S, C> {
+    /// Steps every (running) chain has completed.
+    pub steps_done: u64,
+    pub chains: Vec<Chain<S, C>>,
+}
+
+impl<S: TransformState, C> Checkpoint<S, C> {
+    /// The start of a run of `n_chains` chains: chain `k` gets
+    /// `rng = chain_rng(seed, k)`, its parameters from `init(k, &mut rng)`,
+    /// then `transform.init(params, &mut rng)`, and the source's first cursor.
+    pub fn start<T, B>(
+        transform: &T,
+        batches: &B,
+        seed: u64,
+        n_chains: usize,
+        mut init: impl FnMut(usize, &mut ChainRng) -> Result<Params>,
+    ) -> Result<Self>
+    where
+        T: Transform<State = S>,
+        B: BatchSource<Cursor = C>,
+    {
+        if n_chains == 0 {
+            return Err(Error::config("chains", "at least one chain is needed"));
+        }
+        let mut chains = Vec::with_capacity(n_chains);
+        for k in 0..n_chains {
+            let mut rng = chain_rng(seed, k as u64);
+            let p0 = init(k, &mut rng)?;
+            let state = transform.init(p0, &mut rng)?;
+            chains.push(Chain {
+                state,
+                rng,
+                cursor: batches.cursor(k),
+                step: 0,
+                draws: 0,
+                divergences: 0,
+                stopped: false,
+            });
+        }
+        Ok(Self {
+            steps_done: 0,
+            chains,
+        })
+    }
+
+    /// Check that this checkpoint is a consistent point of a run with
+    /// `config` over `dim` scalars: every chain's step, draw count and
+    /// divergence count agree with the thinning and the limit, and its
+    /// parameters have the right length. `what` names the file in errors.
+    pub fn validate(&self, config: &RunConfig, dim: usize, what: &str) -> Result<()> {
+        let bad = |field: String, reason: String| Err(Error::checkpoint(what, field, reason));
+        if self.chains.is_empty() {
+            return bad("chains".into(), "no chains saved".into());
+        }
+        if self.steps_done > config.steps {
+            return bad(
+                "steps_done".into(),
+                format!("{} is past the run's {} steps", self.steps_done, config.steps),
+            );
+        }
+        for (k, ch) in self.chains.iter().enumerate() {
+            let field = |f: &str| format!("chains[{k}].{f}");
+            let p = ch.state.params();
+            if p.len() != dim {
+                return bad(
+                    field("state"),
+                    format!("{} parameters, the model has {dim}", p.len()),
+                );
+            }
+            if ch.stopped {
+                if ch.step > self.steps_done || ch.divergences <= config.max_divergences {
+                    return bad(
+                        field("stopped"),
+                        "a stopped chain must have exceeded the divergence limit".into(),
+                    );
+                }
+            } else if ch.step != self.steps_done {
+                return bad(
+                    field("step"),
+                    format!("{}, but steps_done is {}", ch.step, self.steps_done),
+                );
+            } else if ch.divergences > config.max_divergences || ch.divergences > ch.step {
+                return bad(
+                    field("divergences"),
+                    format!("{} is inconsistent with step {}", ch.divergences, ch.step),
+                );
+            }
+            let expected = config.thinning.n_draws(ch.step) as usize;
+            if ch.draws != expected {
+                return bad(
+                    field("draws"),
+                    format!("{}, but {expected} draws are kept by step {}", ch.draws, ch.step),
+                );
+            }
+            if p.values().iter().any(|v| !v.is_finite()) {
+                return bad(field("state"), "non-finite parameters".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a run ended before its last step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stop {
+    /// These chains exceeded [`RunConfig::max_divergences`].
+    Divergences { chains: Vec<usize>, limit: u64 },
+    /// [`Observer::interrupted`] said so.
+    Interrupted,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutput<S> {
+    /// Every kept draw of every chain (those before a resumed checkpoint included).
+    pub samples: Samples,
+    /// The final state of every chain.
+    pub states: Vec<S>,
+    /// Divergent (skipped) steps per chain.
+    pub divergences: Vec<u64>,
+    /// Steps every running chain completed.
+    pub steps_done: u64,
+    /// Why the run ended early (`None`: it ran all its steps).
+    pub stop: Option<Stop>,
+}
+
+/// Run the chains of `start` to `config.steps` (see the module docs).
+///
+/// `previous` holds the draws collected before `start` (from
+/// [`RunFiles::resume`]); `None` for a fresh start. The observer sees every
+/// event; pass `&mut ()` for none.
+pub fn run<T, B, O>(
+    transform: &T,
+    batches: &B,
+    config: &RunConfig,
+    start: Checkpoint<T::State, B::Cursor>,
+    previous: Option<Samples>,
+    observer: &mut O,
+) -> Result<RunOutput<T::State>>
+where
+    T: Transform<Batch = B::Batch>,
+    B: BatchSource,
+    O: Observer<T::State, B::Cursor> + ?Sized,
+{
+    config.validate()?;
+    let Some(first) = start.chains.first() else {
+        return Err(Error::config("chains", "at least one chain is needed"));
+    };
+    let names = first.state.params().layout().scalar_names();
+    let dim = names.len();
+    start.validate(config, dim, "checkpoint")?;
+    let n = start.chains.len();
+    let mut samples = previous.unwrap_or_else(|| Samples::new(names.clone(), n));
+    if samples.chains.len() != n || samples.dim() != dim {
+        return Err(Error::DimensionMismatch {
+            what: "chains of the previous draws",
+            expected: n,
+            got: samples.chains.len(),
+        });
+    }
+    for (k, (tr, ch)) in samples.chains.iter().zip(&start.chains).enumerate() {
+        if tr.n_draws() != ch.draws {
+            return Err(Error::checkpoint(
+                "draws",
+                format!("chain {k}"),
+                format!(
+                    "{} draws given, the checkpoint says {}",
+                    tr.n_draws(),
+                    ch.draws
+                ),
+            ));
+        }
+    }
+    let mut ck = start;
+    observer.on_start(
+        &RunInfo {
+            names: &names,
+            config,
+            chains: n,
+        },
+        &ck,
+    )?;
+    let round = config.round_len();
+    let mut stop = None;
+    while ck.steps_done < config.steps && stop.is_none() {
+        let end = (ck.steps_done + round).min(config.steps);
+        let mut new: Vec<Vec<Draw>> = (0..n).map(|_| Vec::new()).collect();
+        let interrupted = AtomicBool::new(false);
+        let r = advance_all(
+            transform,
+            batches,
+            config,
+            &mut ck.chains,
+            &mut new,
+            end,
+            &*observer,
+            &interrupted,
+        );
+        // Deliver what was collected, in draw-major order, even when stopping.
+        let longest = new.iter().map(Vec::len).max().unwrap_or(0);
+        let mut round_draws = Vec::with_capacity(new.iter().map(Vec::len).sum());
+        let mut iters: Vec<_> = new.into_iter().map(Vec::into_iter).collect();
+        for _ in 0..longest {
+            for it in iters.iter_mut() {
+                if let Some(d) = it.next() {
+                    round_draws.push(d);
+                }
+            }
+        }
+        for d in &round_draws {
+            ck.chains[d.chain].draws += 1;
+            samples.chains[d.chain].push_with(&d.values, d.log_density, d.diverged)?;
+        }
+        observer.on_draws(&round_draws)?;
+        r?;
+        if interrupted.load(Ordering::Relaxed) {
+            stop = Some(Stop::Interrupted);
+            break;
+        }
+        ck.steps_done = end;
+        let stopped: Vec<usize> = (0..n).filter(|&k| ck.chains[k].stopped).collect();
+        if stopped.is_empty() {
+            observer.on_round(&ck)?;
+        } else {
+            stop = Some(Stop::Divergences {
+                chains: stopped,
+                limit: config.max_divergences,
+            });
+        }
+    }
+    if stop.is_none() {
+        // A chain none of whose steps was finite produced no result.
+        let dead: Vec<usize> = (0..n)
+            .filter(|&k| {
+                let ch = &ck.chains[k];
+                ch.step > 0 && ch.divergences == ch.step
+            })
+            .collect();
+        if !dead.is_empty() {
+            stop = Some(Stop::Divergences {
+                chains: dead,
+                limit: config.max_divergences,
+            });
+        }
+    }
+    let out = RunOutput {
+        samples,
+        divergences: ck.chains.iter().map(|c| c.divergences).collect(),
+        states: ck.chains.into_iter().map(|c| c.state).collect(),
+        steps_done: ck.steps_done,
+        stop,
+    };
+    observer.on_finish(&out)?;
+    Ok(out)
+}
+
+/// Advance every chain to step `end` on `config.workers(K)` threads that take
+/// chains in order.
+#[allow(clippy::too_many_arguments)]
+fn advance_all<T, B, O>(
+    transform: &T,
+    batches: &B,
+    config: &RunConfig,
+    chains: &mut [Chain<T::State, B::Cursor>],
+    new: &mut [Vec<Draw>],
+    end: u64,
+    observer: &O,
+    interrupted: &AtomicBool,
+) -> Result<()>
+where
+    T: Transform<Batch = B::Batch>,
+    B: BatchSource,
+    O: Observer<T::State, B::Cursor> + ?Sized,
+{
+    let workers = config.workers(chains.len());
+    let abort = AtomicBool::new(false);
+    let queue = Mutex::new(chains.iter_mut().zip(new.iter_mut()).enumerate());
+    let first_err: Mutex<Option<Error>> = Mutex::new(None);
+    let work = || loop {
+        let next = match queue.lock() {
+            Ok(mut q) => q.next(),
+            Err(_) => None,
+        };
+        let Some((k, (ch, out))) = next else { break };
+        let r = advance(
+            transform,
+            batches,
+            config,
+            k,
+            ch,
+            out,
+            end,
+            observer,
+            &abort,
+            interrupted,
+        );
+        if let Err(e) = r {
+            abort.store(true, Ordering::Relaxed);
+            if let Ok(mut slot) = first_err.lock() {
+                slot.get_or_insert(Error::InChain {
+                    chain: k,
+                    source: Box::new(e),
+                });
+            }
+        }
+    };
+    if workers == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(work);
+            }
+        });
+    }
+    match first_err.into_inner() {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => Err(e),
+        Err(_) => Err(Error::Density("a chain thread panicked".into())),
+    }
+}
+
+/// Advance one chain up to step `end` (or until it stops on divergences).
+#[allow(clippy::too_many_arguments)]
+fn advance<T, B, O>(
+    transform: &T,
+    batches: &B,
+    config: &RunConfig,
+    k: usize,
+    ch: &mut Chain<T::State, B::Cursor>,
+    out: &mut Vec<Draw>,
+    end: u64,
+    observer: &O,
+    abort: &AtomicBool,
+    interrupted: &AtomicBool,
+) -> Result<()>
+where
+    T: Transform<Batch = B::Batch>,
+    B: BatchSource,
+    O: Observer<T::State, B::Cursor> + ?Sized,
+{
+    while ch.step < end && !ch.stopped {
+        if abort.load(Ordering::Relaxed) || interrupted.load(Ordering::Relaxed) {
+            break;
+        }
+        if ch.step.is_multiple_of(PROGRESS_TICK) && observer.interrupted() {
+            interrupted.store(true, Ordering::Relaxed);
+            break;
+        }
+        let batch = batches.next(k, ch.step, &mut ch.cursor, &mut ch.rng)?;
+        let diverged = match transform.step(&mut ch.state, &batch, &mut ch.rng) {
+            Ok(_) => false,
+            Err(e) if e.is_recoverable() => {
+                ch.divergences += 1;
+                if ch.divergences > config.max_divergences {
+                    ch.stopped = true;
+                    break;
+                }
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        ch.step += 1;
+        if config.thinning.keeps(ch.step) {
+            out.push(Draw {
+                chain: k,
+                index: ch.draws + out.len(),
+                values: ch.state.params().values().to_vec(),
+                log_density: ch.state.log_density(),
+                diverged,
+            });
+        }
+        if ch.step.is_multiple_of(PROGRESS_TICK) {
+            observer.on_progress(PROGRESS_TICK);
+        }
+    }
+    Ok(())
+}
