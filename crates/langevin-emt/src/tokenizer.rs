@@ -116,7 +116,8 @@ impl Tokenizer {
         let byte_to_char = bytes_to_unicode();
         let missing_bytes = (0..=255u8)
             .filter(|&b| {
-                !token_to_id.contains_key(byte_to_char[b as usize].encode_utf8(&mut [0u8; 4]) as &str)
+                !token_to_id
+                    .contains_key(byte_to_char[b as usize].encode_utf8(&mut [0u8; 4]) as &str)
             })
             .collect();
         if let Some(e) = eos_id {

@@ -272,9 +272,7 @@ impl HandwrittenBpe {
                 .token_to_id
                 .get(c.encode_utf8(&mut [0u8; 4]) as &str)
                 .copied()
-                .ok_or_else(|| {
-                    anyhow!("byte {b:#x} missing from vocabulary")
-                })?;
+                .ok_or_else(|| anyhow!("byte {b:#x} missing from vocabulary"))?;
             syms.push((id, i, i + 1));
         }
         loop {
