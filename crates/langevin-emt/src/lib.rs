@@ -7,7 +7,7 @@
 //!
 //! * [`Llama`]: the decoder (GGUF loading, KV cache, memories), checked against
 //!   candle's `quantized_llama`;
-//! * [`Tokenizer`]: GPT-2 byte-level BPE from GGUF metadata;
+//! * [`Tokenizer`]: GPT-2 byte-level BPE from GGUF metadata (Hugging Face `tokenizers`);
 //! * [`MemoryBank`]: memories built by striding the plain model over a document;
 //! * [`attention::emt_attention`]: the kernel;
 //! * [`generate()`]: greedy / temperature sampling with citations and optional

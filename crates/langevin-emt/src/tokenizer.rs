@@ -1,37 +1,60 @@
-//! GPT-2 style byte-level BPE, built from GGUF tokenizer metadata.
+//! GPT-2 style byte-level BPE, built from GGUF tokenizer metadata with Hugging Face's
+//! `tokenizers` crate.
 //!
-//! Reads `tokenizer.ggml.tokens`, `tokenizer.ggml.merges` and `tokenizer.ggml.token_type`.
-//! Pre-tokenization follows llama.cpp's `smollm` pre-tokenizer (the same as the
-//! Hugging Face tokenizer of SmolLM2): every digit is its own piece, then the GPT-2
-//! regex `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
-//! Each piece is mapped to the GPT-2 byte alphabet and merged by merge rank.
-//! Control tokens (`token_type` 3, e.g. `<|im_start|>`) written literally in the
-//! text are recognised as single tokens.
+//! Reads `tokenizer.ggml.tokens`, `tokenizer.ggml.merges` and `tokenizer.ggml.token_type`
+//! and assembles the pipeline of SmolLM2's own `tokenizer.json` (llama.cpp's `smollm`
+//! pre-tokenizer):
+//! * model: BPE from the vocabulary and the merges (no unknown token, no dropout,
+//!   merges always applied);
+//! * pre-tokenizer: `Sequence[Digits(individual_digits), ByteLevel(add_prefix_space =
+//!   false)]`: every numeric character (`char::is_numeric`) is its own piece, then the
+//!   GPT-2 regex `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+//!   splits the rest and each piece is mapped to the GPT-2 byte alphabet;
+//! * added tokens: the control tokens (`token_type` 3, e.g. `<|im_start|>`) as special
+//!   tokens, matched literally (leftmost, longest) anywhere in the text;
+//! * decoder: `ByteLevel` on the ordinary tokens, invalid UTF-8 replaced by U+FFFD;
+//!   control tokens are written as they are spelled.
+//!
+//! No normalizer and no post-processor: offsets are not trimmed and nothing is added.
+//! The ids, offsets and decoded strings equal those of the hand-written BPE this module
+//! had before (kept as a test reference in `tests/handwritten/`; the equivalence tests
+//! are `tests/tokenizer_equivalence.rs`). Two behaviours of that tokenizer are kept on
+//! top of the crate's: merges naming a token missing from the vocabulary are skipped
+//! (the crate refuses them) and a repeated merge keeps its first rank; a byte missing
+//! from the vocabulary is an error when the text contains it (the crate drops it).
+//!
+//! One difference remains, in decoding only and absent from SmolLM2's vocabulary (every
+//! id of it decodes the same; tested): an ordinary token whose spelling mixes characters
+//! of the byte alphabet with others (e.g. `Ġ€`) is written out unmapped as a whole
+//! (`Ġ€`) by the `ByteLevel` decoder, where the hand-written one mapped it character by
+//! character (` €`). Byte-level vocabularies never hold such tokens.
 
 use std::collections::HashMap;
 
 use candle_core::quantized::gguf_file;
-use fancy_regex::Regex;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, Decoder};
 
 use crate::error::{EmtError, Result};
-
-const GPT2_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 /// Byte-level BPE tokenizer.
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// The vocabulary by id (spellings in the byte alphabet).
     tokens: Vec<String>,
-    token_to_id: HashMap<String, u32>,
-    /// (left id, right id) -> (rank, merged id)
-    merges: HashMap<(u32, u32), (u32, u32)>,
-    /// Control tokens, longest first, matched literally in text.
-    specials: Vec<(String, u32)>,
     special_ids: Vec<u32>,
-    byte_to_char: [char; 256],
-    char_to_byte: HashMap<char, u8>,
-    regex: Regex,
+    /// Bytes whose byte-alphabet symbol is not in the vocabulary (empty for real ones).
+    missing_bytes: Vec<u8>,
     eos_id: Option<u32>,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> EmtError {
+    EmtError::Tokenizer(e.to_string())
 }
 
 /// GPT-2's reversible map from bytes to printable unicode characters.
@@ -68,51 +91,67 @@ impl Tokenizer {
         if tokens.is_empty() {
             return Err(EmtError::Tokenizer("empty vocabulary".into()));
         }
-        let token_to_id: HashMap<String, u32> = tokens
+        // A repeated spelling maps to its last id (as a `HashMap` collected in id order).
+        let token_to_id: HashMap<&str, u32> = tokens
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
+            .map(|(i, t)| (t.as_str(), i as u32))
             .collect();
-        let mut merge_map = HashMap::with_capacity(merges.len());
-        for (rank, m) in merges.iter().enumerate() {
+        // Merges whose parts or result are not in the vocabulary are skipped; a pair
+        // merged twice keeps its first (best) rank.
+        let mut seen = std::collections::HashSet::with_capacity(merges.len());
+        let mut kept = Vec::with_capacity(merges.len());
+        for m in merges {
             let (a, b) = m
                 .split_once(' ')
                 .ok_or_else(|| EmtError::Tokenizer(format!("malformed merge {m:?}")))?;
             let (Some(&ia), Some(&ib)) = (token_to_id.get(a), token_to_id.get(b)) else {
                 continue;
             };
-            let Some(&merged) = token_to_id.get(&format!("{a}{b}")) else {
+            if !token_to_id.contains_key(format!("{a}{b}").as_str()) || !seen.insert((ia, ib)) {
                 continue;
-            };
-            merge_map.entry((ia, ib)).or_insert((rank as u32, merged));
+            }
+            kept.push((a.to_string(), b.to_string()));
         }
-        let mut specials: Vec<(String, u32)> = special
-            .iter()
-            .filter_map(|&id| tokens.get(id as usize).map(|t| (t.clone(), id)))
-            .filter(|(t, _)| !t.is_empty())
-            .collect();
-        specials.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
         let byte_to_char = bytes_to_unicode();
-        let char_to_byte = byte_to_char
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
+        let missing_bytes = (0..=255u8)
+            .filter(|&b| {
+                !token_to_id
+                    .contains_key(byte_to_char[b as usize].encode_utf8(&mut [0u8; 4]) as &str)
+            })
             .collect();
-        let regex = Regex::new(GPT2_PATTERN).map_err(|e| EmtError::Tokenizer(e.to_string()))?;
         if let Some(e) = eos_id {
             if e as usize >= tokens.len() {
                 return Err(EmtError::Tokenizer(format!("eos id {e} out of range")));
             }
         }
+        let vocab: Vocab = token_to_id
+            .iter()
+            .map(|(&t, &i)| (t.to_string(), i))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, kept)
+            .build()
+            .map_err(tok_err)?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner
+            .with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])))
+            .with_decoder(Some(ByteLevelDecoder::default()));
+        let specials: Vec<AddedToken> = special
+            .iter()
+            .filter_map(|&id| tokens.get(id as usize))
+            .filter(|t| !t.is_empty())
+            .map(|t| AddedToken::from(t.clone(), true))
+            .collect();
+        inner.add_special_tokens(specials).map_err(tok_err)?;
         Ok(Self {
+            inner,
             tokens,
-            token_to_id,
-            merges: merge_map,
-            specials,
             special_ids: special.to_vec(),
-            byte_to_char,
-            char_to_byte,
-            regex,
+            missing_bytes,
             eos_id,
         })
     }
@@ -180,131 +219,66 @@ impl Tokenizer {
 
     /// The id of an exact vocabulary entry (byte-level spelling).
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.token_to_id.get(token).copied()
+        self.inner.token_to_id(token)
+    }
+
+    /// Whether `text` holds a byte the vocabulary cannot spell (never, for real vocabularies).
+    fn may_miss_bytes(&self, text: &str) -> bool {
+        !self.missing_bytes.is_empty() && text.bytes().any(|b| self.missing_bytes.contains(&b))
     }
 
     /// Encode text to ids.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self
-            .encode_with_offsets(text)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect())
+        if self.may_miss_bytes(text) {
+            return Ok(self
+                .encode_with_offsets(text)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect());
+        }
+        let enc = self.inner.encode_fast(text, false).map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
     }
 
     /// Encode text to ids, each with the byte span `(start, end)` of `text` it covers.
     /// A token that covers part of a multi-byte character gets the span of the
     /// whole piece it came from.
     pub fn encode_with_offsets(&self, text: &str) -> Result<Vec<(u32, (usize, usize))>> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        while pos < text.len() {
-            // Next control token occurrence.
-            let mut next: Option<(usize, &str, u32)> = None;
-            for (s, id) in &self.specials {
-                if let Some(i) = text[pos..].find(s.as_str()) {
-                    let at = pos + i;
-                    if next.is_none_or(|(a, _, _)| at < a) {
-                        next = Some((at, s.as_str(), *id));
-                    }
-                }
-            }
-            let end = next.map_or(text.len(), |(a, _, _)| a);
-            self.encode_plain(&text[pos..end], pos, &mut out)?;
-            match next {
-                Some((at, s, id)) => {
-                    out.push((id, (at, at + s.len())));
-                    pos = at + s.len();
-                }
-                None => pos = text.len(),
+        let enc = self.inner.encode(text, false).map_err(tok_err)?;
+        let out: Vec<(u32, (usize, usize))> = enc
+            .get_ids()
+            .iter()
+            .copied()
+            .zip(enc.get_offsets().iter().copied())
+            .collect();
+        if self.may_miss_bytes(text) {
+            // The crate drops bytes it cannot spell; outside control tokens that is an error.
+            let in_special = |i: usize| {
+                out.iter()
+                    .any(|&(id, (s, e))| self.is_special(id) && (s..e).contains(&i))
+            };
+            if let Some((_, b)) = text
+                .bytes()
+                .enumerate()
+                .find(|&(i, b)| self.missing_bytes.contains(&b) && !in_special(i))
+            {
+                return Err(EmtError::Tokenizer(format!(
+                    "byte {b:#x} missing from vocabulary"
+                )));
             }
         }
         Ok(out)
     }
 
-    fn encode_plain(
-        &self,
-        text: &str,
-        base: usize,
-        out: &mut Vec<(u32, (usize, usize))>,
-    ) -> Result<()> {
-        // Digits are isolated first, then the GPT-2 regex runs on the rest.
-        let mut segments: Vec<(usize, &str)> = Vec::new();
-        let mut seg_start = 0;
-        for (i, c) in text.char_indices() {
-            if c.is_numeric() {
-                if seg_start < i {
-                    segments.push((seg_start, &text[seg_start..i]));
-                }
-                segments.push((i, &text[i..i + c.len_utf8()]));
-                seg_start = i + c.len_utf8();
-            }
-        }
-        if seg_start < text.len() {
-            segments.push((seg_start, &text[seg_start..]));
-        }
-        for (off, seg) in segments {
-            for m in self.regex.find_iter(seg) {
-                let m = m.map_err(|e| EmtError::Tokenizer(e.to_string()))?;
-                let start = base + off + m.start();
-                self.bpe_piece(m.as_str(), start, out)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn bpe_piece(
-        &self,
-        piece: &str,
-        start: usize,
-        out: &mut Vec<(u32, (usize, usize))>,
-    ) -> Result<()> {
-        // Symbols: (token id, byte start, byte end) in the piece.
-        let mut syms: Vec<(u32, usize, usize)> = Vec::with_capacity(piece.len());
-        for (i, b) in piece.bytes().enumerate() {
-            let c = self.byte_to_char[b as usize];
-            let id = self
-                .token_to_id
-                .get(c.encode_utf8(&mut [0u8; 4]) as &str)
-                .copied()
-                .ok_or_else(|| {
-                    EmtError::Tokenizer(format!("byte {b:#x} missing from vocabulary"))
-                })?;
-            syms.push((id, i, i + 1));
-        }
-        loop {
-            let mut best: Option<(u32, usize, u32)> = None;
-            for i in 0..syms.len().saturating_sub(1) {
-                if let Some(&(rank, merged)) = self.merges.get(&(syms[i].0, syms[i + 1].0)) {
-                    if best.is_none_or(|(r, _, _)| rank < r) {
-                        best = Some((rank, i, merged));
-                    }
-                }
-            }
-            let Some((_, i, merged)) = best else { break };
-            let end = syms[i + 1].2;
-            syms[i] = (merged, syms[i].1, end);
-            syms.remove(i + 1);
-        }
-        // Spans: snap to char boundaries of the piece.
-        for (id, s, e) in syms {
-            let mut s = s;
-            while !piece.is_char_boundary(s) {
-                s -= 1;
-            }
-            let mut e = e;
-            while !piece.is_char_boundary(e) {
-                e += 1;
-            }
-            out.push((id, (start + s, start + e)));
-        }
-        Ok(())
-    }
-
     /// Decode ids to text. Control tokens are written out unless `skip_special`.
     /// Invalid UTF-8 (a token sequence cut inside a character) is replaced by U+FFFD.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        let mut bytes = Vec::new();
+        let decoder = ByteLevelDecoder::default();
+        let mut out = String::new();
+        // Runs of ordinary tokens go through the byte-level decoder; control tokens are
+        // written literally between them (splitting the byte stream there changes
+        // nothing: a control token is whole UTF-8, so no character spans it).
+        let mut run: Vec<String> = Vec::new();
         for &id in ids {
             let tok = self
                 .tokens
@@ -315,18 +289,15 @@ impl Tokenizer {
                 })?;
             if self.is_special(id) {
                 if !skip_special {
-                    bytes.extend_from_slice(tok.as_bytes());
+                    out.push_str(&decoder.decode(std::mem::take(&mut run)).map_err(tok_err)?);
+                    out.push_str(tok);
                 }
-                continue;
-            }
-            for c in tok.chars() {
-                match self.char_to_byte.get(&c) {
-                    Some(&b) => bytes.push(b),
-                    None => bytes.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes()),
-                }
+            } else {
+                run.push(tok.clone());
             }
         }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        out.push_str(&decoder.decode(run).map_err(tok_err)?);
+        Ok(out)
     }
 }
 
@@ -374,6 +345,7 @@ pub(crate) mod tests {
         assert_eq!(enc[1].0, 0);
         assert_eq!(&text[enc[1].1 .0..enc[1].1 .1], "<|endoftext|>");
         let ids: Vec<u32> = enc.iter().map(|e| e.0).collect();
+        assert_eq!(t.encode(text).unwrap(), ids);
         assert_eq!(t.decode(&ids, false).unwrap(), text);
         assert_eq!(t.decode(&ids, true).unwrap(), "ax 2024 é€");
         for (_, (s, e)) in &enc {
@@ -383,5 +355,37 @@ pub(crate) mod tests {
         let two = t.token_id("2").unwrap();
         assert_eq!(ids.iter().filter(|&&i| i == two).count(), 2);
         assert!(t.decode(&[9999], false).is_err());
+    }
+
+    #[test]
+    fn bad_merges_are_skipped_and_missing_bytes_are_errors() {
+        // Vocabulary without the symbol of byte 'z'; merges naming unknown tokens,
+        // a merge whose result is unknown and a repeated merge.
+        let b2u = bytes_to_unicode();
+        let mut tokens: Vec<String> = vec!["<|endoftext|>".into()];
+        tokens.extend(b2u.iter().filter(|&&c| c != 'z').map(|c| c.to_string()));
+        tokens.push("ab".into());
+        tokens.push("<z>".into());
+        let special = [0, tokens.len() as u32 - 1];
+        let merges: Vec<String> = vec![
+            "a z".into(),
+            "b c".into(),
+            "a b".into(),
+            "a b".into(),
+            "q r".into(),
+        ];
+        let t = Tokenizer::new(tokens, &merges, &special, None).unwrap();
+        assert_eq!(t.encode("ab").unwrap(), vec![t.token_id("ab").unwrap()]);
+        assert_eq!(t.encode("bc").unwrap().len(), 2);
+        // A missing byte inside a control token is no error.
+        assert_eq!(t.encode("a<z>").unwrap()[1], special[1]);
+        for text in ["az", "<|endoftext|>z"] {
+            let e = t.encode(text).unwrap_err().to_string();
+            assert!(e.contains("0x7a missing"), "{e}");
+            assert!(t.encode_with_offsets(text).is_err());
+        }
+        assert!(Tokenizer::new(vec!["a".into()], &["ab".into()], &[], None).is_err());
+        assert!(Tokenizer::new(Vec::new(), &[], &[], None).is_err());
+        assert!(Tokenizer::new(vec!["a".into()], &[], &[], Some(1)).is_err());
     }
 }
