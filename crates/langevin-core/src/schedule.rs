@@ -23,6 +23,24 @@ impl Schedule {
         Self::from_fn(move |t| a * (b + t as f64).powf(-gamma))
     }
 
+    /// Half-cosine decay from `start` at step 0 to `end` at step `steps`,
+    /// constant at `end` afterwards (`steps = 0` counts as 1):
+    ///
+    /// ```text
+    /// x = min(step / steps, 1),   value = end + (start − end) (1 + cos(π x)) / 2
+    /// ```
+    ///
+    /// The usual learning-rate decay of an optimiser (`end = start / 100`, say).
+    /// The values are checked where the schedule is used, as for any
+    /// function ([`at_checked`](Self::at_checked)).
+    pub fn cosine(start: f64, end: f64, steps: u64) -> Self {
+        let steps = steps.max(1) as f64;
+        Self::from_fn(move |t| {
+            let x = (t as f64 / steps).min(1.0);
+            end + 0.5 * (start - end) * (1.0 + (std::f64::consts::PI * x).cos())
+        })
+    }
+
     /// Value at `step`.
     #[inline]
     pub fn at(&self, step: u64) -> f64 {
@@ -106,5 +124,36 @@ mod tests {
         assert!(Schedule::from_fn(|_| -1.0)
             .at_checked("t", 0, false)
             .is_err());
+    }
+
+    #[test]
+    fn cosine_schedule_ends_at_its_floor() {
+        let s = Schedule::cosine(1e-2, 1e-4, 100);
+        assert!((s.at(0) - 1e-2).abs() < 1e-15);
+        assert!((s.at(100) - 1e-4).abs() < 1e-15);
+        assert_eq!(s.at(1000), s.at(100));
+        assert!(s.at(50) < 1e-2 && s.at(50) > 1e-4);
+        // Monotone between the ends; the middle is the mean of the ends.
+        assert!((1..=100).all(|t| s.at(t) <= s.at(t - 1)));
+        assert!((s.at(50) - 0.5 * (1e-2 + 1e-4)).abs() < 1e-15);
+        // steps = 0 counts as one step.
+        assert_eq!(Schedule::cosine(1.0, 0.5, 0).at(1), 0.5);
+    }
+
+    /// The values are bit for bit those of the formula the CLI used
+    /// (`langevin-cli`'s `cosine(lr, end, steps)` before it moved here).
+    #[test]
+    fn cosine_schedule_is_bit_identical_to_the_formula() {
+        let reference = |lr: f64, end: f64, steps: u64, t: u64| -> f64 {
+            let steps = steps.max(1) as f64;
+            let x = (t as f64 / steps).min(1.0);
+            end + 0.5 * (lr - end) * (1.0 + (std::f64::consts::PI * x).cos())
+        };
+        for (lr, end, steps) in [(1e-2, 1e-4, 100), (0.3, 0.003, 7), (1.0, 0.0, 0)] {
+            let s = Schedule::cosine(lr, end, steps);
+            for t in 0..(steps + 5) {
+                assert_eq!(s.at(t).to_bits(), reference(lr, end, steps, t).to_bits());
+            }
+        }
     }
 }

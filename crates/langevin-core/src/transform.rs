@@ -20,6 +20,50 @@ pub trait TransformState:
     fn log_density(&self) -> f64;
 }
 
+/// Implement [`TransformState`] for state structs by naming their fields:
+/// the parameters (a [`Params`]), the step count (`u64`) and the log density
+/// of the last update (`f64`). Several types may be listed, separated by
+/// commas.
+///
+/// ```
+/// use langevin_core::{impl_transform_state, Params, TransformState};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct MyState {
+///     params: Params,
+///     step: u64,
+///     log_posterior: f64,
+/// }
+///
+/// impl_transform_state!(MyState {
+///     params: params,
+///     step: step,
+///     log_density: log_posterior,
+/// });
+///
+/// let s = MyState { params: Params::from_vec(vec![1.0]), step: 3, log_posterior: -0.5 };
+/// assert_eq!((s.params().values(), s.step(), s.log_density()), (&[1.0][..], 3, -0.5));
+/// ```
+#[macro_export]
+macro_rules! impl_transform_state {
+    ($($ty:ty { params: $params:ident, step: $step:ident, log_density: $log_density:ident $(,)? }),+ $(,)?) => {
+        $(
+            impl $crate::TransformState for $ty {
+                fn params(&self) -> &$crate::Params {
+                    &self.$params
+                }
+                fn step(&self) -> u64 {
+                    self.$step
+                }
+                fn log_density(&self) -> f64 {
+                    self.$log_density
+                }
+            }
+        )+
+    };
+}
+
 /// An `init`/`update` transform over a parameter collection (optax / blackjax /
 /// posteriors style). The transform value holds the validated hyper-parameters
 /// and the log density; it is built once and shared (it is `Sync`), so many

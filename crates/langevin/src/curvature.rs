@@ -1155,21 +1155,30 @@ pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Resu
     Ok(())
 }
 
-/// Lower Cholesky factor (row-major) of a symmetric positive definite
-/// row-major `n × n` matrix, by faer.
-pub(crate) fn cholesky(a: &[f64], n: usize, context: &str) -> Result<Vec<f64>> {
+/// The factorisation `A = L Lᵀ` (faer's [`Llt`](faer::linalg::solvers::Llt))
+/// of a symmetric positive definite row-major `n × n` matrix; only its lower
+/// triangle is read. Non-finite entries and matrices that are not positive
+/// definite are [`Error::NotPositiveDefinite`], with `context` in the message.
+fn llt(a: &[f64], n: usize, context: &str) -> Result<faer::linalg::solvers::Llt<f64>> {
     check_len("square matrix", n * n, a.len())?;
     if a.iter().any(|x| !x.is_finite()) {
         return Err(Error::NotPositiveDefinite {
             context: Some(format!("{context}: non-finite entries")),
         });
     }
-    let m = faer::Mat::<f64>::from_fn(n, n, |i, j| a[i * n + j]);
-    let llt = faer::linalg::solvers::Llt::new(m.as_ref(), faer::Side::Lower).map_err(|e| {
-        Error::NotPositiveDefinite {
-            context: Some(format!("{context}: {e:?}")),
-        }
-    })?;
+    // The column-major reading of row-major `A` is `Aᵀ`: its lower triangle
+    // is the upper triangle of `A`, so factor from the upper side to read
+    // `A`'s lower triangle.
+    let at = faer::MatRef::from_column_major_slice(a, n, n);
+    faer::linalg::solvers::Llt::new(at, faer::Side::Upper).map_err(|e| Error::NotPositiveDefinite {
+        context: Some(format!("{context}: {e:?}")),
+    })
+}
+
+/// Lower Cholesky factor (row-major) of a symmetric positive definite
+/// row-major `n × n` matrix, by faer.
+pub(crate) fn cholesky(a: &[f64], n: usize, context: &str) -> Result<Vec<f64>> {
+    let llt = llt(a, n, context)?;
     let l = llt.L();
     let mut out = vec![0.0; n * n];
     for i in 0..n {
@@ -1180,23 +1189,13 @@ pub(crate) fn cholesky(a: &[f64], n: usize, context: &str) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-/// Solve `L x = b` in place (`L` lower, row-major).
-pub(crate) fn solve_lower(l: &[f64], n: usize, b: &mut [f64]) {
-    for i in 0..n {
-        let s = b[i] - dot(&l[i * n..i * n + i], &b[..i]);
-        b[i] = s / l[i * n + i];
-    }
-}
-
-/// Solve `Lᵀ x = b` in place (`L` lower, row-major).
+/// Solve `Lᵀ x = b` in place (`L` lower, row-major `n × n`), by faer's
+/// triangular solve.
 pub(crate) fn solve_lower_t(l: &[f64], n: usize, b: &mut [f64]) {
-    for i in (0..n).rev() {
-        let mut s = b[i];
-        for j in i + 1..n {
-            s -= l[j * n + i] * b[j];
-        }
-        b[i] = s / l[i * n + i];
-    }
+    // The column-major reading of the row-major `L` is `Lᵀ` (upper triangular).
+    let lt = faer::MatRef::from_column_major_slice(&l[..n * n], n, n);
+    let rhs = faer::MatMut::from_column_major_slice_mut(&mut b[..n], n, 1);
+    faer::linalg::triangular_solve::solve_upper_triangular_in_place(lt, rhs, faer::Par::Seq);
 }
 
 /// `out = L x` (`L` lower, row-major).
@@ -1206,28 +1205,19 @@ pub(crate) fn lower_matvec(l: &[f64], n: usize, x: &[f64], out: &mut [f64]) {
     }
 }
 
-/// Inverse of a symmetric positive definite matrix via its Cholesky factor.
+/// Inverse (row-major, exactly symmetric) of a symmetric positive definite
+/// row-major `n × n` matrix, from faer's Cholesky factorisation
+/// ([`Error::NotPositiveDefinite`] when it fails).
 pub(crate) fn spd_inverse(a: &[f64], n: usize, context: &str) -> Result<Vec<f64>> {
-    let l = cholesky(a, n, context)?;
-    let mut inv = vec![0.0; n * n];
-    let mut col = vec![0.0; n];
-    for j in 0..n {
-        col.fill(0.0);
-        col[j] = 1.0;
-        solve_lower(&l, n, &mut col);
-        solve_lower_t(&l, n, &mut col);
-        for i in 0..n {
-            inv[i * n + j] = col[i];
+    use faer::linalg::solvers::DenseSolveCore;
+    let inv = llt(a, n, context)?.inverse();
+    let mut out = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            out[i * n + j] = inv[(i, j)];
         }
     }
-    for a in 0..n {
-        for b in 0..a {
-            let s = 0.5 * (inv[a * n + b] + inv[b * n + a]);
-            inv[a * n + b] = s;
-            inv[b * n + a] = s;
-        }
-    }
-    Ok(inv)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -1267,11 +1257,37 @@ mod tests {
                 assert!((p - if i == j { 1.0 } else { 0.0 }).abs() < 1e-9);
             }
         }
+        // Lᵀ x = b against back substitution.
+        let b: Vec<f64> = (0..n).map(|i| (i as f64 + 0.5).sin()).collect();
+        let mut x = b.clone();
+        solve_lower_t(&l, n, &mut x);
+        for i in 0..n {
+            let ltx: f64 = (i..n).map(|k| l[k * n + i] * x[k]).sum();
+            assert!((ltx - b[i]).abs() < 1e-12, "{ltx} vs {}", b[i]);
+        }
+        // The inverse is exactly symmetric and only the lower triangle is read.
+        let mut lower_only = a.clone();
+        for i in 0..n {
+            for j in i + 1..n {
+                assert_eq!(inv[i * n + j].to_bits(), inv[j * n + i].to_bits());
+                lower_only[i * n + j] = f64::MAX;
+            }
+        }
+        assert_eq!(cholesky(&lower_only, n, "t").unwrap(), l);
         let not_pd = vec![1.0, 2.0, 2.0, 1.0];
+        for r in [cholesky(&not_pd, 2, "x"), spd_inverse(&not_pd, 2, "x")] {
+            assert!(matches!(r, Err(Error::NotPositiveDefinite { .. })));
+        }
+        let nan = vec![1.0, f64::NAN, f64::NAN, 1.0];
         assert!(matches!(
-            cholesky(&not_pd, 2, "x"),
+            spd_inverse(&nan, 2, "x"),
             Err(Error::NotPositiveDefinite { .. })
         ));
+        assert!(matches!(
+            spd_inverse(&[1.0, 0.0, 0.0], 2, "x"),
+            Err(Error::DimensionMismatch { .. })
+        ));
+        assert_eq!(spd_inverse(&[], 0, "empty").unwrap(), Vec::<f64>::new());
     }
 
     #[test]

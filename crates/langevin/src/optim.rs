@@ -1,4 +1,5 @@
-//! Optimisers as transforms: SGD (with momentum and Nesterov), Adam, AdamW.
+//! Optimisers as transforms: SGD (with momentum and Nesterov), Adam, AdamW;
+//! and L-BFGS ([`Lbfgs`]) for deterministic full-batch optimisation (a MAP).
 //!
 //! Each optimiser is a kernel over flat `f64` buffers ([`Optimizer::apply`])
 //! that *minimises*: it is given the gradient `g` of a loss. The transform
@@ -25,13 +26,31 @@
 //! Defaults: SGD η = 1e-2, μ = 0; Adam η = 1e-3, β = (0.9, 0.999), ε = 1e-8,
 //! λ = 0; AdamW λ = 1e-2 (PyTorch's defaults).
 //!
+//! L-BFGS minimises `f` (`−log posterior`, or the loss) with the two-loop
+//! recursion over the last `m` pairs `sₖ = xₖ₊₁ − xₖ`, `yₖ = ∇fₖ₊₁ − ∇fₖ`
+//! (`ρₖ = 1 / sₖᵀyₖ`), initial inverse Hessian `γ I` with
+//! `γ = sᵀy / yᵀy` of the newest pair (`1 / max(‖∇f‖∞, 1)` before the
+//! first), and a backtracking Armijo line search from step 1:
+//!
+//! ```text
+//! d = −H ∇f(x)              (steepest descent scaled by 1 / max(‖∇f‖∞, 1),
+//!                            memory cleared, when d is not a descent direction)
+//! t = 1, 1/2, 1/4, …        first t with f(x + t d) ≤ f(x) + c₁ t ∇f(x)ᵀd
+//! keep (s, y) only if sᵀy > max(0, 1e-12 ‖s‖ ‖y‖)
+//! ```
+//!
+//! It stops when `‖∇f‖∞ ≤ tol`, after `max_iters` iterations, when no trial
+//! step decreases `f` (as converged as rounding allows), or when `f` no
+//! longer changes (`|Δf| ≤ 1e-16 max(|f|, 1)`) with `‖∇f‖∞ ≤ 1e3 tol`.
+//! Defaults: m = 10, tol = 1e-9, c₁ = 1e-4, 60 trial steps, 1000 iterations.
+//!
 //! References: Kingma and Ba (2015), *Adam: a method for stochastic
 //! optimization*; Loshchilov and Hutter (2019), *Decoupled weight decay
-//! regularization*; Sutskever et al. (2013) for Nesterov momentum.
+//! regularization*; Sutskever et al. (2013) for Nesterov momentum; Nocedal
+//! and Wright (2006), *Numerical optimization*, algorithms 7.4 and 7.5
+//! (L-BFGS) and 3.1 (backtracking).
 
-use langevin_core::{
-    check_finite, Error, LogDensity, Params, Result, Schedule, Transform, TransformState,
-};
+use langevin_core::{check_finite, Error, LogDensity, Params, Result, Schedule, Transform};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -347,21 +366,17 @@ pub struct OptimState {
     pub opt: OptimizerState,
     pub step: u64,
     /// The density's value (log posterior or loss) at the parameters of the
-    /// last update, before the update.
+    /// last update, before the update (NaN before the first: written as
+    /// JSON `null`).
+    #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub value: f64,
 }
 
-impl TransformState for OptimState {
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn step(&self) -> u64 {
-        self.step
-    }
-    fn log_density(&self) -> f64 {
-        self.value
-    }
-}
+langevin_core::impl_transform_state!(OptimState {
+    params: params,
+    step: step,
+    log_density: value,
+});
 
 /// Per-step information of [`Optim`].
 #[derive(Debug, Clone)]
@@ -435,6 +450,276 @@ impl<D: LogDensity> Transform for Optim<D> {
             value,
             grad_norm,
             aux,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// L-BFGS
+// ---------------------------------------------------------------------------
+
+/// Hyper-parameters of [`Lbfgs`] (checked by [`Lbfgs::new`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LbfgsConfig {
+    /// m: number of `(s, y)` pairs kept (≥ 1).
+    pub memory: usize,
+    /// Most iterations (one line search each); 0 returns the start.
+    pub max_iters: usize,
+    /// Stop once the largest absolute gradient entry is at most `tol` (≥ 0).
+    pub tol: f64,
+    /// c₁ of the Armijo condition, in (0, 1).
+    pub armijo: f64,
+    /// Trial steps of the backtracking line search: 1, 1/2, 1/4, … (≥ 1).
+    pub line_search_trials: usize,
+    /// Whether the density is a log posterior to ascend (the default) or a
+    /// loss to descend.
+    pub objective: Objective,
+}
+
+impl Default for LbfgsConfig {
+    fn default() -> Self {
+        Self {
+            memory: 10,
+            max_iters: 1000,
+            tol: 1e-9,
+            armijo: 1e-4,
+            line_search_trials: 60,
+            objective: Objective::MaximiseLogPosterior,
+        }
+    }
+}
+
+impl LbfgsConfig {
+    /// Check every hyper-parameter.
+    pub fn validate(&self) -> Result<()> {
+        if self.memory == 0 {
+            return Err(Error::config("memory", "must be >= 1, got 0"));
+        }
+        non_negative("tol", self.tol)?;
+        if !(self.armijo > 0.0 && self.armijo < 1.0) {
+            return Err(Error::config(
+                "armijo",
+                format!("must lie in (0, 1), got {}", self.armijo),
+            ));
+        }
+        if self.line_search_trials == 0 {
+            return Err(Error::config("line_search_trials", "must be >= 1, got 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Why [`Lbfgs::run`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LbfgsStop {
+    /// The largest absolute gradient entry is at most `tol`.
+    GradientTolerance,
+    /// The objective no longer changed (`|Δf| ≤ 1e-16 max(|f|, 1)`) with the
+    /// gradient within `1e3 · tol`.
+    NoProgress,
+    /// No trial step of the line search decreased the objective: as
+    /// converged as rounding allows (or a direction into non-finite values).
+    LineSearchFailed,
+    /// `max_iters` iterations were done.
+    MaxIters,
+}
+
+/// What [`Lbfgs::run`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LbfgsResult {
+    /// The last accepted point (the start if no step was accepted).
+    pub params: Params,
+    /// The density's value there (log posterior, or loss with
+    /// [`Objective::MinimiseLoss`]).
+    pub value: f64,
+    /// Iterations done (line searches started).
+    pub iterations: usize,
+    /// Largest absolute entry of the density's gradient at `params`.
+    pub max_abs_grad: f64,
+    /// Why it stopped.
+    pub stop: LbfgsStop,
+}
+
+impl LbfgsResult {
+    /// `true` when the gradient tolerance was reached.
+    pub fn converged(&self) -> bool {
+        self.stop == LbfgsStop::GradientTolerance
+    }
+}
+
+/// L-BFGS with a backtracking Armijo line search on one batch (full-batch,
+/// deterministic); the update is described in the [module docs](self).
+///
+/// ```
+/// use langevin::optim::{Lbfgs, LbfgsConfig};
+/// use langevin::{FnDensity, Params};
+///
+/// // log N(x; (1, -2), I)
+/// let density = FnDensity::new(|x: &[f64], _: &(), g: &mut [f64]| {
+///     g[0] = 1.0 - x[0];
+///     g[1] = -2.0 - x[1];
+///     -0.5 * (g[0] * g[0] + g[1] * g[1])
+/// });
+/// let lbfgs = Lbfgs::new(LbfgsConfig { tol: 1e-10, ..LbfgsConfig::default() }).unwrap();
+/// let r = lbfgs.run(&density, Params::from_vec(vec![0.0, 0.0]), &()).unwrap();
+/// assert!(r.converged());
+/// assert!((r.params.values()[1] + 2.0).abs() < 1e-9);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Lbfgs {
+    config: LbfgsConfig,
+}
+
+impl Lbfgs {
+    /// Build with validated hyper-parameters.
+    pub fn new(config: LbfgsConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+
+    pub fn config(&self) -> &LbfgsConfig {
+        &self.config
+    }
+
+    /// Optimise `density` on `batch` from `start`. A non-finite value or
+    /// gradient at `start` is [`Error::NonFiniteLogDensity`] (step 0); a
+    /// non-finite trial point of the line search is backtracked from; any
+    /// other error of the density is returned.
+    pub fn run<D: LogDensity>(
+        &self,
+        density: &D,
+        start: Params,
+        batch: &D::Batch,
+    ) -> Result<LbfgsResult> {
+        let c = &self.config;
+        let maximise = c.objective == Objective::MaximiseLogPosterior;
+        let p = start.len();
+        let mut theta = start;
+        // Minimise f = −log posterior (or the loss), with gradient ∇f.
+        let eval = |t: &Params, g: &mut [f64]| -> Result<f64> {
+            let (v, _) = density.value_and_grad(t, batch, g)?;
+            if maximise {
+                g.iter_mut().for_each(|x| *x = -*x);
+                Ok(-v)
+            } else {
+                Ok(v)
+            }
+        };
+        let mut g = vec![0.0; p];
+        let mut f = eval(&theta, &mut g)?;
+        if let Err(e) = check_finite(f, &g, 0) {
+            // Report the density's own value.
+            return Err(match e {
+                Error::NonFiniteLogDensity {
+                    step,
+                    value,
+                    bad_grad,
+                } if maximise => Error::NonFiniteLogDensity {
+                    step,
+                    value: -value,
+                    bad_grad,
+                },
+                e => e,
+            });
+        }
+        let mut hist: std::collections::VecDeque<(Vec<f64>, Vec<f64>, f64)> =
+            std::collections::VecDeque::with_capacity(c.memory);
+        let max_abs = |g: &[f64]| g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let mut it = 0;
+        let mut g_new = vec![0.0; p];
+        let mut stop = None;
+        while it < c.max_iters && max_abs(&g) > c.tol {
+            it += 1;
+            // Two-loop recursion: d = −H g.
+            let mut q = g.clone();
+            let mut alphas = Vec::with_capacity(hist.len());
+            for (s, y, rho) in hist.iter().rev() {
+                let a = rho * dot(s, &q);
+                q.iter_mut().zip(y).for_each(|(qi, yi)| *qi -= a * yi);
+                alphas.push(a);
+            }
+            if let Some((s, y, _)) = hist.back() {
+                let gamma = dot(s, y) / dot(y, y);
+                q.iter_mut().for_each(|x| *x *= gamma);
+            } else {
+                let scale = 1.0 / max_abs(&g).max(1.0);
+                q.iter_mut().for_each(|x| *x *= scale);
+            }
+            for ((s, y, rho), a) in hist.iter().zip(alphas.iter().rev()) {
+                let b = rho * dot(y, &q);
+                q.iter_mut().zip(s).for_each(|(qi, si)| *qi += (a - b) * si);
+            }
+            let mut d: Vec<f64> = q.iter().map(|x| -x).collect();
+            let mut slope = dot(&g, &d);
+            if slope.is_nan() || slope >= 0.0 {
+                hist.clear();
+                let scale = 1.0 / max_abs(&g).max(1.0);
+                d = g.iter().map(|x| -x * scale).collect();
+                slope = dot(&g, &d);
+            }
+            // Backtracking (Armijo).
+            let mut step = 1.0;
+            let mut accepted = None;
+            for _ in 0..c.line_search_trials {
+                let trial: Vec<f64> = theta
+                    .values()
+                    .iter()
+                    .zip(&d)
+                    .map(|(t, di)| t + step * di)
+                    .collect();
+                let tp = theta.with_values(trial)?;
+                match eval(&tp, &mut g_new) {
+                    Ok(fv) if fv.is_finite() && g_new.iter().all(|x| x.is_finite()) => {
+                        if fv <= f + c.armijo * step * slope {
+                            accepted = Some((tp, fv));
+                            break;
+                        }
+                    }
+                    Ok(_) | Err(Error::NonFiniteLogDensity { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                step *= 0.5;
+            }
+            let Some((tp, fv)) = accepted else {
+                stop = Some(LbfgsStop::LineSearchFailed);
+                break;
+            };
+            let s: Vec<f64> = tp
+                .values()
+                .iter()
+                .zip(theta.values())
+                .map(|(a, b)| a - b)
+                .collect();
+            let y: Vec<f64> = g_new.iter().zip(&g).map(|(a, b)| a - b).collect();
+            let sy = dot(&s, &y);
+            if sy > 1e-12 * dot(&y, &y).sqrt() * dot(&s, &s).sqrt() && sy > 0.0 {
+                if hist.len() == c.memory {
+                    hist.pop_front();
+                }
+                hist.push_back((s, y, 1.0 / sy));
+            }
+            let done = (f - fv).abs() <= 1e-16 * f.abs().max(1.0) && max_abs(&g_new) <= 1e3 * c.tol;
+            theta = tp;
+            f = fv;
+            std::mem::swap(&mut g, &mut g_new);
+            if done {
+                stop = Some(LbfgsStop::NoProgress);
+                break;
+            }
+        }
+        let max_abs_grad = max_abs(&g);
+        let stop = if max_abs_grad <= c.tol {
+            LbfgsStop::GradientTolerance
+        } else {
+            stop.unwrap_or(LbfgsStop::MaxIters)
+        };
+        Ok(LbfgsResult {
+            params: theta,
+            value: if maximise { -f } else { f },
+            iterations: it,
+            max_abs_grad,
+            stop,
         })
     }
 }
@@ -616,5 +901,189 @@ mod tests {
             (&before.params, &before.opt, before.step)
         );
         assert!(s.value.is_nan());
+    }
+
+    /// log N(x; m, A⁻¹) with a badly conditioned A (condition number ~ 5e3).
+    fn correlated_gaussian() -> impl LogDensity<Batch = (), Aux = ()> {
+        let a = [[100.0, 9.9], [9.9, 1.0]];
+        let m = [1.0, -2.0];
+        FnDensity::new(move |x: &[f64], _: &(), g: &mut [f64]| {
+            let r = [x[0] - m[0], x[1] - m[1]];
+            let ar = [
+                a[0][0] * r[0] + a[0][1] * r[1],
+                a[1][0] * r[0] + a[1][1] * r[1],
+            ];
+            g[0] = -ar[0];
+            g[1] = -ar[1];
+            -0.5 * (r[0] * ar[0] + r[1] * ar[1])
+        })
+    }
+
+    fn lbfgs(max_iters: usize, tol: f64) -> Lbfgs {
+        Lbfgs::new(LbfgsConfig {
+            max_iters,
+            tol,
+            ..LbfgsConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn lbfgs_finds_the_mode_of_a_correlated_gaussian() {
+        let r = lbfgs(200, 1e-10)
+            .run(
+                &correlated_gaussian(),
+                Params::from_vec(vec![0.0, 0.0]),
+                &(),
+            )
+            .unwrap();
+        assert!(r.max_abs_grad <= 1e-10, "{}", r.max_abs_grad);
+        assert!(r.converged(), "{r:?}");
+        assert!((r.params.values()[0] - 1.0).abs() < 1e-8);
+        assert!((r.params.values()[1] + 2.0).abs() < 1e-8);
+        // The value is the log density at the mode (0), not its negation.
+        assert!(r.value <= 0.0 && r.value > -1e-15, "{}", r.value);
+        assert!(r.iterations < 50, "{} iterations", r.iterations);
+    }
+
+    /// Rosenbrock's function f(x) = Σ 100 (xᵢ₊₁ − xᵢ²)² + (1 − xᵢ)², minimum 0
+    /// at (1, …, 1), from the classic start (−1.2, 1, −1.2, 1, …).
+    #[test]
+    fn lbfgs_minimises_rosenbrock() {
+        let rosenbrock = FnDensity::new(|x: &[f64], _: &(), g: &mut [f64]| {
+            g.fill(0.0);
+            let mut f = 0.0;
+            for i in 0..x.len() - 1 {
+                let (a, b) = (x[i + 1] - x[i] * x[i], 1.0 - x[i]);
+                f += 100.0 * a * a + b * b;
+                g[i] += -400.0 * x[i] * a - 2.0 * b;
+                g[i + 1] += 200.0 * a;
+            }
+            f
+        });
+        for dim in [2usize, 10] {
+            let start: Vec<f64> = (0..dim)
+                .map(|i| if i % 2 == 0 { -1.2 } else { 1.0 })
+                .collect();
+            let t = Lbfgs::new(LbfgsConfig {
+                max_iters: 1000,
+                tol: 1e-8,
+                objective: Objective::MinimiseLoss,
+                ..LbfgsConfig::default()
+            })
+            .unwrap();
+            let r = t.run(&rosenbrock, Params::from_vec(start), &()).unwrap();
+            // Rounding stalls f near 0 before ‖∇f‖∞ reaches 1e-8 in 10-D.
+            assert!(
+                matches!(r.stop, LbfgsStop::GradientTolerance | LbfgsStop::NoProgress),
+                "dim {dim}: {r:?}"
+            );
+            assert!(r.max_abs_grad <= 1e3 * 1e-8, "dim {dim}: {r:?}");
+            assert!(r.value < 1e-14, "dim {dim}: f = {}", r.value);
+            for v in r.params.values() {
+                assert!((v - 1.0).abs() < 1e-6, "dim {dim}: {:?}", r.params.values());
+            }
+            assert!(r.iterations < 200, "dim {dim}: {} iterations", r.iterations);
+        }
+    }
+
+    #[test]
+    fn lbfgs_stops_at_max_iters_and_reports_why() {
+        let d = correlated_gaussian();
+        let start = Params::from_vec(vec![0.0, 0.0]);
+        let r = lbfgs(0, 1e-10).run(&d, start.clone(), &()).unwrap();
+        assert_eq!((r.iterations, r.stop), (0, LbfgsStop::MaxIters));
+        assert_eq!(r.params, start);
+        let r = lbfgs(2, 1e-10).run(&d, start.clone(), &()).unwrap();
+        assert_eq!((r.iterations, r.stop), (2, LbfgsStop::MaxIters));
+        assert!(!r.converged());
+        // Already at the mode: nothing to do.
+        let mode = Params::from_vec(vec![1.0, -2.0]);
+        let r = lbfgs(10, 1e-10).run(&d, mode.clone(), &()).unwrap();
+        assert_eq!(
+            (r.iterations, r.stop, &r.params),
+            (0, LbfgsStop::GradientTolerance, &mode)
+        );
+    }
+
+    #[test]
+    fn lbfgs_backtracks_from_non_finite_points_and_rejects_a_bad_start() {
+        // log N(x; 2, 1) with a NaN hole on (−0.1, 0.1): from −1 the first
+        // trial point is 0 (a unit step along the scaled gradient), in the
+        // hole, so the line search backtracks to −0.5 and then jumps to 2.
+        let hits = std::sync::atomic::AtomicUsize::new(0);
+        let d = FnDensity::new(|x: &[f64], _: &(), g: &mut [f64]| {
+            g[0] = -(x[0] - 2.0);
+            if x[0].abs() < 0.1 {
+                hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                f64::NAN
+            } else {
+                -0.5 * (x[0] - 2.0).powi(2)
+            }
+        });
+        let r = lbfgs(100, 1e-10)
+            .run(&d, Params::from_vec(vec![-1.0]), &())
+            .unwrap();
+        assert!(r.converged(), "{r:?}");
+        assert!((r.params.values()[0] - 2.0).abs() < 1e-9);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+        match lbfgs(100, 1e-10).run(&d, Params::from_vec(vec![0.05]), &()) {
+            Err(Error::NonFiniteLogDensity { step: 0, value, .. }) => assert!(value.is_nan()),
+            other => panic!("expected NonFiniteLogDensity, got {other:?}"),
+        }
+        // An error other than a non-finite value is returned as is.
+        struct Failing;
+        impl LogDensity for Failing {
+            type Batch = ();
+            type Aux = ();
+            fn value_and_grad(&self, p: &Params, _: &(), g: &mut [f64]) -> Result<(f64, ())> {
+                if p.values()[0] > 0.0 {
+                    return Err(Error::Data("boom".into()));
+                }
+                g[0] = 1.0;
+                Ok((p.values()[0], ()))
+            }
+        }
+        assert!(matches!(
+            lbfgs(10, 1e-10).run(&Failing, Params::from_vec(vec![-0.5]), &()),
+            Err(Error::Data(_))
+        ));
+    }
+
+    #[test]
+    fn bad_lbfgs_configs_are_rejected() {
+        let ok = LbfgsConfig::default();
+        assert!(Lbfgs::new(ok.clone()).is_ok());
+        for bad in [
+            LbfgsConfig {
+                memory: 0,
+                ..ok.clone()
+            },
+            LbfgsConfig {
+                tol: -1.0,
+                ..ok.clone()
+            },
+            LbfgsConfig {
+                tol: f64::NAN,
+                ..ok.clone()
+            },
+            LbfgsConfig {
+                armijo: 0.0,
+                ..ok.clone()
+            },
+            LbfgsConfig {
+                armijo: 1.0,
+                ..ok.clone()
+            },
+            LbfgsConfig {
+                line_search_trials: 0,
+                ..ok.clone()
+            },
+        ] {
+            assert!(
+                matches!(Lbfgs::new(bad.clone()), Err(Error::InvalidConfig { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }

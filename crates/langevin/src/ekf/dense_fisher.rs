@@ -19,7 +19,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use langevin_core::rng::fill_standard_normal;
-use langevin_core::{Params, Result, Transform, TransformState};
+use langevin_core::{Params, Result, Transform};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -36,17 +36,11 @@ pub struct DenseEkfState {
     pub log_likelihood: f64,
 }
 
-impl TransformState for DenseEkfState {
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn step(&self) -> u64 {
-        self.step
-    }
-    fn log_density(&self) -> f64 {
-        self.log_likelihood
-    }
-}
+langevin_core::impl_transform_state!(DenseEkfState {
+    params: params,
+    step: step,
+    log_density: log_likelihood,
+});
 
 impl DenseEkfState {
     /// `n` draws from `N(μ, Σ)`.

@@ -34,7 +34,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use langevin_core::rng::fill_standard_normal;
-use langevin_core::{Error, Params, Result, TransformState};
+use langevin_core::{Error, Params, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -107,17 +107,11 @@ pub struct DiagLaplaceState {
     pub log_posterior: f64,
 }
 
-impl TransformState for DiagLaplaceState {
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn step(&self) -> u64 {
-        self.step
-    }
-    fn log_density(&self) -> f64 {
-        self.log_posterior
-    }
-}
+langevin_core::impl_transform_state!(DiagLaplaceState {
+    params: params,
+    step: step,
+    log_density: log_posterior,
+});
 
 impl DiagLaplaceState {
     pub(crate) fn new(params: Params, subset: Subset, init: f64) -> Self {
@@ -188,17 +182,11 @@ pub struct DenseLaplaceState {
     pub log_posterior: f64,
 }
 
-impl TransformState for DenseLaplaceState {
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn step(&self) -> u64 {
-        self.step
-    }
-    fn log_density(&self) -> f64 {
-        self.log_posterior
-    }
-}
+langevin_core::impl_transform_state!(DenseLaplaceState {
+    params: params,
+    step: step,
+    log_density: log_posterior,
+});
 
 impl DenseLaplaceState {
     pub(crate) fn new(params: Params, subset: Subset, init: f64) -> Self {

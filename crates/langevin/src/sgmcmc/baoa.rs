@@ -18,7 +18,7 @@
 //!
 //! Defaults (posteriors): α = 0.01, σ = 1, T = 1, momenta ~ N(0, 1).
 
-use langevin_core::{LogDensity, Params, Result, Schedule, Transform, TransformState};
+use langevin_core::{LogDensity, Params, Result, Schedule, Transform};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -70,17 +70,11 @@ pub struct BaoaState {
     pub log_posterior: f64,
 }
 
-impl TransformState for BaoaState {
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn step(&self) -> u64 {
-        self.step
-    }
-    fn log_density(&self) -> f64 {
-        self.log_posterior
-    }
-}
+langevin_core::impl_transform_state!(BaoaState {
+    params: params,
+    step: step,
+    log_density: log_posterior,
+});
 
 /// The BAOA transform.
 pub struct Baoa<D> {

@@ -17,7 +17,7 @@
 //!
 //! Defaults (posteriors): α = 0.01, β = 0, σ = 1, T = 1, momenta ~ N(0, 1).
 
-use langevin_core::{LogDensity, Params, Result, Schedule, Transform, TransformState};
+use langevin_core::{LogDensity, Params, Result, Schedule, Transform};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -78,17 +78,11 @@ pub struct SghmcState {
     pub log_posterior: f64,
 }
 
-impl TransformState for SghmcState {
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn step(&self) -> u64 {
-        self.step
-    }
-    fn log_density(&self) -> f64 {
-        self.log_posterior
-    }
-}
+langevin_core::impl_transform_state!(SghmcState {
+    params: params,
+    step: step,
+    log_density: log_posterior,
+});
 
 /// The SGHMC transform over a log density `D`.
 pub struct Sghmc<D> {

@@ -15,7 +15,7 @@
 //!
 //! Defaults: β = 0, T = 1.
 
-use langevin_core::{LogDensity, Params, Result, Schedule, Transform, TransformState};
+use langevin_core::{LogDensity, Params, Result, Schedule, Transform};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -59,17 +59,11 @@ pub struct SgldState {
     pub log_posterior: f64,
 }
 
-impl TransformState for SgldState {
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn step(&self) -> u64 {
-        self.step
-    }
-    fn log_density(&self) -> f64 {
-        self.log_posterior
-    }
-}
+langevin_core::impl_transform_state!(SgldState {
+    params: params,
+    step: step,
+    log_density: log_posterior,
+});
 
 /// The SGLD transform.
 pub struct Sgld<D> {

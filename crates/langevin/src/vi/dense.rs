@@ -26,9 +26,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use langevin_core::rng::fill_standard_normal;
-use langevin_core::{
-    check_finite, Error, LogDensity, Params, Result, Schedule, Transform, TransformState,
-};
+use langevin_core::{check_finite, Error, LogDensity, Params, Result, Schedule, Transform};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -87,17 +85,11 @@ pub struct DenseViState {
     pub step: u64,
 }
 
-impl TransformState for DenseViState {
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn step(&self) -> u64 {
-        self.step
-    }
-    fn log_density(&self) -> f64 {
-        self.log_posterior
-    }
-}
+langevin_core::impl_transform_state!(DenseViState {
+    params: params,
+    step: step,
+    log_density: log_posterior,
+});
 
 impl DenseViState {
     /// `Σ = L Lᵀ`, row-major.

@@ -23,9 +23,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use langevin_core::rng::fill_standard_normal;
-use langevin_core::{
-    check_finite, Error, LogDensity, Params, Result, Schedule, Transform, TransformState,
-};
+use langevin_core::{check_finite, Error, LogDensity, Params, Result, Schedule, Transform};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -89,17 +87,11 @@ pub struct DiagViState {
     pub step: u64,
 }
 
-impl TransformState for DiagViState {
-    fn params(&self) -> &Params {
-        &self.params
-    }
-    fn step(&self) -> u64 {
-        self.step
-    }
-    fn log_density(&self) -> f64 {
-        self.log_posterior
-    }
-}
+langevin_core::impl_transform_state!(DiagViState {
+    params: params,
+    step: step,
+    log_density: log_posterior,
+});
 
 impl DiagViState {
     /// Standard deviations `s = exp(log s)`.
