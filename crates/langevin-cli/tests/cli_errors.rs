@@ -514,12 +514,12 @@ fn corpus_unwritable_output_directory() {
         "--no-plots",
     ];
     for out in [&under, &file] {
-        let mut args = vec!["fit", "--out", path_str(&out)];
+        let mut args = vec!["fit", "--out", path_str(out)];
         args.extend_from_slice(&quick);
         expect(
             &args,
             2,
-            &["cannot create output directory", path_str(&out)],
+            &["cannot create output directory", path_str(out)],
         );
     }
     assert!(!under.exists());
