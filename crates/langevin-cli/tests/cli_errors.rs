@@ -516,11 +516,7 @@ fn corpus_unwritable_output_directory() {
     for out in [&under, &file] {
         let mut args = vec!["fit", "--out", path_str(out)];
         args.extend_from_slice(&quick);
-        expect(
-            &args,
-            2,
-            &["cannot create output directory", path_str(out)],
-        );
+        expect(&args, 2, &["cannot create output directory", path_str(out)]);
     }
     assert!(!under.exists());
     assert_eq!(read(&file), "not a directory");
