@@ -2,95 +2,60 @@
 //! column for data); divergence gives exit code 3; nothing panics and no
 //! failed run leaves a summary.json.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn langevin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_langevin"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// Run, expect exit code `code` and a stderr containing every one of `needles`.
-fn expect(args: &[&str], code: i32, needles: &[&str]) {
-    let out = langevin(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "langevin {args:?}: {err}");
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "langevin {args:?}: stderr lacks `{n}`: {err}"
-        );
-    }
-    assert!(!err.contains("panicked"), "{err}");
-}
-
-/// A failure before the run starts: exit code 2, the message, and no output
-/// directory created at all (so nothing can claim success).
-fn expect_no_output(args: &[&str], out: &Path, needles: &[&str]) {
-    expect(args, 2, needles);
-    assert!(
-        !out.exists(),
-        "langevin {args:?} left {} behind",
-        out.display()
-    );
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
-}
+use common::{expect, expect_no_output, ok, path_str, predict, read, tempdir, write};
 
 #[test]
 fn bad_data_files_exit_2_naming_file_line_and_column() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let out = tmp.path().join("out");
-    let o = out.to_str().unwrap();
+    let o = path_str(&out);
     let t = tmp.path();
-    let f = write(t, "notarget.csv", "a,b\n1,2\n");
-    expect(
-        &["fit", "--data", &f, "--target", "y", "--out", o],
-        2,
+    // `fit --data T/NAME --target y --out OUT` plus `extra`, on a CSV with `text`.
+    let fit_y = |name: &str, text: &str, extra: &[&str], needles: &[&str]| {
+        let f = write(t, name, text);
+        let mut args = vec!["fit", "--data", &f, "--target", "y", "--out", o];
+        args.extend_from_slice(extra);
+        expect(&args, 2, needles);
+    };
+    fit_y(
+        "notarget.csv",
+        "a,b\n1,2\n",
+        &[],
         &["notarget.csv", "no column named `y`"],
     );
-    let f = write(t, "text.csv", "a,y\n1,0\n2,1\nabc,0\n");
-    expect(
-        &["fit", "--data", &f, "--target", "y", "--out", o],
-        2,
+    fit_y(
+        "text.csv",
+        "a,y\n1,0\n2,1\nabc,0\n",
+        &[],
         &["text.csv:4: column `a`: `abc` is not a number"],
     );
-    let f = write(t, "empty.csv", "");
-    expect(
-        &["fit", "--data", &f, "--target", "y", "--out", o],
-        2,
-        &["empty.csv", "empty file"],
-    );
-    let f = write(t, "ragged.csv", "a,y\n1,0\n2,1,5\n");
-    expect(
-        &["fit", "--data", &f, "--target", "y", "--out", o],
-        2,
+    fit_y("empty.csv", "", &[], &["empty.csv", "empty file"]);
+    fit_y(
+        "ragged.csv",
+        "a,y\n1,0\n2,1,5\n",
+        &[],
         &["ragged.csv:3", "3 fields", "header has 2"],
     );
-    let f = write(t, "nan.csv", "a,y\n1,0\nNaN,1\n");
-    expect(
-        &["fit", "--data", &f, "--target", "y", "--out", o],
-        2,
+    fit_y(
+        "nan.csv",
+        "a,y\n1,0\nNaN,1\n",
+        &[],
         &["nan.csv:3: column `a`", "not a finite number"],
     );
-    let f = write(t, "inf.csv", "a,y\n1,0\n2,inf\n");
-    expect(
-        &["fit", "--data", &f, "--target", "y", "--out", o],
-        2,
+    fit_y(
+        "inf.csv",
+        "a,y\n1,0\n2,inf\n",
+        &[],
         &["inf.csv:3: column `y`", "not a finite number"],
     );
-    let f = write(t, "oneclass.csv", "a,y\n1,1\n2,1\n3,1\n");
-    expect(
-        &[
-            "fit", "--data", &f, "--target", "y", "--model", "logistic", "--out", o,
-        ],
-        2,
+    fit_y(
+        "oneclass.csv",
+        "a,y\n1,1\n2,1\n3,1\n",
+        &["--model", "logistic"],
         &["oneclass.csv", "single class"],
     );
     expect(
@@ -122,59 +87,50 @@ fn bad_data_files_exit_2_naming_file_line_and_column() {
 
 #[test]
 fn bad_arguments_exit_2() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let out = tmp.path().join("out");
-    let o = out.to_str().unwrap();
-    expect(
-        &["fit", "--step-size", "0", "--out", o],
-        2,
-        &["--step-size must be a finite number > 0"],
-    );
-    expect(
-        &["fit", "--step-size", "-1", "--out", o],
-        2,
-        &["--step-size"],
-    );
-    expect(
-        &["fit", "--chains", "0", "--out", o],
-        2,
-        &["--chains must be at least 1"],
-    );
-    expect(
-        &["fit", "--steps", "100", "--burn-in", "100", "--out", o],
-        2,
-        &["--burn-in (100) must be smaller than --steps (100)"],
-    );
-    expect(&["fit", "--thin", "0", "--out", o], 2, &["--thin"]);
-    expect(
-        &["fit", "--batch-size", "0", "--out", o],
-        2,
-        &["--batch-size"],
-    );
-    expect(&["fit", "--prior-sd", "0", "--out", o], 2, &["--prior-sd"]);
-    expect(
-        &["fit", "--test-fraction", "1", "--out", o],
-        2,
-        &["--test-fraction"],
-    );
-    expect(
-        &["fit", "--hidden", "64,x", "--model", "mlp", "--out", o],
-        2,
-        &["--hidden"],
-    );
-    expect(&["fit", "--model", "forest", "--out", o], 2, &["forest"]);
-    expect(&["fit", "--method", "nuts", "--out", o], 2, &["nuts"]);
-    expect(
-        &["fit", "--data", "nonesuch", "--out", o],
-        2,
-        &["nonesuch", "bundled"],
-    );
-    expect(&["predict", "--run", o, "--data", "iris"], 2, &["run.json"]);
-    expect(&["diagnose", "--run", o], 2, &["run.json"]);
+    let o = path_str(&out);
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["fit", "--step-size", "0", "--out", o],
+            &["--step-size must be a finite number > 0"],
+        ),
+        (&["fit", "--step-size", "-1", "--out", o], &["--step-size"]),
+        (
+            &["fit", "--chains", "0", "--out", o],
+            &["--chains must be at least 1"],
+        ),
+        (
+            &["fit", "--steps", "100", "--burn-in", "100", "--out", o],
+            &["--burn-in (100) must be smaller than --steps (100)"],
+        ),
+        (&["fit", "--thin", "0", "--out", o], &["--thin"]),
+        (&["fit", "--batch-size", "0", "--out", o], &["--batch-size"]),
+        (&["fit", "--prior-sd", "0", "--out", o], &["--prior-sd"]),
+        (
+            &["fit", "--test-fraction", "1", "--out", o],
+            &["--test-fraction"],
+        ),
+        (
+            &["fit", "--hidden", "64,x", "--model", "mlp", "--out", o],
+            &["--hidden"],
+        ),
+        (&["fit", "--model", "forest", "--out", o], &["forest"]),
+        (&["fit", "--method", "nuts", "--out", o], &["nuts"]),
+        (
+            &["fit", "--data", "nonesuch", "--out", o],
+            &["nonesuch", "bundled"],
+        ),
+        (&["predict", "--run", o, "--data", "iris"], &["run.json"]),
+        (&["diagnose", "--run", o], &["run.json"]),
+    ];
+    for (args, needles) in cases {
+        expect(args, 2, needles);
+    }
     assert!(!out.join("summary.json").exists());
     // thermo tbi checks both dimension lists before creating its folder.
     let tbi = tmp.path().join("tbi");
-    let t = tbi.to_str().unwrap();
+    let t = path_str(&tbi);
     expect_no_output(
         &["thermo", "tbi", "--dims", "2,x", "--out", t],
         &tbi,
@@ -189,7 +145,7 @@ fn bad_arguments_exit_2() {
 
 #[test]
 fn divergence_stops_with_exit_3_and_no_summary() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let out = tmp.path().join("out");
     expect(
         &[
@@ -206,7 +162,7 @@ fn divergence_stops_with_exit_3_and_no_summary() {
             "1",
             "--quiet",
             "--out",
-            out.to_str().unwrap(),
+            path_str(&out),
         ],
         3,
         &["divergent", "--step-size"],
@@ -217,45 +173,30 @@ fn divergence_stops_with_exit_3_and_no_summary() {
 
 #[test]
 fn predict_on_bad_data_exits_2() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let run = tmp.path().join("run");
-    let r = run.to_str().unwrap();
-    let out = langevin(&["fit", "--steps", "200", "--quiet", "--no-plots", "--out", r]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let r = path_str(&run);
+    ok(&["fit", "--steps", "200", "--quiet", "--no-plots", "--out", r]);
     let t = tmp.path();
-    let f = write(
-        t,
+    // `predict --run RUN --data T/NAME` on a CSV with `text`.
+    let predict_fails = |name: &str, text: &str, needles: &[&str]| {
+        let f = write(t, name, text);
+        expect(&["predict", "--run", r, "--data", &f], 2, needles);
+    };
+    predict_fails(
         "missing.csv",
         "sepal_length,sepal_width,petal_length\n1,2,3\n",
-    );
-    expect(
-        &["predict", "--run", r, "--data", &f],
-        2,
         &["missing.csv", "no column named `petal_width`"],
     );
-    let f = write(
-        t,
+    predict_fails(
         "bad.csv",
         "sepal_length,sepal_width,petal_length,petal_width\n1,2,3,4\n1,2,x,4\n",
-    );
-    expect(
-        &["predict", "--run", r, "--data", &f],
-        2,
         &["bad.csv:3: column `petal_length`"],
     );
     // A target column with an unseen label.
-    let f = write(
-        t,
+    predict_fails(
         "label.csv",
         "sepal_length,sepal_width,petal_length,petal_width,virginica\n1,2,3,4,7\n",
-    );
-    expect(
-        &["predict", "--run", r, "--data", &f],
-        2,
         &["label.csv:2: column `virginica`", "not seen in training"],
     );
     // A target-less file works and writes one row per data row.
@@ -265,21 +206,7 @@ fn predict_on_bad_data_exits_2() {
         "id,petal_width,sepal_length,sepal_width,petal_length\na,0.2,5.1,3.5,1.4\nb,2.3,6.9,3.1,5.4\n",
     );
     let preds = t.join("p.csv");
-    let out = langevin(&[
-        "predict",
-        "--run",
-        r,
-        "--data",
-        &f,
-        "--out",
-        preds.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&preds).unwrap();
+    let text = predict(r, &f, &preds);
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(rows.len(), 3);
     // setosa-like row: not virginica; virginica-like row: virginica.
@@ -293,58 +220,40 @@ fn predict_on_bad_data_exits_2() {
 // value for options), and no output directory left behind.
 // ---------------------------------------------------------------------------
 
-/// `fit --data FILE --target y --out OUT` plus `extra`, on a CSV with `text`.
-fn fit_file_fails(t: &Path, name: &str, text: &str, extra: &[&str], needles: &[&str]) {
-    let out = t.join(format!("out-{name}"));
-    let f = write(t, name, text);
+/// `fit --data DATA --target y --out T/OUT` plus `extra` fails before the run
+/// starts (see [`expect_no_output`]).
+fn fit_data_fails(t: &Path, data: &str, out: &str, extra: &[&str], needles: &[&str]) {
+    let out = t.join(out);
     let mut args = vec![
         "fit",
         "--data",
-        &f,
+        data,
         "--target",
         "y",
         "--out",
-        out.to_str().unwrap(),
+        path_str(&out),
     ];
     args.extend_from_slice(extra);
     expect_no_output(&args, &out, needles);
 }
 
+/// [`fit_data_fails`] on a CSV file `name` with the contents `text`.
+fn fit_file_fails(t: &Path, name: &str, text: impl AsRef<[u8]>, extra: &[&str], needles: &[&str]) {
+    let f = write(t, name, text);
+    fit_data_fails(t, &f, &format!("out-{name}"), extra, needles);
+}
+
 #[test]
 fn corpus_bad_data_files() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let t = tmp.path();
     // Missing file.
-    let out = t.join("out-missing");
     let missing = t.join("missing.csv");
-    expect_no_output(
-        &[
-            "fit",
-            "--data",
-            missing.to_str().unwrap(),
-            "--target",
-            "y",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &out,
-        &[missing.to_str().unwrap(), "no such file"],
-    );
+    let missing = path_str(&missing);
+    fit_data_fails(t, missing, "out-missing", &[], &[missing, "no such file"]);
     // A directory given as the data file.
-    let out = t.join("out-dir");
-    expect_no_output(
-        &[
-            "fit",
-            "--data",
-            t.to_str().unwrap(),
-            "--target",
-            "y",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &out,
-        &[t.to_str().unwrap(), "not a regular file"],
-    );
+    let dir = path_str(t);
+    fit_data_fails(t, dir, "out-dir", &[], &[dir, "not a regular file"]);
     fit_file_fails(t, "empty.csv", "", &[], &["empty.csv", "empty file"]);
     fit_file_fails(
         t,
@@ -416,20 +325,11 @@ fn corpus_bad_data_files() {
         &[],
         &["binary.csv:3: column `a`", "is not a number"],
     );
-    std::fs::write(t.join("latin1.csv"), b"a,y\n1,0\n\xe9,1\n").unwrap();
-    let f = t.join("latin1.csv");
-    let out = t.join("out-latin1");
-    expect_no_output(
-        &[
-            "fit",
-            "--data",
-            f.to_str().unwrap(),
-            "--target",
-            "y",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &out,
+    fit_file_fails(
+        t,
+        "latin1.csv",
+        b"a,y\n1,0\n\xe9,1\n",
+        &[],
         &["latin1.csv:3", "UTF-8"],
     );
     fit_file_fails(
@@ -508,7 +408,7 @@ fn corpus_bad_data_files() {
             "--model",
             "logistic",
             "--out",
-            out.to_str().unwrap(),
+            path_str(&out),
         ],
         &out,
         &["binary target", "3 classes"],
@@ -517,9 +417,9 @@ fn corpus_bad_data_files() {
 
 #[test]
 fn corpus_bad_options() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let out = tmp.path().join("out");
-    let o = out.to_str().unwrap();
+    let o = path_str(&out);
     let cases: &[(&[&str], &[&str])] = &[
         (
             &["--step-size", "0"],
@@ -599,7 +499,7 @@ fn corpus_bad_options() {
 
 #[test]
 fn corpus_unwritable_output_directory() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let t = tmp.path();
     let file = t.join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
@@ -614,16 +514,12 @@ fn corpus_unwritable_output_directory() {
         "--no-plots",
     ];
     for out in [&under, &file] {
-        let mut args = vec!["fit", "--out", out.to_str().unwrap()];
+        let mut args = vec!["fit", "--out", path_str(out)];
         args.extend_from_slice(&quick);
-        expect(
-            &args,
-            2,
-            &["cannot create output directory", out.to_str().unwrap()],
-        );
+        expect(&args, 2, &["cannot create output directory", path_str(out)]);
     }
     assert!(!under.exists());
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
+    assert_eq!(read(&file), "not a directory");
     // thermo: the same, after the computation, before any file is written.
     let m = write(t, "spd.csv", "2,0.5\n0.5,1\n");
     expect(
@@ -635,23 +531,19 @@ fn corpus_unwritable_output_directory() {
             "--analog-time",
             "50",
             "--out",
-            under.to_str().unwrap(),
+            path_str(&under),
         ],
         2,
-        &[
-            "--out",
-            under.to_str().unwrap(),
-            "cannot create the output folder",
-        ],
+        &["--out", path_str(&under), "cannot create the output folder"],
     );
 }
 
 #[test]
 fn corpus_thermo_bad_matrices() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let t = tmp.path();
     let out = t.join("out");
-    let o = out.to_str().unwrap();
+    let o = path_str(&out);
     let nonsquare = write(t, "nonsquare.csv", "1,0,0\n0,1,0\n");
     let indefinite = write(t, "indefinite.csv", "1,2\n2,1\n");
     let asym = write(t, "asym.csv", "2,1\n0,2\n");
@@ -661,18 +553,10 @@ fn corpus_thermo_bad_matrices() {
     let empty = write(t, "empty.csv", "\n");
     let unstable = write(t, "unstable.csv", "-1,0\n0,1\n");
     let missing = t.join("missing.csv");
-    let missing = missing.to_str().unwrap();
+    let missing = path_str(&missing);
     for cmd in ["solve", "inv", "logdet", "expm"] {
-        let base = |m: &str| -> Vec<String> {
-            ["thermo", cmd, "--matrix", m, "--out", o]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        };
         let run = |m: &str, needles: &[&str]| {
-            let args = base(m);
-            let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-            expect_no_output(&args, &out, needles);
+            expect_no_output(&["thermo", cmd, "--matrix", m, "--out", o], &out, needles);
         };
         run(
             &nonsquare,
@@ -724,10 +608,10 @@ fn corpus_thermo_bad_matrices() {
 
 #[test]
 fn corpus_emt_missing_or_bad_model() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let t = tmp.path();
     let missing = t.join("no-model.gguf");
-    let m = missing.to_str().unwrap();
+    let m = path_str(&missing);
     expect(
         &[
             "emt",
@@ -766,13 +650,13 @@ fn corpus_emt_missing_or_bad_model() {
             "emt",
             "ask",
             "--memory",
-            doc.to_str().unwrap(),
+            path_str(&doc),
             "--question",
             "q",
             "--model",
             m,
         ],
         2,
-        &["cannot read", doc.to_str().unwrap()],
+        &["cannot read", path_str(&doc)],
     );
 }

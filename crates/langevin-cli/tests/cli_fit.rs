@@ -1,43 +1,16 @@
 //! End-to-end runs of `langevin fit`, `predict` and `diagnose` (short runs).
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn langevin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_langevin"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = langevin(args);
-    assert!(
-        out.status.success(),
-        "langevin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn summary(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
-}
-
-fn header(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("samples.csv"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string()
-}
+use common::{
+    assert_png, fit, header, ok, path_str, predict, sample_rows, summary, tempdir, write,
+};
 
 #[test]
 fn default_fit_runs_on_bundled_data_and_writes_everything() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let dir = tmp.path().join("run");
-    let d = dir.to_str().unwrap();
+    let d = path_str(&dir);
     let out = ok(&["fit", "--steps", "3000", "--out", d]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bundled data set `iris_virginica`"), "{err}");
@@ -63,16 +36,10 @@ fn default_fit_runs_on_bundled_data_and_writes_everything() {
     assert_eq!(s["config"]["method"], "sghmc");
     assert!(s["seconds"].as_f64().unwrap() > 0.0);
     for f in ["trace.png", "marginals.png", "reliability.png"] {
-        let bytes = std::fs::read(dir.join(f)).unwrap();
-        assert_eq!(&bytes[..4], b"\x89PNG", "{f}");
+        assert_png(&dir.join(f));
     }
     // 4 chains x (3000 - 750 burn-in) kept draws, thinned to at most 1000 per chain.
-    let rows = std::fs::read_to_string(dir.join("samples.csv"))
-        .unwrap()
-        .lines()
-        .count()
-        - 1;
-    assert_eq!(rows, 4 * 750);
+    assert_eq!(sample_rows(&dir), 4 * 750);
 
     // diagnose reads it back and prints the table.
     let out = ok(&["diagnose", "--run", d]);
@@ -84,16 +51,7 @@ fn default_fit_runs_on_bundled_data_and_writes_everything() {
 
     // predict: probabilities and an uncertainty decomposition per row.
     let preds = tmp.path().join("preds.csv");
-    ok(&[
-        "predict",
-        "--run",
-        d,
-        "--data",
-        "iris_virginica",
-        "--out",
-        preds.to_str().unwrap(),
-    ]);
-    let text = std::fs::read_to_string(&preds).unwrap();
+    let text = predict(d, "iris_virginica", &preds);
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
@@ -112,26 +70,26 @@ fn default_fit_runs_on_bundled_data_and_writes_everything() {
 
 #[test]
 fn same_seed_same_bytes_whatever_the_threads_other_seed_other_draws() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let run = |name: &str, seed: &str, threads: &str| {
         let dir = tmp.path().join(name);
-        ok(&[
-            "fit",
-            "--steps",
-            "3000",
-            "--thin",
-            "7",
-            "--chains",
-            "5",
-            "--threads",
-            threads,
-            "--no-plots",
-            "--quiet",
-            "--seed",
-            seed,
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
+        fit(
+            &dir,
+            &[
+                "--steps",
+                "3000",
+                "--thin",
+                "7",
+                "--chains",
+                "5",
+                "--threads",
+                threads,
+                "--no-plots",
+                "--quiet",
+                "--seed",
+                seed,
+            ],
+        );
         std::fs::read(dir.join("samples.csv")).unwrap()
     };
     let a = run("a", "5", "1");
@@ -143,180 +101,149 @@ fn same_seed_same_bytes_whatever_the_threads_other_seed_other_draws() {
 
 #[test]
 fn linear_regression_names_noise_and_reports_rmse() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let dir = tmp.path().join("lin");
-    ok(&[
-        "fit",
-        "--data",
-        "diabetes",
-        "--steps",
-        "2000",
-        "--quiet",
-        "--no-plots",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let s = fit(
+        &dir,
+        &[
+            "--data",
+            "diabetes",
+            "--steps",
+            "2000",
+            "--quiet",
+            "--no-plots",
+        ],
+    );
     assert_eq!(
         header(&dir),
         "chain,draw,age,sex,bmi,bp,s1,s2,s3,s4,s5,s6,intercept,log_noise_sd"
     );
-    let s = summary(&dir);
     assert_eq!(s["config"]["model"], "linear");
     let rmse = s["metrics"]["test_rmse"].as_f64().unwrap();
     // The target's sd is about 77; a linear model gets about 55.
     assert!(rmse > 30.0 && rmse < 70.0, "rmse {rmse}");
     let preds = tmp.path().join("p.csv");
-    ok(&[
-        "predict",
-        "--run",
-        dir.to_str().unwrap(),
-        "--data",
-        "diabetes",
-        "--out",
-        preds.to_str().unwrap(),
-    ]);
-    let text = std::fs::read_to_string(&preds).unwrap();
+    let text = predict(path_str(&dir), "diabetes", &preds);
     assert!(text.starts_with("row,mean,sd,aleatoric_sd,epistemic_sd\n"));
 }
 
 #[test]
 fn softmax_map_and_mlp_on_bundled_sets() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     // softmax on iris fitted on every row: metrics on the training rows.
-    let dir = tmp.path().join("sm");
-    ok(&[
-        "fit",
-        "--data",
-        "iris",
-        "--test-fraction",
-        "0",
-        "--steps",
-        "1000",
-        "--quiet",
-        "--no-plots",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    let s = summary(&dir);
+    let s = fit(
+        &tmp.path().join("sm"),
+        &[
+            "--data",
+            "iris",
+            "--test-fraction",
+            "0",
+            "--steps",
+            "1000",
+            "--quiet",
+            "--no-plots",
+        ],
+    );
     assert_eq!(s["config"]["model"], "softmax");
     assert!(s["metrics"]["train_accuracy"].as_f64().unwrap() > 0.85);
     assert!(s["metrics"]["test_nll"].is_null());
     assert_eq!(s["params"].as_array().unwrap().len(), 4 * 3 + 3);
     // MAP: one point, same metrics.
-    let dir = tmp.path().join("map");
-    ok(&[
-        "fit",
-        "--data",
-        "wine",
-        "--method",
-        "map",
-        "--steps",
-        "500",
-        "--quiet",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    let s = summary(&dir);
+    let s = fit(
+        &tmp.path().join("map"),
+        &[
+            "--data", "wine", "--method", "map", "--steps", "500", "--quiet",
+        ],
+    );
     assert_eq!(s["config"]["temperature"], 0.0);
     assert!(s["metrics"]["test_accuracy"].as_f64().unwrap() > 0.85);
     // MLP classifier on digits, minibatches.
-    let dir = tmp.path().join("mlp");
-    ok(&[
-        "fit",
-        "--data",
-        "digits",
-        "--model",
-        "mlp",
-        "--hidden",
-        "16",
-        "--steps",
-        "300",
-        "--batch-size",
-        "64",
-        "--chains",
-        "2",
-        "--quiet",
-        "--no-plots",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    let s = summary(&dir);
+    let s = fit(
+        &tmp.path().join("mlp"),
+        &[
+            "--data",
+            "digits",
+            "--model",
+            "mlp",
+            "--hidden",
+            "16",
+            "--steps",
+            "300",
+            "--batch-size",
+            "64",
+            "--chains",
+            "2",
+            "--quiet",
+            "--no-plots",
+        ],
+    );
     assert_eq!(
         s["params"].as_array().unwrap().len(),
         64 * 16 + 16 + 16 * 10 + 10
     );
     assert!(s["metrics"]["test_accuracy"].as_f64().unwrap() > 0.5);
     // MLP regressor.
-    let dir = tmp.path().join("mlpr");
-    ok(&[
-        "fit",
-        "--data",
-        "diabetes",
-        "--model",
-        "mlp",
-        "--hidden",
-        "8",
-        "--steps",
-        "300",
-        "--chains",
-        "1",
-        "--quiet",
-        "--no-plots",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(summary(&dir)["metrics"]["test_rmse"]
-        .as_f64()
-        .unwrap()
-        .is_finite());
-    // Every sampler runs.
-    for method in ["sgld", "sgnht", "baoa"] {
-        let dir = tmp.path().join(method);
-        ok(&[
-            "fit",
-            "--method",
-            method,
+    let s = fit(
+        &tmp.path().join("mlpr"),
+        &[
+            "--data",
+            "diabetes",
+            "--model",
+            "mlp",
+            "--hidden",
+            "8",
             "--steps",
-            "500",
+            "300",
             "--chains",
-            "2",
+            "1",
             "--quiet",
             "--no-plots",
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
-        assert!(summary(&dir)["metrics"]["test_nll"]
-            .as_f64()
-            .unwrap()
-            .is_finite());
+        ],
+    );
+    assert!(s["metrics"]["test_rmse"].as_f64().unwrap().is_finite());
+    // Every sampler runs.
+    for method in ["sgld", "sgnht", "baoa"] {
+        let s = fit(
+            &tmp.path().join(method),
+            &[
+                "--method",
+                method,
+                "--steps",
+                "500",
+                "--chains",
+                "2",
+                "--quiet",
+                "--no-plots",
+            ],
+        );
+        assert!(s["metrics"]["test_nll"].as_f64().unwrap().is_finite());
     }
 }
 
 #[test]
 fn user_csv_with_named_target() {
-    let tmp = tempfile::tempdir().unwrap();
-    let csv = tmp.path().join("mine.csv");
+    let tmp = tempdir();
     let mut text = String::from("x1,label,x2\n");
     for i in 0..60 {
         let a = (i as f64 * 0.37).sin();
         let b = (i as f64 * 0.91).cos();
         text += &format!("{a},{},{b}\n", u8::from(a + 0.5 * b > 0.0));
     }
-    std::fs::write(&csv, text).unwrap();
+    let csv = write(tmp.path(), "mine.csv", text);
     let dir = tmp.path().join("run");
-    ok(&[
-        "fit",
-        "--data",
-        csv.to_str().unwrap(),
-        "--target",
-        "label",
-        "--steps",
-        "1000",
-        "--quiet",
-        "--no-plots",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let s = fit(
+        &dir,
+        &[
+            "--data",
+            &csv,
+            "--target",
+            "label",
+            "--steps",
+            "1000",
+            "--quiet",
+            "--no-plots",
+        ],
+    );
     assert_eq!(header(&dir), "chain,draw,x1,x2,intercept");
-    assert_eq!(summary(&dir)["config"]["model"], "logistic");
+    assert_eq!(s["config"]["model"], "logistic");
 }

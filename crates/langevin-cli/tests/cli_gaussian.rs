@@ -7,63 +7,15 @@
 //! Laplace approximations at the MAP are then exact; diagonal VI's optimum has
 //! the exact mean and the sds `1 / sqrt(Pⱼⱼ)`.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::{
+    assert_png, draws, fails, fit, floats, json, mean_sd, ok, path_str, predict, read, summary,
+    tempdir,
+};
 use langevin_models::bundled;
-
-fn langevin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_langevin"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = langevin(args);
-    assert!(
-        out.status.success(),
-        "langevin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-/// Draws of samples.csv per parameter (all chains pooled) and the chain count.
-fn draws(dir: &Path) -> (Vec<Vec<f64>>, usize) {
-    let text = std::fs::read_to_string(dir.join("samples.csv")).unwrap();
-    let mut lines = text.lines();
-    let p = lines.next().unwrap().split(',').count() - 2;
-    let mut cols = vec![Vec::new(); p];
-    let mut chains = std::collections::BTreeSet::new();
-    for l in lines {
-        let f: Vec<&str> = l.split(',').collect();
-        chains.insert(f[0].to_string());
-        for j in 0..p {
-            cols[j].push(f[j + 2].parse::<f64>().unwrap());
-        }
-    }
-    (cols, chains.len())
-}
-
-fn mean_sd(x: &[f64]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let m = x.iter().sum::<f64>() / n;
-    let v = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
-    (m, v.sqrt())
-}
 
 const METHODS: [&str; 9] = [
     "vi",
@@ -82,10 +34,10 @@ const METHODS: [&str; 9] = [
 /// within Monte Carlo error, and `predict` / `diagnose` on the output.
 #[test]
 fn every_gaussian_method_writes_a_run_that_predict_and_diagnose_read() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     for (i, method) in METHODS.iter().enumerate() {
         let dir = tmp.path().join(method);
-        let d = dir.to_str().unwrap();
+        let d = path_str(&dir);
         let mut args = vec![
             "fit", "--method", method, "--chains", "2", "--seed", "3", "--out", d,
         ];
@@ -99,7 +51,7 @@ fn every_gaussian_method_writes_a_run_that_predict_and_diagnose_read() {
         let out = ok(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("bundled data set `iris_virginica`"), "{err}");
-        let s = json(&dir.join("summary.json"));
+        let s = summary(&dir);
         let run = json(&dir.join("run.json"));
         assert_eq!(run["config"]["method"], *method);
         assert_eq!(s["config"]["method"], *method);
@@ -151,24 +103,14 @@ fn every_gaussian_method_writes_a_run_that_predict_and_diagnose_read() {
         }
         if i == 0 {
             for f in ["trace.png", "marginals.png", "reliability.png"] {
-                let bytes = std::fs::read(dir.join(f)).unwrap();
-                assert_eq!(&bytes[..4], b"\x89PNG", "{f}");
+                assert_png(&dir.join(f));
             }
         }
         let out = ok(&["diagnose", "--run", d]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("petal_width"), "{text}");
         let preds = dir.join("preds.csv");
-        ok(&[
-            "predict",
-            "--run",
-            d,
-            "--data",
-            "iris_virginica",
-            "--out",
-            preds.to_str().unwrap(),
-        ]);
-        let p = std::fs::read_to_string(&preds).unwrap();
+        let p = predict(d, "iris_virginica", &preds);
         assert_eq!(p.lines().count(), 151, "{method}");
         assert!(p.starts_with("row,predicted,"), "{method}");
     }
@@ -237,32 +179,8 @@ fn conjugate_posterior(run: &serde_json::Value, sigma: f64, prior_sd: f64) -> (V
 /// conditional sds `1 / sqrt(Pⱼⱼ)`.
 #[test]
 fn gaussian_methods_recover_the_conjugate_linear_regression_posterior() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let sigma = 0.7;
-    let base = |method: &str, dir: &Path| -> Vec<String> {
-        [
-            "fit",
-            "--data",
-            "diabetes",
-            "--model",
-            "linear",
-            "--noise-sd",
-            "0.7",
-            "--test-fraction",
-            "0",
-            "--chains",
-            "1",
-            "--no-plots",
-            "--quiet",
-            "--method",
-            method,
-            "--out",
-            dir.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
     let mut exact = None;
     for method in [
         "laplace-hessian",
@@ -271,16 +189,31 @@ fn gaussian_methods_recover_the_conjugate_linear_regression_posterior() {
         "vi",
     ] {
         let dir = tmp.path().join(method);
-        let args = base(method, &dir);
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        ok(&args);
+        let s = fit(
+            &dir,
+            &[
+                "--data",
+                "diabetes",
+                "--model",
+                "linear",
+                "--noise-sd",
+                "0.7",
+                "--test-fraction",
+                "0",
+                "--chains",
+                "1",
+                "--no-plots",
+                "--quiet",
+                "--method",
+                method,
+            ],
+        );
         let run = json(&dir.join("run.json"));
         let (mu, cov) = exact
             .get_or_insert_with(|| conjugate_posterior(&run, sigma, 1.0))
             .clone();
         let p = mu.len();
         assert_eq!(p, 11);
-        let s = json(&dir.join("summary.json"));
         let g = &s["gaussian"];
         let (m, sd) = (floats(&g["mean"]), floats(&g["sd"]));
         for j in 0..p {
@@ -363,25 +296,26 @@ fn exact_precision_diag(dir: &Path, sigma: f64) -> Vec<f64> {
 
 #[test]
 fn dense_methods_refuse_large_models_and_options_are_checked() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let dir = tmp.path().join("big");
-    let d = dir.to_str().unwrap();
+    let d = path_str(&dir);
     // 64 features, 10 classes, one hidden layer of 64: 4810 parameters.
-    let out = langevin(&[
-        "fit",
-        "--data",
-        "digits",
-        "--model",
-        "mlp",
-        "--hidden",
-        "64",
-        "--method",
-        "laplace-dense-ggn",
-        "--out",
-        d,
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(
+        &[
+            "fit",
+            "--data",
+            "digits",
+            "--model",
+            "mlp",
+            "--hidden",
+            "64",
+            "--method",
+            "laplace-dense-ggn",
+            "--out",
+            d,
+        ],
+        2,
+    );
     assert!(err.contains("4810") && err.contains("2000"), "{err}");
     assert!(!dir.join("run.json").exists());
     for bad in [
@@ -398,16 +332,15 @@ fn dense_methods_refuse_large_models_and_options_are_checked() {
         ],
         vec!["fit", "--method", "vi", "--steps", "0", "--out", d],
     ] {
-        let out = langevin(&bad);
-        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        fails(&bad, 2);
     }
 }
 
 #[test]
 fn compare_writes_one_row_per_method_and_names_unknown_methods() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let dir = tmp.path().join("cmp");
-    let d = dir.to_str().unwrap();
+    let d = path_str(&dir);
     let out = ok(&[
         "compare",
         "--methods",
@@ -424,7 +357,7 @@ fn compare_writes_one_row_per_method_and_names_unknown_methods() {
         text.contains("| method | test NLL | test accuracy | ECE | seconds |"),
         "{text}"
     );
-    let csv = std::fs::read_to_string(dir.join("compare.csv")).unwrap();
+    let csv = read(dir.join("compare.csv"));
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "method,test_nll,test_accuracy,ece,seconds,status");
     assert_eq!(lines.len(), 5, "{csv}");
@@ -440,13 +373,9 @@ fn compare_writes_one_row_per_method_and_names_unknown_methods() {
         assert_eq!(f[5], "ok");
         assert!(dir.join(m).join("summary.json").is_file());
     }
-    assert!(std::fs::read_to_string(dir.join("compare.md"))
-        .unwrap()
-        .contains("laplace-diag-ggn"));
-    let png = std::fs::read(dir.join("compare.png")).unwrap();
-    assert_eq!(&png[..4], b"\x89PNG");
+    assert!(read(dir.join("compare.md")).contains("laplace-diag-ggn"));
+    assert_png(&dir.join("compare.png"));
 
-    let out = langevin(&["compare", "--methods", "map,bogus", "--out", d]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`bogus`"));
+    let err = fails(&["compare", "--methods", "map,bogus", "--out", d], 2);
+    assert!(err.contains("`bogus`"));
 }

@@ -9,9 +9,11 @@
 //! * `sghmc_short_run_agrees_with_nuts` (default suite): a shorter run, with
 //!   tolerances derived from the effective sample sizes it reports.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::{mean_sd, tempdir};
 use langevin_models::bundled;
 use langevin_models::data::{Split, Standardizer};
 use nuts_rs::rand::SeedableRng;
@@ -130,15 +132,11 @@ fn nuts_reference(seed: u64, draws: u64) -> (Vec<f64>, Vec<f64>) {
     moments(&all, dim)
 }
 
+/// Mean and sd of each coordinate of `draws` (rows of length `dim`).
 fn moments(draws: &[Vec<f64>], dim: usize) -> (Vec<f64>, Vec<f64>) {
-    let n = draws.len() as f64;
-    let mean: Vec<f64> = (0..dim)
-        .map(|j| draws.iter().map(|d| d[j]).sum::<f64>() / n)
-        .collect();
-    let sd = (0..dim)
-        .map(|j| (draws.iter().map(|d| (d[j] - mean[j]).powi(2)).sum::<f64>() / (n - 1.0)).sqrt())
-        .collect();
-    (mean, sd)
+    (0..dim)
+        .map(|j| mean_sd(&draws.iter().map(|d| d[j]).collect::<Vec<f64>>()))
+        .unzip()
 }
 
 struct Fit {
@@ -149,19 +147,17 @@ struct Fit {
 }
 
 fn run_fit(dir: &Path, steps: u64, seed: u64) -> Fit {
-    let out = Command::new(env!("CARGO_BIN_EXE_langevin"))
-        .args(["fit", "--quiet", "--no-plots", "--out"])
-        .arg(dir)
-        .args(["--steps", &steps.to_string(), "--seed", &seed.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let s = common::fit(
+        dir,
+        &[
+            "--quiet",
+            "--no-plots",
+            "--steps",
+            &steps.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ],
     );
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["config"]["method"], "sghmc");
     assert_eq!(s["config"]["chains"], 4);
     let p = s["params"].as_array().unwrap();
@@ -209,7 +205,7 @@ fn sghmc_agrees_with_nuts() {
         .unwrap_or(200_000);
     for seed in [1, 2, 3] {
         let (mean, sd) = nuts_reference(seed, 25_000);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let fit = run_fit(dir.path(), steps, seed);
         let (dm, ds) = compare(&fit, &mean, &sd);
         eprintln!(
@@ -230,7 +226,7 @@ fn sghmc_agrees_with_nuts() {
 #[test]
 fn sghmc_short_run_agrees_with_nuts() {
     let (mean, sd) = nuts_reference(11, 5_000);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let fit = run_fit(dir.path(), 20_000, 11);
     compare(&fit, &mean, &sd);
     for j in 0..mean.len() {

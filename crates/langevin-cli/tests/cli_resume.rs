@@ -2,26 +2,12 @@
 //! random moments and resumed with `--resume DIR` until it completes writes a
 //! `samples.csv` byte-identical to an uninterrupted run with the same seed.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_langevin"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
-
-fn spawn(args: &[&str]) -> Child {
-    bin()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
+use common::{fails, fit, kill, ok, path_str, spawn, summary, tempdir, wait_until, write};
 
 /// A small deterministic generator for the kill delays (the test must not
 /// depend on a lucky draw, so it asserts that kills did land mid-run).
@@ -40,12 +26,6 @@ fn steps_done(dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join("checkpoint.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["steps_done"].as_u64()
-}
-
-fn params(dir: &Path) -> serde_json::Value {
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
-    s["params"].clone()
 }
 
 const STEPS: &str = "20000";
@@ -70,16 +50,11 @@ fn fit_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn killed_and_resumed_run_is_byte_identical_to_an_uninterrupted_one() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let reference = tmp.path().join("reference");
-    let r = reference.to_str().unwrap();
+    let r = path_str(&reference);
     let t0 = Instant::now();
-    let out = run(&fit_args(r, &[]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&fit_args(r, &[]));
     let t_ref = t0.elapsed().as_secs_f64();
     let expected = std::fs::read(reference.join("samples.csv")).unwrap();
     assert!(expected.len() > 1000);
@@ -87,13 +62,8 @@ fn killed_and_resumed_run_is_byte_identical_to_an_uninterrupted_one() {
 
     // Checkpointing changes nothing in the output.
     let plain = tmp.path().join("checkpointed");
-    let p = plain.to_str().unwrap();
-    let out = run(&fit_args(p, &["--checkpoint-every", "700"]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let p = path_str(&plain);
+    ok(&fit_args(p, &["--checkpoint-every", "700"]));
     assert!(std::fs::read(plain.join("samples.csv")).unwrap() == expected);
     assert!(
         !plain.join("checkpoint.json").exists(),
@@ -103,7 +73,7 @@ fn killed_and_resumed_run_is_byte_identical_to_an_uninterrupted_one() {
     // Kill it at random moments, several times, resuming each time.
     for seed in [1u64, 2] {
         let dir = tmp.path().join(format!("killed{seed}"));
-        let d = dir.to_str().unwrap();
+        let d = path_str(&dir);
         let first = fit_args(d, &["--checkpoint-every", "500"]);
         let resume = ["fit", "--resume", d, "--quiet", "--no-plots"];
         let mut rng = SplitMix(seed);
@@ -123,22 +93,15 @@ fn killed_and_resumed_run_is_byte_identical_to_an_uninterrupted_one() {
             // least three kills land before the end.
             let delay = (0.02 + 0.23 * rng.next_f64()) * t_ref;
             std::thread::sleep(Duration::from_secs_f64(delay));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap(); // SIGKILL
+            if kill(&mut child) {
                 interrupted += 1;
             }
-            child.wait().unwrap();
             if dir.join("summary.json").exists() {
                 break;
             }
         }
         if !dir.join("summary.json").exists() {
-            let out = run(&resume);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            ok(&resume);
         }
         assert!(
             interrupted >= 3,
@@ -156,58 +119,46 @@ fn killed_and_resumed_run_is_byte_identical_to_an_uninterrupted_one() {
             got.len(),
             expected.len()
         );
-        assert_eq!(params(&dir), params(&reference));
+        assert_eq!(summary(&dir)["params"], summary(&reference)["params"]);
     }
 }
 
 #[test]
 fn resume_refuses_what_it_cannot_continue() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     // No such directory.
     let missing = tmp.path().join("nope");
-    let out = run(&["fit", "--resume", missing.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no such directory"));
+    let err = fails(&["fit", "--resume", path_str(&missing)], 2);
+    assert!(err.contains("no such directory"));
 
     // A run without checkpoints.
     let plain = tmp.path().join("plain");
-    let out = run(&[
-        "fit",
-        "--steps",
-        "2000",
-        "--quiet",
-        "--no-plots",
-        "--out",
-        plain.to_str().unwrap(),
-    ]);
-    assert!(out.status.success());
+    fit(&plain, &["--steps", "2000", "--quiet", "--no-plots"]);
     std::fs::remove_file(plain.join("summary.json")).unwrap();
-    let out = run(&["fit", "--resume", plain.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&["fit", "--resume", path_str(&plain)], 2);
     assert!(
         err.contains("checkpoint.json") && err.contains("--checkpoint-every"),
         "{err}"
     );
 
     // Options fixed by the checkpoint cannot be given again.
-    let out = run(&["fit", "--resume", plain.to_str().unwrap(), "--steps", "10"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--steps"));
+    let err = fails(&["fit", "--resume", path_str(&plain), "--steps", "10"], 2);
+    assert!(err.contains("--steps"));
 
     // --checkpoint-every 0.
-    let out = run(&[
-        "fit",
-        "--checkpoint-every",
-        "0",
-        "--out",
-        tmp.path().join("z").to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--checkpoint-every"));
+    let err = fails(
+        &[
+            "fit",
+            "--checkpoint-every",
+            "0",
+            "--out",
+            path_str(&tmp.path().join("z")),
+        ],
+        2,
+    );
+    assert!(err.contains("--checkpoint-every"));
 
     // The data file changed under a checkpointed run.
-    let data = tmp.path().join("data.csv");
     let mut csv = String::from("a,b,y\n");
     for i in 0..60 {
         let x = i as f64 / 10.0;
@@ -217,13 +168,13 @@ fn resume_refuses_what_it_cannot_continue() {
             i32::from(x + (x * 3.1).cos() > 3.0)
         ));
     }
-    std::fs::write(&data, &csv).unwrap();
+    let data = write(tmp.path(), "data.csv", &csv);
     let dir = tmp.path().join("changed");
-    let d = dir.to_str().unwrap();
+    let d = path_str(&dir);
     let mut child = spawn(&[
         "fit",
         "--data",
-        data.to_str().unwrap(),
+        &data,
         "--target",
         "y",
         "--steps",
@@ -235,28 +186,22 @@ fn resume_refuses_what_it_cannot_continue() {
         "--out",
         d,
     ]);
-    let t0 = Instant::now();
-    while steps_done(&dir).unwrap_or(0) == 0 && t0.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(120), || {
+        steps_done(&dir).unwrap_or(0) > 0
+    });
     // While it runs, neither a resume nor a fresh run may touch its directory.
     for args in [
         vec!["fit", "--resume", d, "--quiet"],
         vec!["fit", "--steps", "100", "--quiet", "--out", d],
     ] {
-        let out = run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = fails(&args, 2);
         assert!(err.contains("in use by another langevin process"), "{err}");
     }
     assert!(dir.join("checkpoint.json").exists() && dir.join("run.json").exists());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill(&mut child);
     assert!(steps_done(&dir).unwrap() > 0);
-    std::fs::write(&data, csv.replace("0.5,", "0.55,")).unwrap();
-    let out = run(&["fit", "--resume", d, "--quiet"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    write(tmp.path(), "data.csv", csv.replace("0.5,", "0.55,"));
+    let err = fails(&["fit", "--resume", d, "--quiet"], 2);
     assert!(err.contains("differ from the checkpoint"), "{err}");
     assert!(!dir.join("summary.json").exists());
 }
