@@ -5,8 +5,11 @@
 //! samplers, the noise, the batching, the thinning or the CSV format shows
 //! here; if it is intended, record the new values and say why in the commit.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
+
+use common::{ok, path_str, tempdir};
 
 /// FNV-1a (64-bit) of a file.
 fn fnv(path: &Path) -> (usize, u64) {
@@ -19,21 +22,12 @@ fn fnv(path: &Path) -> (usize, u64) {
 }
 
 fn check(name: &str, args: &[&str], len: usize, hash: u64) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let out = dir.path().join(name);
-    let o = Command::new(env!("CARGO_BIN_EXE_langevin"))
-        .arg("fit")
-        .args(args)
-        .arg("--out")
-        .arg(&out)
-        .args(["--quiet", "--no-plots"])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{name}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let mut all = vec!["fit"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--out", path_str(&out), "--quiet", "--no-plots"]);
+    ok(&all);
     let got = fnv(&out.join("samples.csv"));
     assert_eq!(got, (len, hash), "{name}: samples.csv differs from the recorded one");
 }

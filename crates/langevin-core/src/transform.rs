@@ -18,12 +18,28 @@ pub trait TransformState:
     /// Log density at the parameters the last update evaluated
     /// (`NaN` before the first update).
     fn log_density(&self) -> f64;
+    /// Check the state's internal consistency (a state read back from a
+    /// checkpoint someone edited): the parameters match their layout, and
+    /// per-parameter buffers (momenta, ...) have one entry per parameter.
+    /// `Err` says what is wrong.
+    fn check(&self) -> std::result::Result<(), String> {
+        let p = self.params();
+        if p.values().len() != p.layout().len() {
+            return Err(format!(
+                "{} parameter values for a layout of {}",
+                p.values().len(),
+                p.layout().len()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Implement [`TransformState`] for state structs by naming their fields:
 /// the parameters (a [`Params`]), the step count (`u64`) and the log density
-/// of the last update (`f64`). Several types may be listed, separated by
-/// commas.
+/// of the last update (`f64`), and optionally (`same_len: [a, b]`) the
+/// per-parameter buffers that [`TransformState::check`] requires to have one
+/// entry per parameter. Several types may be listed, separated by commas.
 ///
 /// ```
 /// use langevin_core::{impl_transform_state, Params, TransformState};
@@ -47,7 +63,8 @@ pub trait TransformState:
 /// ```
 #[macro_export]
 macro_rules! impl_transform_state {
-    ($($ty:ty { params: $params:ident, step: $step:ident, log_density: $log_density:ident $(,)? }),+ $(,)?) => {
+    ($($ty:ty { params: $params:ident, step: $step:ident, log_density: $log_density:ident
+        $(, same_len: [$($buf:ident),* $(,)?])? $(,)? }),+ $(,)?) => {
         $(
             impl $crate::TransformState for $ty {
                 fn params(&self) -> &$crate::Params {
@@ -58,6 +75,27 @@ macro_rules! impl_transform_state {
                 }
                 fn log_density(&self) -> f64 {
                     self.$log_density
+                }
+                fn check(&self) -> ::std::result::Result<(), String> {
+                    let p = &self.$params;
+                    if p.values().len() != p.layout().len() {
+                        return Err(format!(
+                            "{} parameter values for a layout of {}",
+                            p.values().len(),
+                            p.layout().len()
+                        ));
+                    }
+                    $($(
+                        if self.$buf.len() != p.len() {
+                            return Err(format!(
+                                "`{}` has {} entries for {} parameters",
+                                stringify!($buf),
+                                self.$buf.len(),
+                                p.len()
+                            ));
+                        }
+                    )*)?
+                    Ok(())
                 }
             }
         )+

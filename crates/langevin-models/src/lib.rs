@@ -15,10 +15,13 @@
 //!   over reused buffers (what [`Model::density`] returns for MLPs on the
 //!   CPU), and its per-example gradients.
 //! * [`batches`]: minibatches of a model's rows as a run's batch source.
+//! * [`curvature`]: a model as per-example log likelihoods and as a network
+//!   output with its likelihood, for the Laplace, GGN and EKF methods.
 //! * [`error`]: the crate's typed error.
 
 pub mod batches;
 pub mod bundled;
+pub mod curvature;
 pub mod data;
 pub mod error;
 pub mod mlp_fast;

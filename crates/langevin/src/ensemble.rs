@@ -1,7 +1,7 @@
 //! Parallel chains and (unbiased) deep ensembles.
 //!
 //! [`run_chains`] runs one transform on K states in parallel (the run loop
-//! of [`crate::run`], one thread per core). Chain `k` draws all its randomness from
+//! of [`crate::run`], with as many worker threads as the current rayon pool). Chain `k` draws all its randomness from
 //! [`chain_rng(seed, k)`](langevin_core::chain_rng), so the result does not
 //! depend on the number of threads or on scheduling: same seed, same draws.
 //!
@@ -69,7 +69,8 @@ where
         thinning,
         round: Some(steps.max(1)),
         max_divergences: 0,
-        threads: None,
+        // As many workers as the calling rayon pool has threads.
+        threads: Some(rayon::current_num_threads()),
     };
     config.validate()?;
     let batches = FnBatches(batch);

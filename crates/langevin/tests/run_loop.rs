@@ -262,7 +262,7 @@ fn resume_is_byte_identical_and_every_saved_field_is_checked() {
 
     // Damaged checkpoints are refused, naming the file and the field.
     let dir = tmp("damaged");
-    on_disk(&dir, 2_000);
+    on_disk(&dir, 5_000);
     let ck_path = dir.join(CHECKPOINT_FILE);
     let good = std::fs::read_to_string(&ck_path).unwrap();
     let edit = |f: &dyn Fn(&mut serde_json::Value)| {
@@ -294,12 +294,15 @@ fn resume_is_byte_identical_and_every_saved_field_is_checked() {
     std::fs::write(&ck_path, &good).unwrap();
     let csv = std::fs::read(dir.join(SAMPLES_FILE)).unwrap();
     let mut changed = csv.clone();
-    let at = changed.iter().rposition(|&b| b == b'1').unwrap_or(30).min(csv.len() / 2);
-    changed[at] = if changed[at] == b'2' { b'3' } else { b'2' };
+    // A digit of the first draw (well inside what the checkpoint covers).
+    let header = csv.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let at = header + csv[header..].iter().position(|b| (b'1'..=b'8').contains(b)).unwrap() + 4;
+    let at = at - 4 + csv[at - 4..].iter().position(|b| b.is_ascii_digit() && *b != b'0').unwrap();
+    changed[at] += 1;
     std::fs::write(dir.join(SAMPLES_FILE), &changed).unwrap();
     let e = resume(&dir).unwrap_err().to_string();
     assert!(e.contains("samples.csv"), "{e}");
-    std::fs::write(dir.join(SAMPLES_FILE), &csv[..csv.len() / 3]).unwrap();
+    std::fs::write(dir.join(SAMPLES_FILE), &csv[..header + 10]).unwrap();
     let e = resume(&dir).unwrap_err().to_string();
     assert!(e.contains("shorter"), "{e}");
     std::fs::remove_dir_all(&dir).ok();

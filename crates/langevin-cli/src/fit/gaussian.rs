@@ -48,7 +48,7 @@
 //!
 //! **Dense methods** (`vi-dense`, `laplace-dense-*`, `laplace-hessian`,
 //! `ekf-dense`) store `P × P` matrices: they are refused (exit code 2) above
-//! [`MAX_DENSE_PARAMS`] parameters.
+//! [`super::plan::MAX_DENSE_PARAMS`] parameters.
 //!
 //! **Failures**: a non-finite log posterior during VI or the Adam MAP is a
 //! skipped step (counted in `divergences`); more than `--max-divergences`, a
@@ -61,96 +61,30 @@
 //! from `chain_rng(seed, c)`.
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor, D};
-use langevin::curvature::{
-    CandleOutputModel, CandlePerExample, ModelJacobian, OutputLikelihood, OutputModel,
-};
+use candle_core::{DType, Device, Tensor};
 use langevin::ekf::{DenseEkf, DiagEkf, EkfConfig};
 use langevin::laplace::{
     DenseFisherLaplace, DenseGgnLaplace, DenseHessianConfig, DenseHessianLaplace,
     DiagFisherLaplace, DiagGgnLaplace, LaplaceConfig,
 };
-use langevin::optim::{Optim, OptimConfig, Optimizer};
+use langevin::optim::{Lbfgs, LbfgsConfig, Optim, OptimConfig, Optimizer};
 use langevin::vi::{DenseVi, DenseViConfig, DiagVi, DiagViConfig};
 use langevin_core::{chain_rng, ChainRng, LogDensity, Params, Schedule, Transform};
-use langevin_models::{Batch, Model, ModelKind, Noise, Task};
+use langevin_models::curvature::{output_model, per_example_loglik};
+use langevin_models::{Batch, Model, ModelKind};
 use rand::seq::SliceRandom;
 use serde_json::json;
 
 use langevin::samples::{CsvDrawWriter, Samples};
 
-use super::args::MethodArg;
 use super::data::Prepared;
-use super::plan::FitConfig;
+use super::plan::{family, Curvature, Family, FitConfig};
 use super::report::{summarize_and_report, ReportArgs};
 use crate::exit::{bad_input, Diverged};
 use crate::rundir::num;
 
-/// Largest number of parameters a dense method accepts (it stores P × P matrices).
-pub const MAX_DENSE_PARAMS: usize = 2000;
-
-/// Default VI steps and learning rate.
-const VI_STEPS: u64 = 10_000;
-const VI_LR: f64 = 1e-2;
-/// Default L-BFGS iterations (full batch) and Adam steps / learning rate (minibatches) of the MAP.
-const MAP_LBFGS_ITERS: u64 = 1000;
-const MAP_ADAM_STEPS: u64 = 5000;
-const MAP_ADAM_LR: f64 = 1e-3;
-/// Default EKF passes over the training rows.
-const EKF_PASSES: u64 = 10;
 /// Largest minibatch for the curvature (per-example gradients and Jacobians are held in memory).
 const CURVATURE_BATCH: usize = 256;
-
-/// The Laplace curvatures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Curvature {
-    DiagFisher,
-    DenseFisher,
-    DiagGgn,
-    DenseGgn,
-    Hessian,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    Vi { dense: bool },
-    Laplace(Curvature),
-    Ekf { dense: bool },
-}
-
-fn family(m: MethodArg) -> Option<Family> {
-    Some(match m {
-        MethodArg::Vi => Family::Vi { dense: false },
-        MethodArg::ViDense => Family::Vi { dense: true },
-        MethodArg::LaplaceDiagFisher => Family::Laplace(Curvature::DiagFisher),
-        MethodArg::LaplaceDenseFisher => Family::Laplace(Curvature::DenseFisher),
-        MethodArg::LaplaceDiagGgn => Family::Laplace(Curvature::DiagGgn),
-        MethodArg::LaplaceDenseGgn => Family::Laplace(Curvature::DenseGgn),
-        MethodArg::LaplaceHessian => Family::Laplace(Curvature::Hessian),
-        MethodArg::Ekf => Family::Ekf { dense: false },
-        MethodArg::EkfDense => Family::Ekf { dense: true },
-        _ => return None,
-    })
-}
-
-fn is_dense(f: Family) -> bool {
-    match f {
-        Family::Vi { dense } | Family::Ekf { dense } => dense,
-        Family::Laplace(c) => matches!(
-            c,
-            Curvature::DenseFisher | Curvature::DenseGgn | Curvature::Hessian
-        ),
-    }
-}
-
-/// The `--step-size` default of a Gaussian method (VI: Adam's learning rate;
-/// Laplace: the learning rate of the Adam MAP with minibatches).
-pub fn default_step_size(m: MethodArg) -> f64 {
-    match family(m) {
-        Some(Family::Vi { .. }) => VI_LR,
-        _ => MAP_ADAM_LR,
-    }
-}
 
 /// Draws `n` parameter values of q with the given generator.
 type Sampler = Box<dyn Fn(usize, &mut ChainRng) -> langevin_core::Result<Vec<Params>>>;
@@ -165,48 +99,6 @@ struct Fitted {
     /// What the fit did (saved under `gaussian` in summary.json).
     info: serde_json::Map<String, serde_json::Value>,
     divergences: u64,
-}
-
-/// The run lengths of a Gaussian method.
-pub struct GaussianPlan {
-    /// Optimiser steps (VI, the Adam MAP), L-BFGS iterations or filter updates.
-    pub steps: u64,
-    /// The step size fixed by the method (the EKF's `N / steps`), if any.
-    pub step_size: Option<f64>,
-}
-
-/// Resolve the steps of `method` (`steps`: the user's `--steps`) and refuse
-/// a dense method on a model with more than [`MAX_DENSE_PARAMS`] parameters.
-pub fn plan(
-    method: MethodArg,
-    steps: Option<u64>,
-    n_train: usize,
-    batch_size: usize,
-    n_params: usize,
-) -> Result<GaussianPlan> {
-    let Some(fam) = family(method) else {
-        anyhow::bail!("internal error: {method:?} is not a Gaussian method");
-    };
-    let name = method.name();
-    if is_dense(fam) && n_params > MAX_DENSE_PARAMS {
-        crate::bail_input!(
-            "--method {name} stores {n_params} x {n_params} matrices: at most \
-             {MAX_DENSE_PARAMS} parameters are allowed, this model has {n_params}; use a \
-             diagonal method (vi, laplace-diag-ggn, laplace-diag-fisher, ekf) or a smaller model"
-        );
-    }
-    let full_batch = batch_size >= n_train;
-    let steps = match steps {
-        Some(s) => s,
-        None => match fam {
-            Family::Vi { .. } => VI_STEPS,
-            Family::Laplace(_) if full_batch => MAP_LBFGS_ITERS,
-            Family::Laplace(_) => MAP_ADAM_STEPS,
-            Family::Ekf { .. } => EKF_PASSES * n_train.div_ceil(batch_size) as u64,
-        },
-    };
-    let step_size = matches!(fam, Family::Ekf { .. }).then(|| n_train as f64 / steps as f64);
-    Ok(GaussianPlan { steps, step_size })
 }
 
 /// Fit the Gaussian of `r.cfg.method`, write `--chains` x D independent
@@ -350,7 +242,7 @@ impl Fitter<'_> {
         let model = self.model();
         let density = model.density(DType::F64, &Device::Cpu);
         let temperature = 1.0 / self.prep.train_y.len() as f64;
-        let optimizer = Optimizer::adam(cosine(self.lr, self.lr / 100.0, self.steps));
+        let optimizer = Optimizer::adam(Schedule::cosine(self.lr, self.lr / 100.0, self.steps));
         let mut batcher = Batcher::new(self.prep.train_y.len(), self.cfg.batch_size);
         let start = self.start();
         let s0 = self.init_sd();
@@ -457,23 +349,29 @@ impl Fitter<'_> {
         let n = self.prep.train_y.len();
         let mut divergences = 0;
         let theta = if self.cfg.batch_size >= n {
-            let r =
-                lbfgs(&density, start, full, self.steps as usize, 1e-9).map_err(|e| match e {
-                    langevin_core::Error::NonFiniteLogDensity { .. } => diverged(
-                        &self.name,
-                        "the log posterior is not finite at the starting point of the MAP search",
-                    ),
-                    e => e.into(),
-                })?;
+            let r = Lbfgs::new(LbfgsConfig {
+                max_iters: self.steps as usize,
+                tol: 1e-9,
+                ..LbfgsConfig::default()
+            })
+            .map_err(bad_input)?
+            .run(&density, start, full)
+            .map_err(|e| match e {
+                langevin_core::Error::NonFiniteLogDensity { .. } => diverged(
+                    &self.name,
+                    "the log posterior is not finite at the starting point of the MAP search",
+                ),
+                e => e.into(),
+            })?;
             info.insert("map_optimizer".into(), json!("lbfgs"));
             info.insert("map_iterations".into(), json!(r.iterations));
             info.insert("map_max_abs_gradient".into(), num(r.max_abs_grad));
-            r.theta
+            r.params
         } else {
             let t = Optim::new(
                 &density,
                 OptimConfig {
-                    optimizer: Optimizer::adam(cosine(self.lr, self.lr / 100.0, self.steps)),
+                    optimizer: Optimizer::adam(Schedule::cosine(self.lr, self.lr / 100.0, self.steps)),
                     ..OptimConfig::default()
                 },
             )
@@ -718,15 +616,6 @@ fn check_params(p: &Params, other: &[f64], name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Learning rate `lr` decayed to `end` along a half cosine over `steps` steps.
-fn cosine(lr: f64, end: f64, steps: u64) -> Schedule {
-    let steps = steps.max(1) as f64;
-    Schedule::from_fn(move |t| {
-        let x = (t as f64 / steps).min(1.0);
-        end + 0.5 * (lr - end) * (1.0 + (std::f64::consts::PI * x).cos())
-    })
-}
-
 /// Rows `lo..hi` of a batch.
 fn slice_batch(full: &Batch, lo: usize, hi: usize) -> Result<Batch> {
     Ok(Batch {
@@ -772,297 +661,3 @@ impl Batcher {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Adapters: the models crate's Model as per-example log likelihoods and as an
-// output model for the GGN.
-// ---------------------------------------------------------------------------
-
-type TensorFn = Box<dyn Fn(&[Tensor], &Batch) -> candle_core::Result<Tensor> + Send + Sync>;
-
-/// Per-example log likelihoods `log p(yᵢ | xᵢ, θ)` (no prior), f64.
-fn per_example_loglik(model: &Model) -> CandlePerExample<Batch, TensorFn> {
-    let m = model.clone();
-    let spec = model.spec().clone();
-    let learned = model.layout().index_of("log_noise_sd").is_some();
-    let f: TensorFn = Box::new(move |ts: &[Tensor], b: &Batch| {
-        let out = m.forward(ts, &b.x)?;
-        let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
-        match (spec.kind, spec.task) {
-            (_, Task::Regression) => {
-                let r2 = (&b.y - &out)?.sqr()?;
-                if learned {
-                    let log_s = ts.last().expect("layout has log_noise_sd");
-                    let inv_var = (log_s * -2.0)?.exp()?;
-                    (r2.broadcast_mul(&inv_var)? * -0.5)?
-                        .broadcast_sub(log_s)?
-                        .affine(1.0, -half_log_2pi)
-                } else {
-                    let s = match spec.noise {
-                        Noise::Fixed(s) => s,
-                        Noise::Learned => 1.0,
-                    };
-                    r2.affine(-0.5 / (s * s), -s.ln() - half_log_2pi)
-                }
-            }
-            (ModelKind::Logistic, _) => {
-                let softplus = (out.relu()? + (out.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-                (&b.y * &out)? - softplus
-            }
-            _ => {
-                // log softmax = out − logsumexp(out) (max-shifted).
-                let mx = out.max_keepdim(D::Minus1)?;
-                let shifted = out.broadcast_sub(&mx)?;
-                let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-                (shifted.broadcast_sub(&lse)? * &b.y)?.sum(1)
-            }
-        }
-    });
-    CandlePerExample::new(f).with_dtype(DType::F64)
-}
-
-/// The network output with its likelihood, for the GGN. A learned noise
-/// scale adds the output `log σ` (the parameter itself) with the Fisher
-/// information `diag(1/σ², 2)` of `N(f, σ²)` in `(f, log σ)` as its Hessian.
-struct ModelOutputs {
-    net: CandleOutputModel<Batch, TensorFn>,
-    /// Flat index of `log_noise_sd` when the noise is learned.
-    log_noise: Option<usize>,
-}
-
-fn output_model(model: &Model) -> ModelOutputs {
-    let m = model.clone();
-    let spec = model.spec();
-    let log_noise = model.layout().range("log_noise_sd").map(|r| r.start);
-    let lik = match spec.task {
-        Task::Regression => {
-            let s = match spec.noise {
-                Noise::Fixed(s) => s,
-                Noise::Learned => 1.0,
-            };
-            OutputLikelihood::Gaussian { variance: s * s }
-        }
-        Task::Classification { .. } if spec.kind == ModelKind::Logistic => {
-            OutputLikelihood::Bernoulli
-        }
-        Task::Classification { .. } => OutputLikelihood::Categorical,
-    };
-    let f: TensorFn = Box::new(move |ts: &[Tensor], b: &Batch| m.forward(ts, &b.x));
-    ModelOutputs {
-        net: CandleOutputModel::new(lik, f).with_dtype(DType::F64),
-        log_noise,
-    }
-}
-
-impl OutputModel for ModelOutputs {
-    type Batch = Batch;
-
-    fn forward(&self, params: &Params, batch: &Batch) -> langevin_core::Result<(Vec<f64>, usize)> {
-        let j = self.forward_jacobian(params, batch)?;
-        Ok((j.outputs, j.k))
-    }
-
-    fn forward_jacobian(
-        &self,
-        params: &Params,
-        batch: &Batch,
-    ) -> langevin_core::Result<ModelJacobian> {
-        let j = self.net.forward_jacobian(params, batch)?;
-        let Some(ix) = self.log_noise else {
-            return Ok(j);
-        };
-        // Outputs (f, log σ) per example; d log σ / dθ = e_ix.
-        let (n, d) = (j.n, j.dim);
-        let rho = params.values()[ix];
-        let mut outputs = Vec::with_capacity(2 * n);
-        let mut jac = vec![0.0; 2 * n * d];
-        for i in 0..n {
-            outputs.push(j.outputs[i]);
-            outputs.push(rho);
-            jac[2 * i * d..(2 * i + 1) * d].copy_from_slice(&j.jac[i * d..(i + 1) * d]);
-            jac[(2 * i + 1) * d + ix] = 1.0;
-        }
-        Ok(ModelJacobian {
-            n,
-            k: 2,
-            dim: d,
-            outputs,
-            jac,
-        })
-    }
-
-    fn output_hessians(
-        &self,
-        jac: &ModelJacobian,
-        batch: &Batch,
-    ) -> langevin_core::Result<Vec<f64>> {
-        if self.log_noise.is_none() {
-            return self.net.output_hessians(jac, batch);
-        }
-        let mut h = vec![0.0; jac.n * 4];
-        for i in 0..jac.n {
-            let rho = jac.outputs[2 * i + 1];
-            h[4 * i] = (-2.0 * rho).exp();
-            h[4 * i + 3] = 2.0;
-        }
-        Ok(h)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// L-BFGS for the full-batch MAP
-// ---------------------------------------------------------------------------
-
-struct Lbfgs {
-    theta: Params,
-    iterations: usize,
-    max_abs_grad: f64,
-}
-
-/// Maximise `density` on one batch with L-BFGS (memory 10, Armijo
-/// backtracking), from `start`, for at most `max_iters` iterations or until
-/// the largest gradient entry is below `tol`. A non-finite value at the start
-/// is an error; a non-finite trial point is backtracked from.
-fn lbfgs<Dn: LogDensity<Aux = ()>>(
-    density: &Dn,
-    start: Params,
-    batch: &Dn::Batch,
-    max_iters: usize,
-    tol: f64,
-) -> langevin_core::Result<Lbfgs> {
-    const MEMORY: usize = 10;
-    let p = start.len();
-    let mut theta = start;
-    // Minimise f = −log posterior.
-    let eval = |t: &Params, g: &mut [f64]| -> langevin_core::Result<f64> {
-        let (v, ()) = density.value_and_grad(t, batch, g)?;
-        g.iter_mut().for_each(|x| *x = -*x);
-        Ok(-v)
-    };
-    let mut g = vec![0.0; p];
-    let mut f = eval(&theta, &mut g)?;
-    langevin_core::check_finite(f, &g, 0)?;
-    let mut hist: std::collections::VecDeque<(Vec<f64>, Vec<f64>, f64)> =
-        std::collections::VecDeque::new();
-    let max_abs = |g: &[f64]| g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    let mut it = 0;
-    let mut g_new = vec![0.0; p];
-    while it < max_iters && max_abs(&g) > tol {
-        it += 1;
-        // Two-loop recursion: d = −H g.
-        let mut q = g.clone();
-        let mut alphas = Vec::with_capacity(hist.len());
-        for (s, y, rho) in hist.iter().rev() {
-            let a = rho * dot(s, &q);
-            q.iter_mut().zip(y).for_each(|(qi, yi)| *qi -= a * yi);
-            alphas.push(a);
-        }
-        if let Some((s, y, _)) = hist.back() {
-            let gamma = dot(s, y) / dot(y, y);
-            q.iter_mut().for_each(|x| *x *= gamma);
-        } else {
-            let scale = 1.0 / max_abs(&g).max(1.0);
-            q.iter_mut().for_each(|x| *x *= scale);
-        }
-        for ((s, y, rho), a) in hist.iter().zip(alphas.iter().rev()) {
-            let b = rho * dot(y, &q);
-            q.iter_mut().zip(s).for_each(|(qi, si)| *qi += (a - b) * si);
-        }
-        let mut d: Vec<f64> = q.iter().map(|x| -x).collect();
-        let mut slope = dot(&g, &d);
-        if slope.is_nan() || slope >= 0.0 {
-            hist.clear();
-            let scale = 1.0 / max_abs(&g).max(1.0);
-            d = g.iter().map(|x| -x * scale).collect();
-            slope = dot(&g, &d);
-        }
-        // Backtracking (Armijo).
-        let mut step = 1.0;
-        let mut accepted = None;
-        for _ in 0..60 {
-            let trial: Vec<f64> = theta
-                .values()
-                .iter()
-                .zip(&d)
-                .map(|(t, di)| t + step * di)
-                .collect();
-            let tp = theta.with_values(trial)?;
-            match eval(&tp, &mut g_new) {
-                Ok(fv) if fv.is_finite() && g_new.iter().all(|x| x.is_finite()) => {
-                    if fv <= f + 1e-4 * step * slope {
-                        accepted = Some((tp, fv));
-                        break;
-                    }
-                }
-                Ok(_) | Err(langevin_core::Error::NonFiniteLogDensity { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            step *= 0.5;
-        }
-        let Some((tp, fv)) = accepted else {
-            // No decrease along d: as converged as rounding allows.
-            break;
-        };
-        let s: Vec<f64> = tp
-            .values()
-            .iter()
-            .zip(theta.values())
-            .map(|(a, b)| a - b)
-            .collect();
-        let y: Vec<f64> = g_new.iter().zip(&g).map(|(a, b)| a - b).collect();
-        let sy = dot(&s, &y);
-        if sy > 1e-12 * dot(&y, &y).sqrt() * dot(&s, &s).sqrt() && sy > 0.0 {
-            if hist.len() == MEMORY {
-                hist.pop_front();
-            }
-            hist.push_back((s, y, 1.0 / sy));
-        }
-        let done = (f - fv).abs() <= 1e-16 * f.abs().max(1.0) && max_abs(&g_new) <= 1e3 * tol;
-        theta = tp;
-        f = fv;
-        std::mem::swap(&mut g, &mut g_new);
-        if done {
-            break;
-        }
-    }
-    Ok(Lbfgs {
-        theta,
-        iterations: it,
-        max_abs_grad: max_abs(&g),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use langevin_core::FnDensity;
-
-    #[test]
-    fn lbfgs_finds_the_mode_of_a_correlated_gaussian() {
-        // log N(x; m, A⁻¹) with a badly conditioned A.
-        let a = [[100.0, 9.9], [9.9, 1.0]];
-        let m = [1.0, -2.0];
-        let density = FnDensity::new(move |x: &[f64], _: &(), g: &mut [f64]| {
-            let r = [x[0] - m[0], x[1] - m[1]];
-            let ar = [
-                a[0][0] * r[0] + a[0][1] * r[1],
-                a[1][0] * r[0] + a[1][1] * r[1],
-            ];
-            g[0] = -ar[0];
-            g[1] = -ar[1];
-            -0.5 * (r[0] * ar[0] + r[1] * ar[1])
-        });
-        let r = lbfgs(&density, Params::from_vec(vec![0.0, 0.0]), &(), 200, 1e-10).unwrap();
-        assert!(r.max_abs_grad <= 1e-10, "{}", r.max_abs_grad);
-        assert!((r.theta.values()[0] - 1.0).abs() < 1e-8);
-        assert!((r.theta.values()[1] + 2.0).abs() < 1e-8);
-    }
-
-    #[test]
-    fn cosine_schedule_ends_at_its_floor() {
-        let s = cosine(1e-2, 1e-4, 100);
-        assert!((s.at(0) - 1e-2).abs() < 1e-15);
-        assert!((s.at(100) - 1e-4).abs() < 1e-15);
-        assert!(s.at(50) < 1e-2 && s.at(50) > 1e-4);
-    }
-}

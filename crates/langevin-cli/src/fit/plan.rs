@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::args::{FitArgs, MethodArg};
 use super::data::{check_positive, Prepared};
-use super::gaussian;
 use crate::exit::bad_input;
 
 /// Default steps of a sampler chain.
@@ -91,7 +90,7 @@ pub fn default_step_size(method: MethodArg) -> f64 {
     match method {
         MethodArg::Sgld => 1e-2,
         MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa | MethodArg::Map => 1e-1,
-        m => gaussian::default_step_size(m),
+        m => gaussian_step_size(m),
     }
 }
 
@@ -248,7 +247,7 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         metrics_on: prep.metrics_on,
     };
     if !method.is_sampler() {
-        let g = gaussian::plan(method, args.steps, n_train, batch_size, model.n_params())?;
+        let g = gaussian_plan(method, args.steps, n_train, batch_size, model.n_params())?;
         cfg.steps = g.steps;
         if let Some(eps) = g.step_size {
             cfg.step_size = eps;
@@ -295,6 +294,118 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         .validate()
         .map_err(bad_input)?;
     Ok(cfg)
+}
+
+// ---------------------------------------------------------------------------
+// The Gaussian methods' plan
+// ---------------------------------------------------------------------------
+
+/// Largest number of parameters a dense method accepts (it stores P × P matrices).
+pub const MAX_DENSE_PARAMS: usize = 2000;
+
+/// Default VI steps and learning rate.
+const VI_STEPS: u64 = 10_000;
+const VI_LR: f64 = 1e-2;
+/// Default L-BFGS iterations (full batch) and Adam steps / learning rate (minibatches) of the MAP.
+const MAP_LBFGS_ITERS: u64 = 1000;
+const MAP_ADAM_STEPS: u64 = 5000;
+const MAP_ADAM_LR: f64 = 1e-3;
+/// Default EKF passes over the training rows.
+const EKF_PASSES: u64 = 10;
+
+/// The Laplace curvatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curvature {
+    DiagFisher,
+    DenseFisher,
+    DiagGgn,
+    DenseGgn,
+    Hessian,
+}
+
+/// The kinds of Gaussian approximation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Vi { dense: bool },
+    Laplace(Curvature),
+    Ekf { dense: bool },
+}
+
+/// The Gaussian family of `m` (`None` for the samplers).
+pub fn family(m: MethodArg) -> Option<Family> {
+    Some(match m {
+        MethodArg::Vi => Family::Vi { dense: false },
+        MethodArg::ViDense => Family::Vi { dense: true },
+        MethodArg::LaplaceDiagFisher => Family::Laplace(Curvature::DiagFisher),
+        MethodArg::LaplaceDenseFisher => Family::Laplace(Curvature::DenseFisher),
+        MethodArg::LaplaceDiagGgn => Family::Laplace(Curvature::DiagGgn),
+        MethodArg::LaplaceDenseGgn => Family::Laplace(Curvature::DenseGgn),
+        MethodArg::LaplaceHessian => Family::Laplace(Curvature::Hessian),
+        MethodArg::Ekf => Family::Ekf { dense: false },
+        MethodArg::EkfDense => Family::Ekf { dense: true },
+        _ => return None,
+    })
+}
+
+fn is_dense(f: Family) -> bool {
+    match f {
+        Family::Vi { dense } | Family::Ekf { dense } => dense,
+        Family::Laplace(c) => matches!(
+            c,
+            Curvature::DenseFisher | Curvature::DenseGgn | Curvature::Hessian
+        ),
+    }
+}
+
+/// The `--step-size` default of a Gaussian method (VI: Adam's learning rate;
+/// Laplace: the learning rate of the Adam MAP with minibatches).
+fn gaussian_step_size(m: MethodArg) -> f64 {
+    match family(m) {
+        Some(Family::Vi { .. }) => VI_LR,
+        _ => MAP_ADAM_LR,
+    }
+}
+
+/// The run lengths of a Gaussian method.
+struct GaussianPlan {
+    /// Optimiser steps (VI, the Adam MAP), L-BFGS iterations or filter updates.
+    pub steps: u64,
+    /// The step size fixed by the method (the EKF's `N / steps`), if any.
+    pub step_size: Option<f64>,
+}
+
+/// Resolve the steps of `method` (`steps`: the user's `--steps`) and refuse
+/// a dense method on a model with more than [`MAX_DENSE_PARAMS`] parameters.
+fn gaussian_plan(
+    method: MethodArg,
+    steps: Option<u64>,
+    n_train: usize,
+    batch_size: usize,
+    n_params: usize,
+) -> Result<GaussianPlan> {
+    let Some(fam) = family(method) else {
+        anyhow::bail!("internal error: {method:?} is not a Gaussian method");
+    };
+    let name = method.name();
+    if is_dense(fam) && n_params > MAX_DENSE_PARAMS {
+        crate::bail_input!(
+            "--method {name} stores {n_params} x {n_params} matrices: at most \
+             {MAX_DENSE_PARAMS} parameters are allowed, this model has {n_params}; use a \
+             diagonal method (vi, laplace-diag-ggn, laplace-diag-fisher, ekf) or a smaller model"
+        );
+    }
+    let full_batch = batch_size >= n_train;
+    let steps = match steps {
+        Some(s) => s,
+        None => match fam {
+            Family::Vi { .. } => VI_STEPS,
+            Family::Laplace(_) if full_batch => MAP_LBFGS_ITERS,
+            Family::Laplace(_) => MAP_ADAM_STEPS,
+            Family::Ekf { .. } => EKF_PASSES * n_train.div_ceil(batch_size) as u64,
+        },
+    };
+    let step_size = matches!(fam, Family::Ekf { .. }).then(|| n_train as f64 / steps as f64);
+    Ok(GaussianPlan { steps, step_size })
 }
 
 #[cfg(test)]

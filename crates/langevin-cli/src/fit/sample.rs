@@ -162,8 +162,11 @@ impl SampleRun<'_> {
                 self.out_dir.join(langevin::run::SAMPLES_FILE).display()
             ))));
         }
+        let mut samples = out.samples;
+        // The model's display names (feature names) rather than the layout's.
+        samples.names = names;
         Ok(Sampled {
-            samples: out.samples,
+            samples,
             divergences: out.divergences,
         })
     }

@@ -253,6 +253,9 @@ impl<S: TransformState, C> Checkpoint<S, C> {
         }
         for (k, ch) in self.chains.iter().enumerate() {
             let field = |f: &str| format!("chains[{k}].{f}");
+            if let Err(why) = ch.state.check() {
+                return bad(field("state"), why);
+            }
             let p = ch.state.params();
             if p.len() != dim {
                 return bad(
@@ -351,6 +354,8 @@ where
             got: samples.chains.len(),
         });
     }
+    // The output's names are the layout's, however the previous draws were read.
+    samples.names = names.clone();
     for (k, (tr, ch)) in samples.chains.iter().zip(&start.chains).enumerate() {
         if tr.n_draws() != ch.draws {
             return Err(Error::checkpoint(

@@ -74,6 +74,7 @@ langevin_core::impl_transform_state!(BaoaState {
     params: params,
     step: step,
     log_density: log_posterior,
+    same_len: [momenta],
 });
 
 /// The BAOA transform.

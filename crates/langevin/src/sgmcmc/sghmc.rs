@@ -82,6 +82,7 @@ langevin_core::impl_transform_state!(SghmcState {
     params: params,
     step: step,
     log_density: log_posterior,
+    same_len: [momenta],
 });
 
 /// The SGHMC transform over a log density `D`.

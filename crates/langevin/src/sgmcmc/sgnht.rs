@@ -90,6 +90,7 @@ langevin_core::impl_transform_state!(SgnhtState {
     params: params,
     step: step,
     log_density: log_posterior,
+    same_len: [momenta],
 });
 
 /// The SGNHT transform.
