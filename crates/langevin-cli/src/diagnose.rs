@@ -26,7 +26,10 @@ pub struct DiagnoseArgs {
 /// Run `langevin diagnose`.
 pub fn run(args: DiagnoseArgs) -> Result<()> {
     if !(args.max_rhat.is_finite() && args.max_rhat >= 1.0) {
-        crate::bail_input!("--max-rhat must be a finite number >= 1, got {}", args.max_rhat);
+        crate::bail_input!(
+            "--max-rhat must be a finite number >= 1, got {}",
+            args.max_rhat
+        );
     }
     if let Some(e) = args.min_ess {
         if !(e.is_finite() && e >= 0.0) {

@@ -94,16 +94,20 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.run.join("predictions.csv"));
     // Check the output before computing: a folder or an unwritable place is bad input.
-    let out_file = if out_path.as_os_str() == "-" {
-        None
-    } else {
-        if out_path.is_dir() {
-            crate::bail_input!("--out {}: is a directory (give a file name)", out_path.display());
-        }
-        Some(std::fs::File::create(&out_path).map_err(|e| {
-            bad_input(format!("--out {}: cannot write: {e}", out_path.display()))
-        })?)
-    };
+    let out_file =
+        if out_path.as_os_str() == "-" {
+            None
+        } else {
+            if out_path.is_dir() {
+                crate::bail_input!(
+                    "--out {}: is a directory (give a file name)",
+                    out_path.display()
+                );
+            }
+            Some(std::fs::File::create(&out_path).map_err(|e| {
+                bad_input(format!("--out {}: cannot write: {e}", out_path.display()))
+            })?)
+        };
     let draws = samples.spread(args.max_draws);
     let pred = predictive(&model, &draws, &x)?;
     let mut text = String::new();

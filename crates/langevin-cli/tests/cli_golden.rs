@@ -29,7 +29,11 @@ fn check(name: &str, args: &[&str], len: usize, hash: u64) {
     all.extend_from_slice(&["--out", path_str(&out), "--quiet", "--no-plots"]);
     ok(&all);
     let got = fnv(&out.join("samples.csv"));
-    assert_eq!(got, (len, hash), "{name}: samples.csv differs from the recorded one");
+    assert_eq!(
+        got,
+        (len, hash),
+        "{name}: samples.csv differs from the recorded one"
+    );
 }
 
 #[test]
@@ -39,34 +43,76 @@ fn default_command_is_byte_identical() {
 
 #[test]
 fn checkpointed_run_is_byte_identical() {
-    let args = ["--data", "iris", "--steps", "4000", "--chains", "2", "--checkpoint-every", "500"];
+    let args = [
+        "--data",
+        "iris",
+        "--steps",
+        "4000",
+        "--chains",
+        "2",
+        "--checkpoint-every",
+        "500",
+    ];
     check("ckpt", &args, 595_529, 0x2ac5_2411_15d3_b3d4);
 }
 
 #[test]
 fn every_sampler_is_byte_identical() {
-    check("map", &["--method", "map", "--data", "wine", "--steps", "3000"], 1_513, 0xe588_1772_7dd4_da2e);
+    check(
+        "map",
+        &["--method", "map", "--data", "wine", "--steps", "3000"],
+        1_513,
+        0xe588_1772_7dd4_da2e,
+    );
     check(
         "sgld_mb",
-        &["--method", "sgld", "--data", "breast_cancer", "--batch-size", "32", "--steps", "3000", "--chains", "2"],
+        &[
+            "--method",
+            "sgld",
+            "--data",
+            "breast_cancer",
+            "--batch-size",
+            "32",
+            "--steps",
+            "3000",
+            "--chains",
+            "2",
+        ],
         917_937,
         0x3ddd_a0c5_664f_6440,
     );
     check(
         "baoa",
-        &["--method", "baoa", "--data", "diabetes", "--steps", "3000", "--chains", "2"],
+        &[
+            "--method", "baoa", "--data", "diabetes", "--steps", "3000", "--chains", "2",
+        ],
         374_081,
         0x1d67_2673_9608_7ebb,
     );
     check(
         "sgnht",
-        &["--method", "sgnht", "--data", "iris", "--steps", "3000", "--chains", "3", "--thin", "7", "--burn-in", "100"],
+        &[
+            "--method",
+            "sgnht",
+            "--data",
+            "iris",
+            "--steps",
+            "3000",
+            "--chains",
+            "3",
+            "--thin",
+            "7",
+            "--burn-in",
+            "100",
+        ],
         371_643,
         0x74e1_1bd0_fee6_b9ea,
     );
     check(
         "mlp",
-        &["--model", "mlp", "--hidden", "8", "--data", "iris", "--steps", "1500", "--chains", "2"],
+        &[
+            "--model", "mlp", "--hidden", "8", "--data", "iris", "--steps", "1500", "--chains", "2",
+        ],
         1_440_944,
         0xd358_b518_ee05_ba3c,
     );
@@ -74,12 +120,22 @@ fn every_sampler_is_byte_identical() {
 
 #[test]
 fn gaussian_methods_are_byte_identical() {
-    check("vi", &["--method", "vi", "--steps", "500"], 410_686, 0xf505_cb0f_474c_84ca);
+    check(
+        "vi",
+        &["--method", "vi", "--steps", "500"],
+        410_686,
+        0xf505_cb0f_474c_84ca,
+    );
     check(
         "lapfisher",
         &["--method", "laplace-diag-fisher", "--data", "iris"],
         1_195_969,
         0x2a73_15d1_1dd7_9dd1,
     );
-    check("ekf", &["--method", "ekf", "--data", "wine"], 3_323_741, 0x6744_f5be_ed78_9bb2);
+    check(
+        "ekf",
+        &["--method", "ekf", "--data", "wine"],
+        3_323_741,
+        0x6744_f5be_ed78_9bb2,
+    );
 }

@@ -180,8 +180,7 @@ mod tests {
         assert!(a.next(10, &mut rng).is_none());
         assert!(a.is_valid_for(10));
         assert!(!a.is_valid_for(9));
-        let dup: ShuffledIndices =
-            serde_json::from_str(r#"{"order":[0,0,2],"pos":0}"#).unwrap();
+        let dup: ShuffledIndices = serde_json::from_str(r#"{"order":[0,0,2],"pos":0}"#).unwrap();
         assert!(!dup.is_valid_for(3));
     }
 
@@ -190,7 +189,9 @@ mod tests {
         let mut rng = chain_rng(7, 3);
         let mut c = ShuffledIndices::new(12);
         for _ in 0..5 {
-            let mut rows: Vec<u32> = (0..3).flat_map(|_| c.next(4, &mut rng).unwrap().to_vec()).collect();
+            let mut rows: Vec<u32> = (0..3)
+                .flat_map(|_| c.next(4, &mut rng).unwrap().to_vec())
+                .collect();
             rows.sort_unstable();
             assert_eq!(rows, (0..12).collect::<Vec<u32>>());
         }

@@ -25,7 +25,9 @@ pub fn per_example_loglik(model: &Model) -> CandlePerExample<Batch, TensorFn> {
             (_, Task::Regression) => {
                 let r2 = (&b.y - &out)?.sqr()?;
                 if learned {
-                    let log_s = ts.last().ok_or_else(|| candle_core::Error::Msg("layout has no log_noise_sd".into()))?;
+                    let log_s = ts.last().ok_or_else(|| {
+                        candle_core::Error::Msg("layout has no log_noise_sd".into())
+                    })?;
                     let inv_var = (log_s * -2.0)?.exp()?;
                     (r2.broadcast_mul(&inv_var)? * -0.5)?
                         .broadcast_sub(log_s)?

@@ -114,7 +114,15 @@ where
     if steps == 0 {
         return Err(Error::config("steps", "must be >= 1"));
     }
-    Ok(run_chains(transform, inits, seed, steps, Thinning::last_of(steps), batch)?.states)
+    Ok(run_chains(
+        transform,
+        inits,
+        seed,
+        steps,
+        Thinning::last_of(steps),
+        batch,
+    )?
+    .states)
 }
 
 /// What [`run_parallel_sghmc`] produced.

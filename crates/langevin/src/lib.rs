@@ -23,7 +23,7 @@ pub mod optim;
 pub mod predictive;
 pub mod run;
 pub mod samples;
-pub mod tune;
 mod scratch;
 pub mod sgmcmc;
+pub mod tune;
 pub mod vi;

@@ -326,7 +326,10 @@ impl Samples {
             message: msg,
         };
         if bytes.is_empty() {
-            return Err(at(1, "empty file: expected a header `chain,draw,<params>`".into()));
+            return Err(at(
+                1,
+                "empty file: expected a header `chain,draw,<params>`".into(),
+            ));
         }
         if bytes.last() != Some(&b'\n') {
             let line = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -353,14 +356,21 @@ impl Samples {
             let cell = |j: usize| -> String {
                 let v = &rec[j];
                 if v.len() > 40 {
-                    format!("{}... ({} characters)", &v[..v.floor_char_boundary(40)], v.len())
+                    format!(
+                        "{}... ({} characters)",
+                        &v[..v.floor_char_boundary(40)],
+                        v.len()
+                    )
                 } else {
                     v.to_string()
                 }
             };
             let int = |j: usize| -> Result<usize> {
                 rec[j].parse().map_err(|_| {
-                    at(line, format!("column `{}`: `{}` is not an index", &header[j], cell(j)))
+                    at(
+                        line,
+                        format!("column `{}`: `{}` is not an index", &header[j], cell(j)),
+                    )
                 })
             };
             let chain = int(0)?;
@@ -371,12 +381,19 @@ impl Samples {
             let mut vals = Vec::with_capacity(names.len());
             for j in 2..rec.len() {
                 let v = rec[j].parse::<f64>().map_err(|_| {
-                    at(line, format!("column `{}`: `{}` is not a number", &header[j], cell(j)))
+                    at(
+                        line,
+                        format!("column `{}`: `{}` is not a number", &header[j], cell(j)),
+                    )
                 })?;
                 if !v.is_finite() {
                     return Err(at(
                         line,
-                        format!("column `{}`: `{}` is not a finite number", &header[j], cell(j)),
+                        format!(
+                            "column `{}`: `{}` is not a finite number",
+                            &header[j],
+                            cell(j)
+                        ),
                     ));
                 }
                 vals.push(v);
@@ -622,10 +639,16 @@ mod tests {
         }
         assert!(Thinning::new(0, 0).is_err());
         assert!(t.check_steps(3).is_err());
-        assert!(t.check_steps(4).is_err(), "one step after burn-in keeps no draw at thin 2");
+        assert!(
+            t.check_steps(4).is_err(),
+            "one step after burn-in keeps no draw at thin 2"
+        );
         assert!(t.check_steps(5).is_ok());
         let last = Thinning::last_of(7);
-        assert_eq!((1..=7).filter(|&s| last.keeps(s)).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(
+            (1..=7).filter(|&s| last.keeps(s)).collect::<Vec<_>>(),
+            vec![7]
+        );
     }
 
     #[test]

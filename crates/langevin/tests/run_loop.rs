@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use langevin::run::{
-    run, Checkpoint, Draw, FnBatches, FullBatch, Observer, RunConfig, RunFiles, RunOutput,
-    Samples, Stop, Thinning, CHECKPOINT_FILE, SAMPLES_FILE,
+    run, Checkpoint, Draw, FnBatches, FullBatch, Observer, RunConfig, RunFiles, RunOutput, Samples,
+    Stop, Thinning, CHECKPOINT_FILE, SAMPLES_FILE,
 };
 use langevin::sgmcmc::{Sghmc, SghmcConfig, SghmcState};
 use langevin::{ChainRng, Error, FnDensity, LogDensity, ParamLayout, Params};
@@ -70,7 +70,11 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn draws_of(out: &RunOutput<SghmcState>) -> Vec<Vec<f64>> {
-    out.samples.chains.iter().map(|c| c.as_slice().to_vec()).collect()
+    out.samples
+        .chains
+        .iter()
+        .map(|c| c.as_slice().to_vec())
+        .collect()
 }
 
 #[test]
@@ -86,11 +90,22 @@ fn draws_do_not_depend_on_threads_or_rounds() {
     // (3000 - 500) / 7 = 357 draws per chain.
     assert!(reference.samples.chains.iter().all(|c| c.n_draws() == 357));
     assert!(reference.stop.is_none());
-    for (round, threads) in [(Some(7), Some(3)), (Some(1000), Some(2)), (Some(2999), None)] {
-        assert_eq!(draws_of(&go(round, threads)), draws_of(&reference), "{round:?} {threads:?}");
+    for (round, threads) in [
+        (Some(7), Some(3)),
+        (Some(1000), Some(2)),
+        (Some(2999), None),
+    ] {
+        assert_eq!(
+            draws_of(&go(round, threads)),
+            draws_of(&reference),
+            "{round:?} {threads:?}"
+        );
     }
     // And the chains differ from each other (their own streams).
-    assert_ne!(reference.samples.chains[0].as_slice(), reference.samples.chains[1].as_slice());
+    assert_ne!(
+        reference.samples.chains[0].as_slice(),
+        reference.samples.chains[1].as_slice()
+    );
 }
 
 /// Records the order of the events.
@@ -102,7 +117,11 @@ struct Log {
 }
 
 impl<S, C> Observer<S, C> for Log {
-    fn on_start(&mut self, _: &langevin::run::RunInfo<'_>, ck: &Checkpoint<S, C>) -> langevin::Result<()> {
+    fn on_start(
+        &mut self,
+        _: &langevin::run::RunInfo<'_>,
+        ck: &Checkpoint<S, C>,
+    ) -> langevin::Result<()> {
         self.events.push(format!("start {}", ck.steps_done));
         Ok(())
     }
@@ -134,8 +153,14 @@ fn observers_see_rounds_in_order_and_draws_draw_major() {
     assert_eq!(
         log.events,
         [
-            "start 0", "draws 213", "round 1000", "draws 429", "round 2000", "draws 429",
-            "round 3000", "finish 3000"
+            "start 0",
+            "draws 213",
+            "round 1000",
+            "draws 429",
+            "round 2000",
+            "draws 429",
+            "round 3000",
+            "finish 3000"
         ]
     );
     // Draw-major within each round: (chain 0, i), (chain 1, i), (chain 2, i), ...
@@ -145,7 +170,12 @@ fn observers_see_rounds_in_order_and_draws_draw_major() {
 }
 
 /// NaN whenever the step's batch says so: the divergence policy.
-fn sometimes_nan(every: u64) -> (impl LogDensity<Batch = u64, Aux = ()>, FnBatches<impl Fn(usize, u64) -> u64 + Sync>) {
+fn sometimes_nan(
+    every: u64,
+) -> (
+    impl LogDensity<Batch = u64, Aux = ()>,
+    FnBatches<impl Fn(usize, u64) -> u64 + Sync>,
+) {
     let d = FnDensity::new(|x: &[f64], step: &u64, g: &mut [f64]| {
         for i in 0..3 {
             g[i] = -x[i];
@@ -175,34 +205,59 @@ fn divergent_steps_are_skipped_and_counted_until_the_limit() {
     let out = run(&t, &b, &config(None, None), start, None, &mut ()).unwrap();
     assert_eq!(out.divergences, vec![0, 8]);
     assert!(out.stop.is_none());
-    let flagged = out.samples.chains[1].diverged().iter().filter(|&&f| f).count();
+    let flagged = out.samples.chains[1]
+        .diverged()
+        .iter()
+        .filter(|&&f| f)
+        .count();
     assert!(flagged <= 8);
     // Every 100th step: 30 divergences > 10, chain 1 stops, the run says so.
     let (d, b) = sometimes_nan(100);
     let t = sghmc(d);
     let start = Checkpoint::start(&t, &b, 3, 2, init).unwrap();
     let out = run(&t, &b, &config(Some(500), None), start, None, &mut ()).unwrap();
-    assert_eq!(out.stop, Some(Stop::Divergences { chains: vec![1], limit: 10 }));
+    assert_eq!(
+        out.stop,
+        Some(Stop::Divergences {
+            chains: vec![1],
+            limit: 10
+        })
+    );
     assert_eq!(out.divergences[1], 11);
     // A chain none of whose steps is finite is not a result, whatever the limit.
     let t = sghmc(FnDensity::new(|_: &[f64], _: &(), g: &mut [f64]| {
         g.fill(0.0);
         f64::NAN
     }));
-    let cfg = RunConfig { steps: 50, max_divergences: 100, ..Default::default() };
+    let cfg = RunConfig {
+        steps: 50,
+        max_divergences: 100,
+        ..Default::default()
+    };
     let start = Checkpoint::start(&t, &FullBatch(()), 3, 2, init).unwrap();
     let out = run(&t, &FullBatch(()), &cfg, start, None, &mut ()).unwrap();
-    assert!(matches!(out.stop, Some(Stop::Divergences { .. })), "{:?}", out.stop);
+    assert!(
+        matches!(out.stop, Some(Stop::Divergences { .. })),
+        "{:?}",
+        out.stop
+    );
 }
 
 #[test]
 fn a_run_that_keeps_no_draw_is_refused_at_construction() {
     let t = sghmc(gaussian());
     let b = shifts();
-    let cfg = RunConfig { steps: 100, thinning: Thinning::new(50, 60).unwrap(), ..Default::default() };
+    let cfg = RunConfig {
+        steps: 100,
+        thinning: Thinning::new(50, 60).unwrap(),
+        ..Default::default()
+    };
     let start = Checkpoint::start(&t, &b, 3, 2, init).unwrap();
     let e = run(&t, &b, &cfg, start, None, &mut ()).unwrap_err();
-    assert!(matches!(e, Error::InvalidConfig { field: "thin", .. }), "{e}");
+    assert!(
+        matches!(e, Error::InvalidConfig { field: "thin", .. }),
+        "{e}"
+    );
 }
 
 /// Interrupts after `n` chain-steps.
@@ -226,7 +281,10 @@ fn on_disk(dir: &Path, stop: u64) -> RunOutput<SghmcState> {
     let b = shifts();
     let files = RunFiles::create(dir, &names(), Some(serde_json::json!({"who": "test"}))).unwrap();
     let start = Checkpoint::start(&t, &b, 5, 3, init).unwrap();
-    let mut obs = (files, StopAfter(AtomicU64::new(0), if stop == 0 { u64::MAX } else { stop }));
+    let mut obs = (
+        files,
+        StopAfter(AtomicU64::new(0), if stop == 0 { u64::MAX } else { stop }),
+    );
     run(&t, &b, &config(Some(400), Some(2)), start, None, &mut obs).unwrap()
 }
 
@@ -244,18 +302,31 @@ fn resume_is_byte_identical_and_every_saved_field_is_checked() {
     let whole = tmp("whole");
     let reference = on_disk(&whole, 0);
     let expected = std::fs::read(whole.join(SAMPLES_FILE)).unwrap();
-    assert_eq!(Samples::read_csv(whole.join(SAMPLES_FILE)).unwrap().chains.len(), 3);
+    assert_eq!(
+        Samples::read_csv(whole.join(SAMPLES_FILE))
+            .unwrap()
+            .chains
+            .len(),
+        3
+    );
     for stop in [1, 1_500, 5_000] {
         let dir = tmp(&format!("cut{stop}"));
         let cut = on_disk(&dir, stop);
         assert_eq!(cut.stop, Some(Stop::Interrupted));
         // A killed process may have written rows after the checkpoint.
-        let mut f = std::fs::OpenOptions::new().append(true).open(dir.join(SAMPLES_FILE)).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(SAMPLES_FILE))
+            .unwrap();
         std::io::Write::write_all(&mut f, b"0,999,1,2,3\n0,1000,4").unwrap();
         drop(f);
         let done = resume(&dir).unwrap();
         assert!(done.stop.is_none());
-        assert_eq!(std::fs::read(dir.join(SAMPLES_FILE)).unwrap(), expected, "stop {stop}");
+        assert_eq!(
+            std::fs::read(dir.join(SAMPLES_FILE)).unwrap(),
+            expected,
+            "stop {stop}"
+        );
         assert_eq!(draws_of(&done), draws_of(&reference));
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -274,7 +345,10 @@ fn resume_is_byte_identical_and_every_saved_field_is_checked() {
         e.to_string()
     };
     let e = edit(&|v| v["steps_done"] = serde_json::json!(99_999));
-    assert!(e.contains("checkpoint.json") && e.contains("steps_done"), "{e}");
+    assert!(
+        e.contains("checkpoint.json") && e.contains("steps_done"),
+        "{e}"
+    );
     let e = edit(&|v| v["chains"][1]["step"] = serde_json::json!(10));
     assert!(e.contains("chains[1].step"), "{e}");
     let e = edit(&|v| v["chains"][0]["draws"] = serde_json::json!(3));
@@ -296,8 +370,17 @@ fn resume_is_byte_identical_and_every_saved_field_is_checked() {
     let mut changed = csv.clone();
     // A digit of the first draw (well inside what the checkpoint covers).
     let header = csv.iter().position(|&b| b == b'\n').unwrap() + 1;
-    let at = header + csv[header..].iter().position(|b| (b'1'..=b'8').contains(b)).unwrap() + 4;
-    let at = at - 4 + csv[at - 4..].iter().position(|b| b.is_ascii_digit() && *b != b'0').unwrap();
+    let at = header
+        + csv[header..]
+            .iter()
+            .position(|b| (b'1'..=b'8').contains(b))
+            .unwrap()
+        + 4;
+    let at = at - 4
+        + csv[at - 4..]
+            .iter()
+            .position(|b| b.is_ascii_digit() && *b != b'0')
+            .unwrap();
     changed[at] += 1;
     std::fs::write(dir.join(SAMPLES_FILE), &changed).unwrap();
     let e = resume(&dir).unwrap_err().to_string();

@@ -46,7 +46,11 @@ impl MethodArg {
     pub fn is_sampler(self) -> bool {
         matches!(
             self,
-            MethodArg::Sgld | MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa | MethodArg::Map
+            MethodArg::Sgld
+                | MethodArg::Sghmc
+                | MethodArg::Sgnht
+                | MethodArg::Baoa
+                | MethodArg::Map
         )
     }
 

@@ -151,6 +151,21 @@ pub fn parse_hidden(s: &str) -> Result<Vec<usize>> {
 pub fn prepare(a: &DataArgs) -> Result<Prepared> {
     let (ds, data_name) = load_data(a.data.as_deref(), a.target.as_deref())?;
     check_positive("prior-sd", a.prior_sd)?;
+    // The prior's precision 1/s² must be a normal number (s² neither
+    // overflows nor underflows).
+    let prior_prec = 1.0 / (a.prior_sd * a.prior_sd);
+    if !prior_prec.is_normal() {
+        crate::bail_input!(
+            "--prior-sd {}: out of range (its square {} in floating point); use a value \
+             between 1e-150 and 1e150",
+            a.prior_sd,
+            if prior_prec == 0.0 {
+                "overflows"
+            } else {
+                "underflows"
+            }
+        );
+    }
     if let Some(s) = a.noise_sd {
         check_positive("noise-sd", s)?;
     }
@@ -228,6 +243,13 @@ pub fn prepare(a: &DataArgs) -> Result<Prepared> {
     let mut eval_x = eval.x.clone();
     let standardizer = if standardize {
         let s = Standardizer::fit(&train_x, ds.d());
+        if let Some(j) = (0..ds.d()).find(|&j| !(s.mean[j].is_finite() && s.sd[j].is_finite())) {
+            crate::bail_input!(
+                "{data_name}: column `{}` has values too large to standardise (its mean or \
+                 standard deviation overflows); rescale the column",
+                ds.feature_names[j]
+            );
+        }
         s.apply(&mut train_x);
         s.apply(&mut eval_x);
         Some(s)
@@ -241,6 +263,13 @@ pub fn prepare(a: &DataArgs) -> Result<Prepared> {
     } else {
         let scaler = if standardize {
             let s = Standardizer::fit(&train.y, 1);
+            if !(s.mean[0].is_finite() && s.sd[0].is_finite()) {
+                crate::bail_input!(
+                    "{data_name}: target `{}` has values too large to standardise (its mean \
+                     or standard deviation overflows); rescale it",
+                    ds.target_name
+                );
+            }
             Some((s.mean[0], s.sd[0]))
         } else {
             None

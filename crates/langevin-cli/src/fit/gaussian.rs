@@ -118,7 +118,13 @@ pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
         fam,
         steps: cfg.steps,
         lr: cfg.step_size,
-        max_divergences: cfg.max_divergences,
+        // The run loop's rule: at most a tenth of the steps.
+        max_divergences: langevin::run::RunConfig {
+            steps: cfg.steps,
+            max_divergences: cfg.max_divergences,
+            ..Default::default()
+        }
+        .divergence_limit(),
         name: name.clone(),
     };
     let fitted = fitter.fit()?;
@@ -371,7 +377,11 @@ impl Fitter<'_> {
             let t = Optim::new(
                 &density,
                 OptimConfig {
-                    optimizer: Optimizer::adam(Schedule::cosine(self.lr, self.lr / 100.0, self.steps)),
+                    optimizer: Optimizer::adam(Schedule::cosine(
+                        self.lr,
+                        self.lr / 100.0,
+                        self.steps,
+                    )),
                     ..OptimConfig::default()
                 },
             )
@@ -660,4 +670,3 @@ impl Batcher {
         })
     }
 }
-

@@ -128,6 +128,16 @@ pub fn run(args: FitArgs) -> Result<()> {
             );
         }
     }
+    if saved.is_some() {
+        // The run folder must still hold this run's run.json.
+        let meta = crate::rundir::read_meta(&out_dir)?;
+        if meta.param_names != prep.model.param_names() || meta.model != *prep.model.spec() {
+            crate::bail_input!(
+                "{}: param_names/model do not match the checkpointed run; cannot continue it",
+                out_dir.join("run.json").display()
+            );
+        }
+    }
     // Held until the run ends: no second process writes this directory.
     let _lock = match resume_lock {
         Some(lock) => lock,
@@ -169,7 +179,10 @@ pub fn run(args: FitArgs) -> Result<()> {
         }
     }
     if saved.is_none() {
-        write_json_atomic(&out_dir.join("run.json"), &prep.run_meta(config_json.clone()))?;
+        write_json_atomic(
+            &out_dir.join("run.json"),
+            &prep.run_meta(config_json.clone()),
+        )?;
     }
     let report = report::ReportArgs {
         cfg: &cfg,
@@ -209,7 +222,11 @@ pub fn run(args: FitArgs) -> Result<()> {
 
 /// What a checkpoint saves of the command (a data file path made absolute,
 /// so the run can be resumed from any working directory).
-fn checkpoint_data(args: &FitArgs, config: serde_json::Value, fp: u64) -> Result<serde_json::Value> {
+fn checkpoint_data(
+    args: &FitArgs,
+    config: serde_json::Value,
+    fp: u64,
+) -> Result<serde_json::Value> {
     let mut saved = args.clone();
     saved.resume = None;
     if let Some(d) = &saved.d.data {

@@ -267,7 +267,9 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
             "--thin {thin} is larger than the {kept} steps after burn-in: no draw would be kept"
         );
     }
-    cfg.friction = args.friction.unwrap_or(default_friction(method, classification));
+    cfg.friction = args
+        .friction
+        .unwrap_or(default_friction(method, classification));
     cfg.temperature = if is_map { 0.0 } else { cfg.temperature };
     cfg.steps = steps;
     cfg.burn_in = burn_in;

@@ -80,9 +80,8 @@ pub fn summarize_and_report(
         let min_draws = samples.min_draws();
         let title = format!("{} {} on {}", cfg.method.label(), cfg.model, cfg.data);
         if min_draws >= 2 {
-            let traces: Vec<Vec<Vec<f64>>> = (0..max_plot)
-                .map(|j| samples.column_by_chain(j))
-                .collect();
+            let traces: Vec<Vec<Vec<f64>>> =
+                (0..max_plot).map(|j| samples.column_by_chain(j)).collect();
             let pooled: Vec<Vec<f64>> = traces.iter().map(|t| t.concat()).collect();
             plot(
                 &mut plots,

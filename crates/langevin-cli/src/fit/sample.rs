@@ -8,9 +8,7 @@ use std::path::Path;
 use anyhow::Result;
 use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
-use langevin::run::{
-    Checkpoint, Observer, RunFiles, RunInfo, Samples, ShuffledIndices, Stop,
-};
+use langevin::run::{Checkpoint, Observer, RunFiles, RunInfo, Samples, ShuffledIndices, Stop};
 use langevin::sgmcmc::{
     Baoa, BaoaConfig, MomentaInit, Sghmc, SghmcConfig, Sgld, SgldConfig, Sgnht, SgnhtConfig,
 };
@@ -112,7 +110,12 @@ impl SampleRun<'_> {
 
     fn drive<T: Transform<Batch = Batch>>(&self, t: &T) -> Result<Sampled> {
         let (cfg, model) = (self.cfg, &self.prep.model);
-        let full = model.batch(&self.prep.train_x, &self.prep.train_y, DType::F32, &Device::Cpu)?;
+        let full = model.batch(
+            &self.prep.train_x,
+            &self.prep.train_y,
+            DType::F32,
+            &Device::Cpu,
+        )?;
         let batches = Minibatches::new(full, cfg.batch_size)?;
         let config = cfg.run_config(self.checkpoint.as_ref().map(|c| c.0), self.threads);
         let names = model.param_names().to_vec();
@@ -140,7 +143,7 @@ impl SampleRun<'_> {
         let out = langevin::run::run(t, &batches, &config, start, previous, &mut observers);
         observers.1.bar.finish_and_clear();
         let out = out?;
-        if let Some(Stop::Divergences { .. }) = &out.stop {
+        if let Some(Stop::Divergences { limit, .. }) = &out.stop {
             let all_diverged = out
                 .divergences
                 .iter()
@@ -151,8 +154,8 @@ impl SampleRun<'_> {
                     .to_string()
             } else {
                 format!(
-                    "more than {} divergent steps (non-finite log posterior) in a chain",
-                    cfg.max_divergences
+                    "more than {limit} divergent steps (non-finite log posterior) in a chain \
+                     (--max-divergences, at most a tenth of --steps)"
                 )
             };
             return Err(anyhow::Error::new(Diverged(format!(

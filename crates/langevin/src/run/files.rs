@@ -259,7 +259,9 @@ fn check_version(v: u32, path: &str) -> Result<()> {
         return Err(Error::checkpoint(
             path,
             "version",
-            format!("checkpoint format version {v} is not supported (expected {CHECKPOINT_VERSION})"),
+            format!(
+                "checkpoint format version {v} is not supported (expected {CHECKPOINT_VERSION})"
+            ),
         ));
     }
     Ok(())

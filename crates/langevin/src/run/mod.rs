@@ -28,7 +28,8 @@
 //! was: the loop **skips** it, counts it as a *divergence* of that chain, and
 //! goes on (the chain's step counter advances, so a kept draw at that step
 //! repeats the previous state, flagged in [`Trace::diverged`]). A chain whose
-//! divergences exceed [`RunConfig::max_divergences`] **stops**; the other
+//! divergences exceed [`RunConfig::divergence_limit`] (`max_divergences`,
+//! or a tenth of the run's steps if that is fewer) **stops**; the other
 //! chains finish the round, its draws are delivered, and the run ends with
 //! [`RunOutput::stop`] = [`Stop::Divergences`] (no further checkpoint, so
 //! the last one stays the point to resume from after changing the set-up).
@@ -110,7 +111,9 @@ pub struct RunConfig {
     /// Steps per round (`None`: `max(steps / 20, 1000)`). Draws reach the
     /// observer, and checkpoints are taken, at the end of each round.
     pub round: Option<u64>,
-    /// A chain stops after this many divergent (skipped) steps.
+    /// A chain stops after more than this many divergent (skipped) steps, or
+    /// more than a tenth of `steps`, whichever is fewer
+    /// ([`RunConfig::divergence_limit`]).
     pub max_divergences: u64,
     /// Worker threads (`None`: one per core); at most one per chain. The
     /// draws do not depend on it.
@@ -143,6 +146,13 @@ impl RunConfig {
             return Err(Error::config("threads", "must be >= 1"));
         }
         Ok(())
+    }
+
+    /// The divergences a chain may have before it stops:
+    /// `min(max_divergences, max(1, steps / 10))`, so that the rule is
+    /// relative to the run (a 50-step run stops after 6 divergences, not 101).
+    pub fn divergence_limit(&self) -> u64 {
+        self.max_divergences.min((self.steps / 10).max(1))
     }
 
     /// Steps per round.
@@ -248,7 +258,10 @@ impl<S: TransformState, C> Checkpoint<S, C> {
         if self.steps_done > config.steps {
             return bad(
                 "steps_done".into(),
-                format!("{} is past the run's {} steps", self.steps_done, config.steps),
+                format!(
+                    "{} is past the run's {} steps",
+                    self.steps_done, config.steps
+                ),
             );
         }
         for (k, ch) in self.chains.iter().enumerate() {
@@ -264,7 +277,7 @@ impl<S: TransformState, C> Checkpoint<S, C> {
                 );
             }
             if ch.stopped {
-                if ch.step > self.steps_done || ch.divergences <= config.max_divergences {
+                if ch.step > self.steps_done || ch.divergences <= config.divergence_limit() {
                     return bad(
                         field("stopped"),
                         "a stopped chain must have exceeded the divergence limit".into(),
@@ -275,7 +288,7 @@ impl<S: TransformState, C> Checkpoint<S, C> {
                     field("step"),
                     format!("{}, but steps_done is {}", ch.step, self.steps_done),
                 );
-            } else if ch.divergences > config.max_divergences || ch.divergences > ch.step {
+            } else if ch.divergences > config.divergence_limit() || ch.divergences > ch.step {
                 return bad(
                     field("divergences"),
                     format!("{} is inconsistent with step {}", ch.divergences, ch.step),
@@ -285,7 +298,10 @@ impl<S: TransformState, C> Checkpoint<S, C> {
             if ch.draws != expected {
                 return bad(
                     field("draws"),
-                    format!("{}, but {expected} draws are kept by step {}", ch.draws, ch.step),
+                    format!(
+                        "{}, but {expected} draws are kept by step {}",
+                        ch.draws, ch.step
+                    ),
                 );
             }
             if p.values().iter().any(|v| !v.is_finite()) {
@@ -422,7 +438,7 @@ where
         } else {
             stop = Some(Stop::Divergences {
                 chains: stopped,
-                limit: config.max_divergences,
+                limit: config.divergence_limit(),
             });
         }
     }
@@ -437,7 +453,7 @@ where
         if !dead.is_empty() {
             stop = Some(Stop::Divergences {
                 chains: dead,
-                limit: config.max_divergences,
+                limit: config.divergence_limit(),
             });
         }
     }
@@ -550,7 +566,7 @@ where
             Ok(_) => false,
             Err(e) if e.is_recoverable() => {
                 ch.divergences += 1;
-                if ch.divergences > config.max_divergences {
+                if ch.divergences > config.divergence_limit() {
                     ch.stopped = true;
                     break;
                 }
