@@ -128,9 +128,9 @@ where
 /// What [`run_parallel_sghmc`] produced.
 #[derive(Debug, Clone)]
 pub struct ParallelChainsOutput {
-    /// Kept draws of every chain (a rejected step keeps the chain where it was).
+    /// Kept draws of every chain (a divergent step keeps the chain where it was).
     pub samples: Samples,
-    /// Final state of all chains (per-chain rejected-step counts included).
+    /// Final state of all chains (per-chain divergence counts included).
     pub state: ParallelSghmcState,
 }
 
@@ -138,7 +138,7 @@ pub struct ParallelChainsOutput {
 /// one batched density call per block of chains per step, all chains on
 /// `batch(step)`. Chain `c` uses `chain_rng(seed, c)`; the draws do not
 /// depend on the number of threads. A non-finite evaluation of one chain
-/// skips that chain's step (counted in `state.rejected`); an `Err` of the
+/// skips that chain's step (counted in `state.divergences`); an `Err` of the
 /// whole density call stops the run.
 pub fn run_parallel_sghmc<D, B, F>(
     sampler: &ParallelSghmc<D>,

@@ -356,11 +356,8 @@ impl Samples {
             let cell = |j: usize| -> String {
                 let v = &rec[j];
                 if v.len() > 40 {
-                    format!(
-                        "{}... ({} characters)",
-                        &v[..v.floor_char_boundary(40)],
-                        v.len()
-                    )
+                    let cut = (0..=40).rev().find(|&i| v.is_char_boundary(i)).unwrap_or(0);
+                    format!("{}... ({} characters)", &v[..cut], v.len())
                 } else {
                     v.to_string()
                 }

@@ -401,7 +401,7 @@ fn non_finite_chains_are_skipped_and_reported() {
     assert_eq!(reported[3], vec![2]);
     assert_eq!(reported[7], vec![5]);
     assert!(reported[0].is_empty() && reported[9] == vec![5]);
-    assert_eq!(a.rejected, vec![0, 0, 1, 0, 0, 3, 0, 0]);
+    assert_eq!(a.divergences, vec![0, 0, 1, 0, 0, 3, 0, 0]);
     assert!(a.log_posterior[5].is_finite());
     // Untouched chains are exactly the clean run.
     for c in [0, 1, 3, 4, 6, 7] {
@@ -432,13 +432,13 @@ fn density_errors_leave_the_state_untouched() {
     let before = st.clone();
     assert!(matches!(ps.step(&mut st, &()), Err(Error::Density(_))));
     assert_eq!(
-        (&st.params, &st.momenta, &st.rngs, st.step, &st.rejected),
+        (&st.params, &st.momenta, &st.rngs, st.step, &st.divergences),
         (
             &before.params,
             &before.momenta,
             &before.rngs,
             before.step,
-            &before.rejected
+            &before.divergences
         )
     );
     assert!(st.log_posterior.iter().all(|v| v.is_nan()));

@@ -228,7 +228,29 @@ impl Fitter<'_> {
         0.1 * self.model().spec().prior_sd.min(1.0)
     }
 
-    /// Count a non-finite step; an error past `--max-divergences`.
+    /// `self.steps` updates of `t` on `batcher`'s minibatches, a non-finite
+    /// step skipped and counted (the run loop's divergence rule).
+    fn optimise<T: Transform<Batch = Batch>>(
+        &self,
+        t: &T,
+        state: &mut T::State,
+        batcher: &mut Batcher,
+        full: &Batch,
+        rng: &mut ChainRng,
+        divergences: &mut u64,
+    ) -> Result<()> {
+        for step in 0..self.steps {
+            let b = batcher.next(full, rng)?;
+            match t.step(state, &b, rng) {
+                Ok(_) => {}
+                Err(e) if e.is_recoverable() => self.skip(divergences, step)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Count a non-finite step; an error past the divergence limit.
     fn skip(&self, divergences: &mut u64, step: u64) -> Result<()> {
         *divergences += 1;
         if *divergences > self.max_divergences {
@@ -281,16 +303,7 @@ impl Fitter<'_> {
                 chol[j * p + j] = s0;
             }
             let mut state = t.init_with(start, chol)?;
-            for step in 0..self.steps {
-                let b = batcher.next(full, rng)?;
-                match t.step(&mut state, &b, rng) {
-                    Ok(_) => {}
-                    Err(langevin_core::Error::NonFiniteLogDensity { .. }) => {
-                        self.skip(&mut divergences, step)?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            self.optimise(&t, &mut state, &mut batcher, full, rng, &mut divergences)?;
             check_params(&state.params, &state.chol, &self.name)?;
             let cov = state.covariance();
             info.insert("nelbo".into(), num(state.nelbo));
@@ -317,16 +330,7 @@ impl Fitter<'_> {
             )
             .map_err(bad_input)?;
             let mut state = t.init(start, rng)?;
-            for step in 0..self.steps {
-                let b = batcher.next(full, rng)?;
-                match t.step(&mut state, &b, rng) {
-                    Ok(_) => {}
-                    Err(langevin_core::Error::NonFiniteLogDensity { .. }) => {
-                        self.skip(&mut divergences, step)?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            self.optimise(&t, &mut state, &mut batcher, full, rng, &mut divergences)?;
             check_params(&state.params, &state.log_sd, &self.name)?;
             info.insert("nelbo".into(), num(state.nelbo));
             let mean = state.params.values().to_vec();
@@ -388,16 +392,7 @@ impl Fitter<'_> {
             .map_err(bad_input)?;
             let mut state = t.init(start, rng)?;
             let mut batcher = Batcher::new(n, self.cfg.batch_size);
-            for step in 0..self.steps {
-                let b = batcher.next(full, rng)?;
-                match t.step(&mut state, &b, rng) {
-                    Ok(_) => {}
-                    Err(langevin_core::Error::NonFiniteLogDensity { .. }) => {
-                        self.skip(&mut divergences, step)?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            self.optimise(&t, &mut state, &mut batcher, full, rng, &mut divergences)?;
             info.insert("map_optimizer".into(), json!("adam"));
             info.insert("map_steps".into(), json!(self.steps));
             info.insert("map_learning_rate".into(), json!(self.lr));

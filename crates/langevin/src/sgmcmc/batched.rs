@@ -42,7 +42,8 @@
 //! are left as they were, as the [`Transform`](langevin_core::Transform)
 //! contract does for one chain), its index is reported in
 //! [`ParallelSghmcInfo::non_finite`] and counted in
-//! [`ParallelSghmcState::rejected`]; the other chains move on. The step
+//! [`ParallelSghmcState::divergences`] (skipped and counted: the
+//! divergence rule of [`crate::run`]); the other chains move on. The step
 //! counter (which indexes the schedules) is shared by all chains.
 //!
 //! Defaults: those of [`SghmcConfig`]; `chains_per_call = 256`,
@@ -265,8 +266,10 @@ pub struct ParallelSghmcState {
     /// rejected evaluation).
     #[serde(deserialize_with = "langevin_core::serde_nan::vec_f64_or_nan")]
     pub log_posterior: Vec<f64>,
-    /// Per chain: steps not applied because of a non-finite evaluation.
-    pub rejected: Vec<u64>,
+    /// Per chain: divergences, the steps not applied because of a non-finite
+    /// evaluation (skipped and counted, the rule of [`crate::run`]).
+    #[serde(alias = "rejected")]
+    pub divergences: Vec<u64>,
     /// Per chain generator, `chain_rng(seed, c)` at init.
     pub rngs: Vec<ChainRng>,
 }
@@ -377,7 +380,7 @@ impl<D: BatchLogDensity> ParallelSghmc<D> {
             momenta,
             step: 0,
             log_posterior: vec![f64::NAN; k],
-            rejected: vec![0; k],
+            divergences: vec![0; k],
             rngs,
         })
     }
@@ -408,11 +411,11 @@ impl<D: BatchLogDensity> ParallelSghmc<D> {
                 got: state.params.len().min(state.momenta.len()),
             });
         }
-        if state.log_posterior.len() != k || state.rejected.len() != k {
+        if state.log_posterior.len() != k || state.divergences.len() != k {
             return Err(Error::DimensionMismatch {
                 what: "parallel SGHMC per-chain vectors",
                 expected: k,
-                got: state.log_posterior.len().min(state.rejected.len()),
+                got: state.log_posterior.len().min(state.divergences.len()),
             });
         }
         let (eps, temp) = schedules_at(&c.step_size, &c.temperature, state.step)?;
@@ -457,7 +460,7 @@ impl<D: BatchLogDensity> ParallelSghmc<D> {
                 .chunks_mut(span)
                 .zip(state.momenta.chunks_mut(span))
                 .zip(state.log_posterior.chunks_mut(rows))
-                .zip(state.rejected.chunks_mut(rows))
+                .zip(state.divergences.chunks_mut(rows))
                 .zip(state.rngs.chunks_mut(rows))
                 .zip(results)
                 .enumerate()
@@ -469,7 +472,7 @@ impl<D: BatchLogDensity> ParallelSghmc<D> {
                 .par_chunks_mut(span)
                 .zip(state.momenta.par_chunks_mut(span))
                 .zip(state.log_posterior.par_chunks_mut(rows))
-                .zip(state.rejected.par_chunks_mut(rows))
+                .zip(state.divergences.par_chunks_mut(rows))
                 .zip(state.rngs.par_chunks_mut(rows))
                 .zip(results.into_par_iter())
                 .enumerate()
