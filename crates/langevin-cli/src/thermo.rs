@@ -58,10 +58,13 @@ pub fn run(cmd: ThermoCommand) -> anyhow::Result<()> {
 // CSV input
 // ---------------------------------------------------------------------------
 
-/// Reads a headerless numeric CSV matrix; errors name the file and the 1-based line.
+/// Reads a headerless numeric CSV matrix (the one reader of every thermo
+/// subcommand); a UTF-8 byte-order mark at the start of the file is skipped, and
+/// errors name the file and the 1-based line.
 fn read_matrix(path: &Path) -> anyhow::Result<Mat<f64>> {
     let text = fs::read_to_string(path)
         .map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut rows: Vec<Vec<f64>> = Vec::new();
     for (ln, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -715,38 +718,6 @@ pub struct SpuArgs {
     out: PathBuf,
 }
 
-fn spu_read_matrix(path: &Path) -> anyhow::Result<langevin_thermo::ou::Mat<f64>> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))?;
-    let mut rows: Vec<Vec<f64>> = Vec::new();
-    for (ln, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let row = line
-            .split(',')
-            .map(|f| f.trim().parse::<f64>().ok().filter(|v| v.is_finite()))
-            .collect::<Option<Vec<f64>>>()
-            .ok_or_else(|| {
-                bad_input(format!(
-                    "{}:{}: not a row of finite numbers",
-                    path.display(),
-                    ln + 1
-                ))
-            })?;
-        rows.push(row);
-    }
-    let n = rows.len();
-    if n == 0 || rows.iter().any(|r| r.len() != n) {
-        return Err(bad_input(format!(
-            "{}: need a square matrix",
-            path.display()
-        )));
-    }
-    Ok(langevin_thermo::ou::Mat::from_fn(n, n, |i, j| rows[i][j]))
-}
-
 fn run_spu(args: SpuArgs) -> anyhow::Result<()> {
     use langevin_plot::{LineChart, Series};
     use langevin_thermo::spu::{self, SpuConfig, SpuTask};
@@ -760,7 +731,7 @@ fn run_spu(args: SpuArgs) -> anyhow::Result<()> {
         crate::bail_input!("--seeds must be in 1..=100");
     }
     let problems: Vec<(String, langevin_thermo::ou::Mat<f64>)> = match &args.matrix {
-        Some(p) => vec![(p.display().to_string(), spu_read_matrix(p)?)],
+        Some(p) => vec![(p.display().to_string(), read_square(p)?)],
         None => vec![
             ("dd4".into(), spu::random_dd_matrix(4, 1)),
             ("dd8".into(), spu::random_dd_matrix(8, 2)),
@@ -1287,7 +1258,14 @@ fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
             ..base.clone()
         };
         cfg.validate().map_err(bad_input)?;
-        results.push(tngd::train(&train, &test, &cfg)?);
+        let r = tngd::train(&train, &test, &cfg).map_err(|e| {
+            if e.is_bad_input() {
+                bad_input(e)
+            } else {
+                anyhow::Error::new(e)
+            }
+        })?;
+        results.push(r);
     }
     prepare_out(&args.out)?;
     let mut csv =

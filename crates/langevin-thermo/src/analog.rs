@@ -48,16 +48,14 @@
 
 #![allow(clippy::needless_range_loop)] // dense numerical kernels index several arrays at once
 
-use crate::spu::{chol_psd, expm, inverse, matmul};
-use faer::linalg::solvers::DenseSolveCore;
 use faer::prelude::*;
 use faer::{Mat, Side};
 use langevin_core::rng::{chain_rng, fill_standard_normal, ChainRng};
-use langevin_core::Error;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-type Result<T> = std::result::Result<T, Error>;
+use crate::error::{Result, ThermoError as Error};
+use crate::ou::{self, mul, spd_inverse};
 
 /// Physical constants of the analog sampler (see module docs).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -184,20 +182,10 @@ impl GaussianProblem {
                 got: sigma_l.nrows(),
             });
         }
-        let p0 = sigma0
-            .llt(Side::Lower)
-            .map_err(|_| Error::NotPositiveDefinite {
-                context: Some("prior covariance".into()),
-            })?
-            .inverse();
-        let pl = sigma_l
-            .llt(Side::Lower)
-            .map_err(|_| Error::NotPositiveDefinite {
-                context: Some("likelihood covariance".into()),
-            })?
-            .inverse();
-        let ht_pl = matmul(&h.transpose().to_owned(), &pl);
-        let p = matmul(&ht_pl, h);
+        let p0 = spd_inverse("prior covariance", sigma0.as_ref())?;
+        let pl = spd_inverse("likelihood covariance", sigma_l.as_ref())?;
+        let ht_pl = mul(h.transpose(), pl.as_ref());
+        let p = mul(ht_pl.as_ref(), h.as_ref());
         let precision = Mat::from_fn(d, d, |i, j| p0[(i, j)] + 0.5 * (p[(i, j)] + p[(j, i)]));
         let b: Vec<f64> = (0..d)
             .map(|i| {
@@ -221,7 +209,9 @@ impl GaussianProblem {
         let llt = precision
             .llt(Side::Lower)
             .map_err(|_| Error::NotPositiveDefinite {
-                context: Some("posterior precision".into()),
+                what: "posterior precision",
+                semi: false,
+                detail: None,
             })?;
         let mean_m = llt.solve(Mat::from_fn(d, 1, |i, _| b[i]));
         let mean = (0..d).map(|i| mean_m[(i, 0)]).collect();
@@ -269,13 +259,19 @@ impl GaussianProblem {
 /// KL(N(m, S) ‖ N(μ, P⁻¹)) for a general Gaussian (S positive definite).
 pub fn kl_to_posterior(m: &[f64], s: &Mat<f64>, post: &GaussianProblem) -> Result<f64> {
     let d = post.dim();
-    let ls = chol_psd(s)?;
-    let logdet_s: f64 = (0..d).map(|i| 2.0 * ls[(i, i)].ln()).sum();
+    let ls = s.llt(Side::Lower).map_err(|_| Error::NotPositiveDefinite {
+        what: "covariance S",
+        semi: false,
+        detail: None,
+    })?;
+    let logdet_s: f64 = (0..d).map(|i| 2.0 * ls.L()[(i, i)].ln()).sum();
     let lp = post
         .precision
         .llt(Side::Lower)
         .map_err(|_| Error::NotPositiveDefinite {
-            context: Some("precision".into()),
+            what: "precision",
+            semi: false,
+            detail: None,
         })?;
     let lpl = lp.L();
     let logdet_p: f64 = (0..d).map(|i| 2.0 * lpl[(i, i)].ln()).sum();
@@ -316,7 +312,9 @@ impl IdealKl {
             .precision
             .self_adjoint_eigen(Side::Lower)
             .map_err(|_| Error::NotPositiveDefinite {
-                context: Some("precision eig".into()),
+                what: "precision eig",
+                semi: false,
+                detail: None,
             })?;
         let lam: Vec<f64> = (0..d).map(|i| e.S().column_vector()[i]).collect();
         let u = e.U();
@@ -401,25 +399,19 @@ impl LinearCircuit {
     /// Exact transition over a step `h`: `(Φ, c, Q_h)` with `θ' = Φθ + c + N(0, Q_h)`.
     pub fn transition(&self, h: f64) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
         let d = self.b.len();
-        let vl = Mat::from_fn(2 * d, 2 * d, |r, c| {
-            let (rb, cb, ri, ci) = (r / d, c / d, r % d, c % d);
-            h * match (rb, cb) {
-                (0, 0) => self.drift[(ri, ci)],
-                (0, 1) if ri == ci => self.diffusion[ri],
-                (1, 1) => -self.drift[(ci, ri)],
-                _ => 0.0,
-            }
-        });
-        let e = expm(&vl);
-        let phi = Mat::from_fn(d, d, |r, c| e[(d + c, d + r)]);
-        let e12 = Mat::from_fn(d, d, |r, c| e[(r, d + c)]);
-        let q = matmul(&phi, &e12);
-        let q = Mat::from_fn(d, d, |i, j| 0.5 * (q[(i, j)] + q[(j, i)]));
+        let diffusion = Mat::from_fn(d, d, |i, j| if i == j { self.diffusion[i] } else { 0.0 });
+        let (phi, q) = ou::van_loan(self.drift.as_ref(), diffusion.as_ref(), h);
         // c = (I - Φ) A⁻¹ b'
-        let ainv = inverse(&self.drift)?;
-        let fix: Vec<f64> = (0..d)
-            .map(|i| (0..d).map(|j| ainv[(i, j)] * self.b[j]).sum())
-            .collect();
+        let fix_m = self
+            .drift
+            .partial_piv_lu()
+            .solve(Mat::from_fn(d, 1, |i, _| self.b[i]));
+        let fix: Vec<f64> = (0..d).map(|i| fix_m[(i, 0)]).collect();
+        if fix.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Singular {
+                what: "realised drift matrix",
+            });
+        }
         let c = (0..d)
             .map(|i| fix[i] - (0..d).map(|j| phi[(i, j)] * fix[j]).sum::<f64>())
             .collect();
@@ -444,8 +436,8 @@ impl LinearCircuit {
             m = (0..d)
                 .map(|i| (0..d).map(|j| phi[(i, j)] * m[j]).sum::<f64>() + c[i])
                 .collect();
-            let ps = matmul(&phi, &s);
-            let pst = matmul(&ps, &phi.transpose().to_owned());
+            let ps = mul(phi.as_ref(), s.as_ref());
+            let pst = mul(ps.as_ref(), phi.transpose());
             s = Mat::from_fn(d, d, |i, j| pst[(i, j)] + q[(i, j)]);
             out.push(kl_to_posterior(&m, &s, post)?);
         }
@@ -464,7 +456,7 @@ impl LinearCircuit {
     ) -> Result<Vec<Vec<f64>>> {
         let d = self.b.len();
         let (phi, c, q) = self.transition(h)?;
-        let lq = chol_psd(&q)?;
+        let (lq, _) = ou::psd_factor("transition covariance", q.as_ref())?;
         let mut out = Vec::with_capacity(chains);
         let mut xi = vec![0.0; d];
         for _ in 0..chains {
@@ -475,7 +467,7 @@ impl LinearCircuit {
                     .map(|i| {
                         (0..d).map(|j| phi[(i, j)] * x[j]).sum::<f64>()
                             + c[i]
-                            + (0..=i).map(|j| lq[(i, j)] * xi[j]).sum::<f64>()
+                            + (0..d).map(|j| lq[(i, j)] * xi[j]).sum::<f64>()
                     })
                     .collect();
             }
@@ -487,13 +479,7 @@ impl LinearCircuit {
     /// Power (W) of the circuit at the posterior moments (see module docs).
     pub fn power(post: &GaussianProblem, cfg: &CircuitConfig) -> Result<f64> {
         let d = post.dim();
-        let cov = post
-            .precision
-            .llt(Side::Lower)
-            .map_err(|_| Error::NotPositiveDefinite {
-                context: Some("precision".into()),
-            })?
-            .inverse();
+        let cov = spd_inverse("precision", post.precision.as_ref())?;
         let e2: Vec<f64> = (0..d)
             .map(|j| post.mean[j] * post.mean[j] + cov[(j, j)])
             .collect();

@@ -1,11 +1,12 @@
-//! Errors of the exact OU simulator and thermodynamic linear algebra.
+//! The one error type of the crate: the exact OU simulator, thermodynamic linear
+//! algebra, the SPU and analog circuit models, and TNGD.
 
 use thiserror::Error;
 
-/// Result alias of this module's fallible functions.
+/// Result alias of the crate's fallible functions.
 pub type Result<T> = std::result::Result<T, ThermoError>;
 
-/// Why an OU or thermodynamic-linear-algebra call was refused.
+/// Why a call of this crate was refused or failed.
 #[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum ThermoError {
@@ -62,6 +63,33 @@ pub enum ThermoError {
     /// A numerical kernel failed (e.g. an eigenvalue iteration did not converge).
     #[error("numerical failure: {0}")]
     Numerical(String),
+
+    /// A matrix that must be invertible is singular to working precision.
+    #[error("{what} is singular")]
+    Singular { what: &'static str },
+
+    /// A matrix the simulated circuit cannot realise (e.g. the SPU needs an H-matrix).
+    #[error("not realisable on the device: {0}")]
+    NotRealisable(String),
+
+    /// Bad data: a data set, its labels or its file (the message names the file and line).
+    #[error("invalid data: {0}")]
+    Data(String),
+
+    /// A training step produced a non-finite update direction.
+    #[error("non-finite update direction at step {step}: {bad} non-finite entries")]
+    NonFiniteDirection { step: u64, bad: usize },
+}
+
+impl ThermoError {
+    /// Whether the error is the caller's input being wrong (bad matrices, data or
+    /// settings), as opposed to a numerical failure or a divergence.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(
+            self,
+            ThermoError::Numerical(_) | ThermoError::NonFiniteDirection { .. }
+        )
+    }
 }
 
 impl From<ThermoError> for langevin_core::Error {
@@ -81,6 +109,11 @@ impl From<ThermoError> for langevin_core::Error {
                 context: Some(e.to_string()),
             },
             ThermoError::InvalidConfig { field, reason } => E::InvalidConfig { field, reason },
+            ThermoError::NonFiniteDirection { step, bad } => E::NonFiniteLogDensity {
+                step,
+                value: f64::NAN,
+                bad_grad: bad,
+            },
             other => E::Data(other.to_string()),
         }
     }

@@ -42,7 +42,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ThermoError};
-use crate::ou::{self, check_len, check_square, check_symmetric, gemv_acc, OuProcess};
+use crate::ou::{self, check_len, check_square, check_symmetric, gemv_acc, symmetrize, OuProcess};
 use langevin_core::rng::{chain_rng, fill_standard_normal};
 
 /// Readouts simulated per block (noise drawn with one matrix product per block).
@@ -187,13 +187,7 @@ pub fn wishart<R: Rng + ?Sized>(d: usize, dof: usize, rng: &mut R) -> Mat<f64> {
         1.0 / dof as f64,
         Par::Seq,
     );
-    for j in 0..d {
-        for i in 0..j {
-            let v = 0.5 * (w[(i, j)] + w[(j, i)]);
-            w[(i, j)] = v;
-            w[(j, i)] = v;
-        }
-    }
+    symmetrize(&mut w);
     w
 }
 
@@ -421,17 +415,6 @@ pub fn inv(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f64>>>
         analog_time: cfg.analog_time,
         readouts: counts.iter().sum(),
     })
-}
-
-fn symmetrize(m: &mut Mat<f64>) {
-    let n = m.nrows();
-    for j in 0..n {
-        for i in 0..j {
-            let v = 0.5 * (m[(i, j)] + m[(j, i)]);
-            m[(i, j)] = v;
-            m[(j, i)] = v;
-        }
-    }
 }
 
 fn log_det_spd(m: MatRef<'_, f64>) -> Option<f64> {

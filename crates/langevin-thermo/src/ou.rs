@@ -189,13 +189,46 @@ fn check_psd(what: &'static str, d: MatRef<'_, f64>) -> Result<()> {
 // Dense kernels
 // ---------------------------------------------------------------------------
 
-fn mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+/// `a b` (sequential faer product, so results do not depend on the thread count).
+pub(crate) fn mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
     let mut c = Mat::<f64>::zeros(a.nrows(), b.ncols());
     matmul(c.as_mut(), Accum::Replace, a, b, 1.0, Par::Seq);
     c
 }
 
-fn symmetrize(m: &mut Mat<f64>) {
+/// `m v` (sequential faer product).
+pub(crate) fn mat_vec(m: MatRef<'_, f64>, v: &[f64]) -> Vec<f64> {
+    let r = mul(m, MatRef::from_column_major_slice(v, v.len(), 1));
+    r.col_as_slice(0).to_vec()
+}
+
+/// Inverse of a square matrix by LU with partial pivoting; errors when `a` is
+/// singular to working precision (a non-finite entry in the inverse).
+pub fn inverse(what: &'static str, a: MatRef<'_, f64>) -> Result<Mat<f64>> {
+    let n = check_square(what, a)?;
+    let inv = a.partial_piv_lu().inverse();
+    if (0..n).any(|j| (0..n).any(|i| !inv[(i, j)].is_finite())) {
+        return Err(ThermoError::Singular { what });
+    }
+    Ok(inv)
+}
+
+/// Inverse of a symmetric positive definite matrix by Cholesky; errors when the
+/// factorisation fails.
+pub fn spd_inverse(what: &'static str, a: MatRef<'_, f64>) -> Result<Mat<f64>> {
+    check_square(what, a)?;
+    let llt = a
+        .llt(Side::Lower)
+        .map_err(|_| ThermoError::NotPositiveDefinite {
+            what,
+            semi: false,
+            detail: Some("Cholesky factorisation failed".into()),
+        })?;
+    Ok(llt.inverse())
+}
+
+/// Replaces `m` by its symmetric part `(m + mᵀ) / 2`.
+pub(crate) fn symmetrize(m: &mut Mat<f64>) {
     let n = m.nrows();
     for j in 0..n {
         for i in 0..j {
@@ -369,6 +402,37 @@ pub fn psd_sqrt(what: &'static str, q: MatRef<'_, f64>) -> Result<Mat<f64>> {
     Ok(Mat::from_fn(n, n, |i, j| u[(i, j)] * s[j].max(0.0).sqrt()))
 }
 
+/// A square root of a symmetric positive semi-definite `Q` and whether it is the
+/// lower Cholesky factor of a definite `Q` (otherwise [`psd_sqrt`]'s symmetric root).
+pub fn psd_factor(what: &'static str, q: MatRef<'_, f64>) -> Result<(Mat<f64>, bool)> {
+    match q.llt(Side::Lower) {
+        Ok(llt) => Ok((llt.L().to_owned(), true)),
+        Err(_) => Ok((psd_sqrt(what, q)?, false)),
+    }
+}
+
+/// Exact transition of `dx = -A x dt + N(0, D dt)` over a step `h` by Van Loan's
+/// block exponential: `exp([[-A, D], [0, A^T]] h) = [[E, G], [0, e^{A^T h}]]`,
+/// `E = e^{-A h}`, `Q_h = G E^T` (returned symmetrised). No stationary covariance is
+/// needed and there is no cancellation for small steps; for `‖A‖ h ≫ 1` the lower
+/// block grows like `e^{‖A‖ h}` ([`OuProcess`] switches to `S - E S E^T` there).
+/// `A` and `D` must be square of one size (unchecked).
+pub fn van_loan(a: MatRef<'_, f64>, d: MatRef<'_, f64>, h: f64) -> (Mat<f64>, Mat<f64>) {
+    let n = a.nrows();
+    let c = Mat::from_fn(2 * n, 2 * n, |i, j| match (i < n, j < n) {
+        (true, true) => -a[(i, j)] * h,
+        (true, false) => d[(i, j - n)] * h,
+        (false, true) => 0.0,
+        (false, false) => a[(j - n, i - n)] * h,
+    });
+    let f = expm(c.as_ref());
+    let e = f.as_ref().submatrix(0, 0, n, n).to_owned();
+    let g = f.as_ref().submatrix(0, n, n, n);
+    let mut q = mul(g, e.transpose());
+    symmetrize(&mut q);
+    (e, q)
+}
+
 // ---------------------------------------------------------------------------
 // The process
 // ---------------------------------------------------------------------------
@@ -496,33 +560,19 @@ impl OuProcess {
             });
         }
         let n = self.dim();
-        let (e, mut cov) = if self.a.norm_l1() * h <= 1.0 {
-            // Van Loan: exp([[-A, D], [0, A^T]] h) = [[E, G], [0, .]], Q = G E^T.
-            let c = Mat::from_fn(2 * n, 2 * n, |i, j| match (i < n, j < n) {
-                (true, true) => -self.a[(i, j)] * h,
-                (true, false) => self.d[(i, j - n)] * h,
-                (false, true) => 0.0,
-                (false, false) => self.a[(j - n, i - n)] * h,
-            });
-            let f = expm(c.as_ref());
-            let e = f.as_ref().submatrix(0, 0, n, n).to_owned();
-            let g = f.as_ref().submatrix(0, n, n, n);
-            let q = mul(g, e.transpose());
-            (e, q)
+        let (e, cov) = if self.a.norm_l1() * h <= 1.0 {
+            van_loan(self.a.as_ref(), self.d.as_ref(), h)
         } else {
             let ma = Mat::from_fn(n, n, |i, j| -self.a[(i, j)] * h);
             let e = expm(ma.as_ref());
             let sm = self.stationary()?;
             let es = mul(e.as_ref(), sm.as_ref());
             let eset = mul(es.as_ref(), e.transpose());
-            let q = Mat::from_fn(n, n, |i, j| sm[(i, j)] - eset[(i, j)]);
+            let mut q = Mat::from_fn(n, n, |i, j| sm[(i, j)] - eset[(i, j)]);
+            symmetrize(&mut q);
             (e, q)
         };
-        symmetrize(&mut cov);
-        let (factor, definite) = match cov.llt(Side::Lower) {
-            Ok(llt) => (llt.L().to_owned(), true),
-            Err(_) => (psd_sqrt("transition covariance", cov.as_ref())?, false),
-        };
+        let (factor, definite) = psd_factor("transition covariance", cov.as_ref())?;
         Ok(Transition {
             h,
             e,
@@ -857,6 +907,14 @@ mod tests {
         let e = expm(n.as_ref());
         assert!((e[(0, 1)] - 30.0).abs() < 1e-12, "{:?}", e);
         assert!((e[(0, 0)] - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn expm_matches_known_rotation() {
+        let a = m2([[0.0, 1.5], [-1.5, 0.0]]);
+        let e = expm(a.as_ref());
+        assert!((e[(0, 0)] - 1.5f64.cos()).abs() < 1e-13);
+        assert!((e[(0, 1)] - 1.5f64.sin()).abs() < 1e-13);
     }
 
     #[test]

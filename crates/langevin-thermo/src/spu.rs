@@ -18,10 +18,10 @@
 //! **Simulation.** The `(i, v)` system is a linear SDE; it is simulated
 //! *exactly* at the ADC sampling instants: `x_{k+1} = Φ x_k + Q^{1/2} ξ_k`
 //! with `Φ = e^{A h}` and `Q = ∫_0^h e^{As} B Bᵀ e^{Aᵀs} ds` from one matrix
-//! exponential of Van Loan's block matrix `[[-A, BBᵀ], [0, Aᵀ]] h` (computed
-//! here in a rescaled state so the blocks are O(1); the exponential is a
-//! scaling-and-squaring Taylor series, accurate to round-off for these
-//! 16x16 problems). No time-discretisation bias.
+//! exponential of Van Loan's block matrix ([`crate::ou::van_loan`], computed
+//! here in a rescaled state so the blocks are O(1)). The stationary covariance
+//! of the realised circuit solves the Lyapunov equation
+//! ([`crate::ou::stationary_covariance`]). No time-discretisation bias.
 //!
 //! **Programming.** To make the voltage covariance proportional to `M⁻¹`
 //! (sampling: `M = Σ⁻¹`; inversion: `M = A`) the device realises
@@ -66,119 +66,12 @@
 use faer::prelude::*;
 use faer::{Mat, Side};
 use langevin_core::rng::{chain_rng, fill_standard_normal, ChainRng};
-use langevin_core::Error;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-type Result<T> = std::result::Result<T, Error>;
-
-// ---------------------------------------------------------------------------
-// Small dense helpers (shared with `analog`)
-// ---------------------------------------------------------------------------
-
-/// `a b` for dense matrices.
-pub(crate) fn matmul(a: &Mat<f64>, b: &Mat<f64>) -> Mat<f64> {
-    let mut c = Mat::<f64>::zeros(a.nrows(), b.ncols());
-    faer::linalg::matmul::matmul(
-        c.as_mut(),
-        faer::Accum::Replace,
-        a.as_ref(),
-        b.as_ref(),
-        1.0,
-        faer::Par::Seq,
-    );
-    c
-}
-
-/// Matrix exponential by scaling and squaring of a degree-18 Taylor series
-/// (argument scaled to norm ≤ 0.5, so the truncation error is below 1e-20).
-pub(crate) fn expm(a: &Mat<f64>) -> Mat<f64> {
-    let n = a.nrows();
-    let norm = (0..n)
-        .map(|i| (0..n).map(|j| a[(i, j)].abs()).sum::<f64>())
-        .fold(0.0, f64::max);
-    let mut s = 0i32;
-    while norm / 2f64.powi(s) > 0.5 {
-        s += 1;
-    }
-    let scale = 2f64.powi(-s);
-    let x = Mat::from_fn(n, n, |i, j| a[(i, j)] * scale);
-    let mut result = Mat::<f64>::identity(n, n);
-    let mut term = Mat::<f64>::identity(n, n);
-    for k in 1..=18 {
-        term = matmul(&term, &x);
-        let inv = 1.0 / k as f64;
-        for i in 0..n {
-            for j in 0..n {
-                term[(i, j)] *= inv;
-                result[(i, j)] += term[(i, j)];
-            }
-        }
-    }
-    for _ in 0..s {
-        result = matmul(&result, &result);
-    }
-    result
-}
-
-/// Lower Cholesky factor of a symmetric positive semi-definite matrix
-/// (a tiny diagonal jitter relative to the trace is added if needed).
-pub(crate) fn chol_psd(q: &Mat<f64>) -> Result<Mat<f64>> {
-    let n = q.nrows();
-    let sym = Mat::from_fn(n, n, |i, j| 0.5 * (q[(i, j)] + q[(j, i)]));
-    let tr: f64 = (0..n).map(|i| sym[(i, i)].abs()).sum::<f64>().max(1e-300);
-    for jitter in [0.0, 1e-14, 1e-12, 1e-10] {
-        let m = Mat::from_fn(n, n, |i, j| {
-            sym[(i, j)] + if i == j { jitter * tr / n as f64 } else { 0.0 }
-        });
-        if let Ok(l) = m.llt(Side::Lower) {
-            return Ok(l.L().to_owned());
-        }
-    }
-    Err(Error::NotPositiveDefinite {
-        context: Some("transition covariance".into()),
-    })
-}
-
-/// Inverse of a square matrix (LU with partial pivoting); errors if singular.
-pub(crate) fn inverse(a: &Mat<f64>) -> Result<Mat<f64>> {
-    let n = a.nrows();
-    let lu = a.partial_piv_lu();
-    let inv = lu.solve(Mat::<f64>::identity(n, n));
-    if (0..n).any(|i| (0..n).any(|j| !inv[(i, j)].is_finite())) {
-        return Err(Error::Data("singular matrix".into()));
-    }
-    Ok(inv)
-}
-
-/// Stationary covariance `S` of `dx = A x dt + B dW`: `A S + S Aᵀ + B Bᵀ = 0`
-/// (Kronecker solve; for the small systems here).
-pub(crate) fn lyapunov(a: &Mat<f64>, bbt: &Mat<f64>) -> Result<Mat<f64>> {
-    let n = a.nrows();
-    let big = Mat::from_fn(n * n, n * n, |r, c| {
-        let (i, j) = (r / n, r % n);
-        let (k, l) = (c / n, c % n);
-        let mut v = 0.0;
-        if j == l {
-            v += a[(i, k)];
-        }
-        if i == k {
-            v += a[(j, l)];
-        }
-        v
-    });
-    let rhs = Mat::from_fn(n * n, 1, |r, _| -bbt[(r / n, r % n)]);
-    let sol = big.partial_piv_lu().solve(&rhs);
-    let s = Mat::from_fn(n, n, |i, j| {
-        0.5 * (sol[(i * n + j, 0)] + sol[(j * n + i, 0)])
-    });
-    if (0..n).any(|i| !s[(i, i)].is_finite() || s[(i, i)] < 0.0) {
-        return Err(Error::Data(
-            "unstable circuit: no stationary covariance".into(),
-        ));
-    }
-    Ok(s)
-}
+use crate::error::{Result, ThermoError as Error};
+use crate::linalg::check_spd;
+use crate::ou::{self, inverse};
 
 /// Relative Frobenius error `‖a - b‖_F / ‖b‖_F`.
 pub fn rel_frobenius(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
@@ -193,36 +86,16 @@ pub fn rel_frobenius(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
     (num / den.max(1e-300)).sqrt()
 }
 
+/// A non-empty, finite, symmetric positive definite matrix.
 fn check_spd_input(m: &Mat<f64>, what: &'static str) -> Result<()> {
-    let n = m.nrows();
-    if n == 0 || m.ncols() != n {
+    if m.nrows() == 0 {
         return Err(Error::DimensionMismatch {
             what,
-            expected: n.max(1),
-            got: m.ncols(),
+            expected: 1,
+            got: 0,
         });
     }
-    for i in 0..n {
-        for j in 0..n {
-            if !m[(i, j)].is_finite() {
-                return Err(Error::Data(format!(
-                    "{what} has a non-finite entry at ({i}, {j})"
-                )));
-            }
-            let tol = 1e-10 * (m[(i, j)].abs() + m[(j, i)].abs()).max(1e-300);
-            if (m[(i, j)] - m[(j, i)]).abs() > tol.max(1e-14) {
-                return Err(Error::Data(format!(
-                    "{what} is not symmetric at ({i}, {j})"
-                )));
-            }
-        }
-    }
-    if m.llt(Side::Lower).is_err() {
-        return Err(Error::NotPositiveDefinite {
-            context: Some(what.into()),
-        });
-    }
-    Ok(())
+    check_spd(what, m.as_ref()).map(|_| ())
 }
 
 // ---------------------------------------------------------------------------
@@ -370,7 +243,8 @@ pub struct Spu {
     pub kappa_actual: Vec<f64>,
     // Exact one-sample transition in the scaled state z = x / s.
     phi: Mat<f64>,
-    q_chol: Mat<f64>,
+    /// Square root of the transition covariance (lower Cholesky factor when definite).
+    q_factor: Mat<f64>,
     state_scale: Vec<f64>,
     drift: Mat<f64>,
     bbt: Mat<f64>,
@@ -421,7 +295,7 @@ impl Spu {
         let dsol = comp.partial_piv_lu().solve(&ones);
         let d: Vec<f64> = (0..n).map(|i| dsol[(i, 0)]).collect();
         if d.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-            return Err(Error::Data(
+            return Err(Error::NotRealisable(
                 "matrix not realisable on the SPU: no positive diagonal rescaling makes it diagonally dominant \
                  (the Maxwell capacitance matrix needs non-negative ground capacitances); pass an H-matrix, e.g. a diagonally dominant one"
                     .into(),
@@ -484,7 +358,9 @@ impl Spu {
         }
         if c_act.llt(Side::Lower).is_err() {
             return Err(Error::NotPositiveDefinite {
-                context: Some("realised capacitance matrix (bank too coarse?)".into()),
+                what: "realised capacitance matrix",
+                semi: false,
+                detail: Some("capacitor bank too coarse?".into()),
             });
         }
         let l_actual: Vec<f64> = (0..n).map(|_| cfg.inductance * jitter(&mut rng)).collect();
@@ -502,7 +378,7 @@ impl Spu {
             r_actual,
             kappa_actual,
             phi: Mat::zeros(0, 0),
-            q_chol: Mat::zeros(0, 0),
+            q_factor: Mat::zeros(0, 0),
             state_scale: Vec::new(),
             drift: Mat::zeros(0, 0),
             bbt: Mat::zeros(0, 0),
@@ -514,7 +390,7 @@ impl Spu {
     /// Drift and diffusion in the scaled state `z = x / s`, then the exact transition over one ADC period.
     fn build_transition(&mut self) -> Result<()> {
         let n = self.n;
-        let cinv = inverse(&self.c_actual)?;
+        let cinv = inverse("realised capacitance matrix", self.c_actual.as_ref())?;
         let c0 = self.cfg.cap_max;
         let v0 = (self.cfg.kappa0 * self.cfg.resistance / c0).sqrt();
         let i0 = v0 * (c0 / self.cfg.inductance).sqrt();
@@ -544,22 +420,9 @@ impl Spu {
         let az = Mat::from_fn(2 * n, 2 * n, |r, c| a[(r, c)] * s[c] / s[r] * t0);
         let bz = Mat::from_fn(2 * n, 2 * n, |r, c| bbt[(r, c)] / (s[r] * s[c]) * t0);
         let h = 1.0 / self.cfg.sample_rate / t0;
-        let m2 = 4 * n;
-        let vl = Mat::from_fn(m2, m2, |r, c| {
-            let (rb, cb) = (r / (2 * n), c / (2 * n));
-            let (ri, ci) = (r % (2 * n), c % (2 * n));
-            h * match (rb, cb) {
-                (0, 0) => -az[(ri, ci)],
-                (0, 1) => bz[(ri, ci)],
-                (1, 1) => az[(ci, ri)],
-                _ => 0.0,
-            }
-        });
-        let e = expm(&vl);
-        let phi = Mat::from_fn(2 * n, 2 * n, |r, c| e[(2 * n + c, 2 * n + r)]);
-        let e12 = Mat::from_fn(2 * n, 2 * n, |r, c| e[(r, 2 * n + c)]);
-        let q = matmul(&phi, &e12);
-        self.q_chol = chol_psd(&q)?;
+        // dz = A_z z dt + ...: the OU kernel's drift is -A_z.
+        let (phi, q) = ou::van_loan((-&az).as_ref(), bz.as_ref(), h);
+        self.q_factor = ou::psd_factor("SPU transition covariance", q.as_ref())?.0;
         self.phi = phi;
         self.state_scale = s;
         self.drift = az;
@@ -569,7 +432,7 @@ impl Spu {
 
     /// `κ₀ R C⁻¹` with the nominal component values (the Gibbs voltage covariance the design intends).
     pub fn nominal_voltage_covariance(&self) -> Result<Mat<f64>> {
-        let ci = inverse(&self.c_nominal)?;
+        let ci = inverse("nominal capacitance matrix", self.c_nominal.as_ref())?;
         let f = self.cfg.kappa0 * self.cfg.resistance;
         Ok(Mat::from_fn(self.n, self.n, |i, j| f * ci[(i, j)]))
     }
@@ -579,7 +442,8 @@ impl Spu {
     /// quantisation variance `Δ²/12` on the diagonal (clipping ignored).
     pub fn realised_voltage_covariance(&self) -> Result<Mat<f64>> {
         let n = self.n;
-        let s = lyapunov(&self.drift, &self.bbt)?;
+        // A_z S + S A_zᵀ + BBᵀ_z = 0, i.e. the OU kernel's Lyapunov equation for -A_z.
+        let s = ou::stationary_covariance((-&self.drift).as_ref(), self.bbt.as_ref())?;
         let q = self.adc_step().map_or(0.0, |d| d * d / 12.0);
         Ok(Mat::from_fn(n, n, |i, j| {
             s[(n + i, n + j)] * self.state_scale[n + i] * self.state_scale[n + j]
@@ -632,8 +496,8 @@ impl Spu {
                 for c in 0..m {
                     acc += self.phi[(r, c)] * z[c];
                 }
-                for c in 0..=r {
-                    acc += self.q_chol[(r, c)] * xi[c];
+                for c in 0..m {
+                    acc += self.q_factor[(r, c)] * xi[c];
                 }
                 zn[r] = acc;
             }
@@ -747,7 +611,7 @@ pub struct ErrorCurve {
 pub fn program_for(cfg: &SpuConfig, task: SpuTask, p: &Mat<f64>) -> Result<Spu> {
     check_spd_input(p, "problem matrix")?;
     let m = match task {
-        SpuTask::Sample => inverse(p)?,
+        SpuTask::Sample => inverse("problem matrix", p.as_ref())?,
         SpuTask::Invert => p.clone(),
     };
     let m = Mat::from_fn(m.nrows(), m.ncols(), |i, j| 0.5 * (m[(i, j)] + m[(j, i)]));
@@ -793,8 +657,8 @@ pub fn error_vs_time(
         });
     }
     let (m, truth) = match task {
-        SpuTask::Sample => (inverse(p)?, p.clone()),
-        SpuTask::Invert => (p.clone(), inverse(p)?),
+        SpuTask::Sample => (inverse("problem matrix", p.as_ref())?, p.clone()),
+        SpuTask::Invert => (p.clone(), inverse("problem matrix", p.as_ref())?),
     };
     let m = Mat::from_fn(m.nrows(), m.ncols(), |i, j| 0.5 * (m[(i, j)] + m[(j, i)]));
     let spu = Spu::program(cfg, &m)?;
@@ -955,7 +819,9 @@ pub fn classifier_demo(cfg: &SpuConfig, duration: f64, seed: u64) -> Result<Clas
             let step = prec
                 .llt(Side::Lower)
                 .map_err(|_| Error::NotPositiveDefinite {
-                    context: Some("Laplace precision".into()),
+                    what: "Laplace precision",
+                    semi: false,
+                    detail: None,
                 })?
                 .solve(Mat::from_fn(nw, 1, |i, _| g[i]));
             let mut maxs = 0.0f64;
@@ -976,13 +842,15 @@ pub fn classifier_demo(cfg: &SpuConfig, duration: f64, seed: u64) -> Result<Clas
     let mut srng = chain_rng(seed, 22);
     let run = spu.run(duration, 20.0 / cfg.sample_rate, &mut srng)?;
     let draws = spu.samples(&run);
-    let cov_true = inverse(&prec)?;
+    let cov_true = inverse("Laplace precision", prec.as_ref())?;
     let cov_rel_error = rel_frobenius(&sample_covariance(&draws), &cov_true);
     // Exact Laplace draws for reference.
     let lchol = cov_true
         .llt(Side::Lower)
         .map_err(|_| Error::NotPositiveDefinite {
-            context: Some("Laplace covariance".into()),
+            what: "Laplace covariance",
+            semi: false,
+            detail: None,
         })?;
     let lmat = lchol.L().to_owned();
     let mut erng = chain_rng(seed, 23);
@@ -1073,28 +941,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expm_matches_known_rotation() {
-        let a = Mat::from_fn(2, 2, |i, j| [[0.0, 1.5], [-1.5, 0.0]][i][j]);
-        let e = expm(&a);
-        assert!((e[(0, 0)] - 1.5f64.cos()).abs() < 1e-13);
-        assert!((e[(0, 1)] - 1.5f64.sin()).abs() < 1e-13);
-    }
-
-    #[test]
-    fn lyapunov_matches_design_reference() {
-        // DESIGN.md: A = [[3, 2.5], [2, 4]], D = 2I in dx = -A x dt + ..., S = [[0.5969, -0.3163], [-0.3163, 0.4082]].
-        let a = Mat::from_fn(2, 2, |i, j| -[[3.0, 2.5], [2.0, 4.0]][i][j]);
-        let d = Mat::from_fn(2, 2, |i, j| if i == j { 2.0 } else { 0.0 });
-        let s = lyapunov(&a, &d).unwrap();
-        let want = [[0.5969, -0.3163], [-0.3163, 0.4082]];
-        for i in 0..2 {
-            for j in 0..2 {
-                assert!((s[(i, j)] - want[i][j]).abs() < 1e-4);
-            }
-        }
-    }
-
-    #[test]
     fn ideal_device_programs_exactly_and_is_gibbs() {
         let m = random_dd_matrix(4, 3);
         let spu = Spu::program(&SpuConfig::ideal(), &m).unwrap();
@@ -1110,7 +956,7 @@ mod tests {
         let est = Mat::from_fn(4, 4, |i, j| {
             f * spu.d_scale[i] * real[(i, j)] * spu.d_scale[j]
         });
-        assert!(rel_frobenius(&est, &inverse(&m).unwrap()) < 1e-9);
+        assert!(rel_frobenius(&est, &inverse("m", m.as_ref()).unwrap()) < 1e-9);
     }
 
     #[test]
