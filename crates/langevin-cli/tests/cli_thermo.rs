@@ -2,36 +2,9 @@
 //! byte-order mark at the start of a file (as spreadsheet programs write it) is
 //! accepted, and errors still name the file and the line.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn langevin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_langevin"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
-}
-
-/// Exit code 2, every needle in stderr, no panic, no output folder.
-fn expect_bad_input(args: &[&str], out: &Path, needles: &[&str]) {
-    let o = langevin(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "langevin {args:?}: {err}");
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "langevin {args:?}: stderr lacks `{n}`: {err}"
-        );
-    }
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!out.exists(), "langevin {args:?} left {}", out.display());
-}
+use common::{expect_no_output as expect_bad_input, langevin, write};
 
 const BOM: &str = "\u{feff}";
 
@@ -41,8 +14,8 @@ fn bom_matrix_and_vector_files_give_the_same_solution_as_plain_ones() {
     let t = tmp.path();
     let plain_m = write(t, "a.csv", "2,0.5\n0.5,1\n");
     let plain_v = write(t, "b.csv", "1\n-1\n");
-    let bom_m = write(t, "a_bom.csv", &format!("{BOM}2,0.5\n0.5,1\n"));
-    let bom_v = write(t, "b_bom.csv", &format!("{BOM}1\n-1\n"));
+    let bom_m = write(t, "a_bom.csv", format!("{BOM}2,0.5\n0.5,1\n"));
+    let bom_v = write(t, "b_bom.csv", format!("{BOM}1\n-1\n"));
     let mut solutions = Vec::new();
     for (m, v, name) in [(&plain_m, &plain_v, "plain"), (&bom_m, &bom_v, "bom")] {
         let out = t.join(name);
@@ -74,26 +47,26 @@ fn bom_files_keep_file_and_line_in_errors() {
     let out = t.join("out");
     let o = out.to_str().unwrap();
     // The BOM is not part of the first number, and line numbers are unchanged.
-    let text = write(t, "text_bom.csv", &format!("{BOM}2,0.5\n0.5,x\n"));
+    let text = write(t, "text_bom.csv", format!("{BOM}2,0.5\n0.5,x\n"));
     expect_bad_input(
         &["thermo", "solve", "--matrix", &text, "--out", o],
         &out,
         &["text_bom.csv:2: column 2: `x` is not a number"],
     );
-    let first = write(t, "first_bom.csv", &format!("{BOM}y,0.5\n0.5,1\n"));
+    let first = write(t, "first_bom.csv", format!("{BOM}y,0.5\n0.5,1\n"));
     expect_bad_input(
         &["thermo", "inv", "--matrix", &first, "--out", o],
         &out,
         &["first_bom.csv:1: column 1: `y` is not a number"],
     );
     // The SPU subcommand reads its matrix with the same reader.
-    let nonsquare = write(t, "nonsquare_bom.csv", &format!("{BOM}2,0,0\n0,2,0\n"));
+    let nonsquare = write(t, "nonsquare_bom.csv", format!("{BOM}2,0,0\n0,2,0\n"));
     expect_bad_input(
         &["thermo", "spu", "--matrix", &nonsquare, "--out", o],
         &out,
         &["nonsquare_bom.csv", "must be square", "2 rows of 3 values"],
     );
-    let ragged = write(t, "ragged_bom.csv", &format!("{BOM}2,1\n1\n"));
+    let ragged = write(t, "ragged_bom.csv", format!("{BOM}2,1\n1\n"));
     expect_bad_input(
         &["thermo", "spu", "--matrix", &ragged, "--out", o],
         &out,

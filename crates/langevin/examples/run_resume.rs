@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     println!("{:?} at step {}", cut.stop, cut.steps_done);
 
     // ... and resumed from its last checkpoint.
-    let files = RunFiles::resume::<SghmcState, ()>(&dir, &config, &names, |_| true)?;
+    let mut files = RunFiles::resume::<SghmcState, ()>(&dir, &config, &names, |_| true)?;
     let (ck, before) = (files.1, files.2);
     let done = run(&sghmc, &batches, &config, ck, Some(before), &mut files.0)?;
     for (a, b) in done.samples.chains.iter().zip(&whole.samples.chains) {
