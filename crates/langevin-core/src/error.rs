@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-/// Result alias with [`Error`].
+/// Result alias with [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in the library. Structured so callers can

@@ -1,10 +1,10 @@
 //! A llama-architecture decoder (as in candle's quantized llama) whose attention can read
-//! a [`MemoryBank`](crate::MemoryBank).
+//! a [`MemoryBank`].
 //!
 //! Each block: `x += Wo · attn(rope_i(Wq·n(x)), rope_i(Wk·n(x)), Wv·n(x))`, then
 //! `x += W2 · (silu(W1·n(x)) ⊙ W3·n(x))`, with `n` the RMS norm. RoPE is the interleaved
 //! variant (pairs `2i, 2i+1`) that GGUF llama weights expect; the KV cache stores rotated
-//! keys. With memories, the attention is [`emt_attention`](crate::attention::emt_attention).
+//! keys. With memories, the attention is [`emt_attention`].
 
 use std::io::{Read, Seek};
 use std::path::Path;

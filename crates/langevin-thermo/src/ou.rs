@@ -244,7 +244,7 @@ pub(crate) fn symmetrize(m: &mut Mat<f64>) {
 /// exponential revisited"). Works for any square matrix.
 ///
 /// # Panics
-/// If `a` is not square (use [`check_square`] first on user input).
+/// If `a` is not square (check user input for squareness first).
 pub fn expm(a: MatRef<'_, f64>) -> Mat<f64> {
     assert_eq!(a.nrows(), a.ncols(), "expm needs a square matrix");
     let n = a.nrows();

@@ -1,7 +1,7 @@
 //! langevin: Bayesian learning with Langevin dynamics.
 //!
-//! Every method is a [`Transform`](langevin_core::Transform) built from a
-//! validated config and a [`LogDensity`](langevin_core::LogDensity).
+//! Every method is a [`Transform`] built from a
+//! validated config and a [`LogDensity`].
 //! [`run`] is the one run loop that turns a transform into draws: chains in
 //! rounds, observers (draws streamed to CSV, checkpoints, progress), one
 //! divergence policy, checkpoint and byte-identical resume. Every front end

@@ -271,7 +271,7 @@ impl Samples {
     /// Mean, sd, bulk/tail ESS, R-hat, MCSE and quantiles of every scalar,
     /// over the first [`Samples::min_draws`] draws of every chain (the
     /// diagnostics need equal lengths). With fewer than
-    /// [`MIN_DRAWS`](crate::diagnostics::MIN_DRAWS) draws per chain, or
+    /// [`MIN_DRAWS`] draws per chain, or
     /// non-finite draws, the diagnostics are `NaN` and the mean and sd are
     /// those of the pooled draws. The one summary of the project: the CLI's
     /// `summary.json` and `diagnose` use it.

@@ -20,7 +20,7 @@
 //! **Sampling** at temperature T: `θ = θ* + sqrt(T) P^{-1/2} ξ` (diagonal) or
 //! `θ* + sqrt(T) L⁻ᵀ ξ` with `P = L Lᵀ` (dense). `P` must be positive
 //! definite there: zero curvature directions with `init_prec_diag = 0` give
-//! [`Error::NotPositiveDefinite`](langevin_core::Error::NotPositiveDefinite).
+//! [`Error::NotPositiveDefinite`].
 //!
 //! **Log posterior in the state**: the Fisher variants store the mean
 //! per-example value of the last batch, the Hessian variant the last batch's
