@@ -219,6 +219,26 @@ pub struct SampleArgs {
     out: PathBuf,
 }
 
+/// Most memory a `thermo` command may hold for one result (bytes).
+const MAX_BYTES: f64 = 4e9;
+/// Most multiply-adds of the simulated device in one `thermo` linear-algebra
+/// command (about ten minutes on one core).
+const MAX_WORK: f64 = 1e12;
+
+/// The sampled path is held in memory: `points` x `n` numbers.
+fn check_path_size(points: f64, n: usize) -> anyhow::Result<()> {
+    let bytes = points * n as f64 * 8.0;
+    if bytes > MAX_BYTES {
+        crate::bail_input!(
+            "the path would hold {points:.3e} grid points x {n} coordinates ({:.1} GB): at \
+             most {:.0} GB; use fewer --steps or a shorter --times file",
+            bytes / 1e9,
+            MAX_BYTES / 1e9
+        );
+    }
+    Ok(())
+}
+
 fn run_sample(args: SampleArgs) -> anyhow::Result<()> {
     let a = match &args.matrix {
         Some(p) => read_square(p)?,
@@ -248,11 +268,13 @@ fn run_sample(args: SampleArgs) -> anyhow::Result<()> {
             if args.steps == 0 || !(args.t_end > 0.0 && args.t_end.is_finite()) {
                 crate::bail_input!("--steps must be positive and --t-end positive and finite");
             }
+            check_path_size(args.steps as f64 + 1.0, n)?;
             (0..=args.steps)
                 .map(|k| args.t_end * k as f64 / args.steps as f64)
                 .collect()
         }
     };
+    check_path_size(ts.len() as f64, n)?;
     let mut proc = OuProcess::new(a.as_ref(), &b, d.as_ref()).map_err(input_err(&src))?;
     let mut rng = langevin_core::rng::chain_rng(args.seed, 0);
     let start = std::time::Instant::now();
@@ -556,6 +578,25 @@ fn run_linalg(args: LinalgArgs, op: Op) -> anyhow::Result<()> {
         seed: args.seed,
     };
     cfg.validate().map_err(bad_input)?;
+    if !(args.rc.is_finite() && args.rc > 0.0) {
+        crate::bail_input!(
+            "--rc must be a finite number > 0 (seconds), got {}",
+            args.rc
+        );
+    }
+    // Work guard: every readout integrates the n-dimensional device over one
+    // sampling interval (about n² multiply-adds per step, several steps).
+    let readouts = args.analog_time / args.sampling_interval;
+    let work = readouts * (n as f64) * (n as f64);
+    if work.is_nan() || work > MAX_WORK {
+        crate::bail_input!(
+            "--analog-time {} / --sampling-interval {} is {readouts:.3e} readouts of a {n}x{n} \
+             device (about {work:.1e} multiply-adds): more than the {MAX_WORK:.0e} this command \
+             allows; raise --sampling-interval or lower --analog-time",
+            args.analog_time,
+            args.sampling_interval
+        );
+    }
     let start = std::time::Instant::now();
     let est = estimate(op, a.as_ref(), &b, &cfg).map_err(input_err(&src))?;
     let seconds = start.elapsed().as_secs_f64();

@@ -317,3 +317,57 @@ fn damaged_run_folders_are_refused() {
     std::fs::remove_file(ck.join("run.json")).unwrap();
     expect(&["fit", "--resume", c], 2, &["run.json"]);
 }
+
+/// Issue 15, case 5 (part): sizes and work that cannot fit are refused up
+/// front with the estimate, not killed by the OOM killer or left running.
+#[test]
+fn sizes_that_cannot_fit_are_refused_up_front() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    let o = d.join("o1");
+    expect_no_output(
+        &[
+            "fit",
+            "--model",
+            "mlp",
+            "--hidden",
+            "100000000",
+            "--out",
+            path_str(&o),
+        ],
+        &o,
+        &["parameters", "--hidden"],
+    );
+    let o = d.join("o2");
+    expect_no_output(
+        &[
+            "thermo",
+            "sample",
+            "--steps",
+            "100000000000",
+            "--out",
+            path_str(&o),
+        ],
+        &o,
+        &["GB", "--steps"],
+    );
+    let o = d.join("o3");
+    expect_no_output(
+        &[
+            "thermo",
+            "solve",
+            "--sampling-interval",
+            "1e-12",
+            "--out",
+            path_str(&o),
+        ],
+        &o,
+        &["readouts", "--sampling-interval"],
+    );
+    let o = d.join("o4");
+    expect_no_output(
+        &["thermo", "solve", "--rc", "nan", "--out", path_str(&o)],
+        &o,
+        &["--rc"],
+    );
+}

@@ -147,6 +147,33 @@ pub fn parse_hidden(s: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// Most parameters a model may have: the samplers hold several f64 copies
+/// per chain (state, momenta, gradient, noise), so 5·10⁷ parameters are
+/// already gigabytes.
+pub const MAX_PARAMS: f64 = 5e7;
+
+/// Refuse a model too large to run here (before anything is allocated).
+fn check_size(spec: &ModelSpec, d: usize, data: &str) -> Result<()> {
+    let outputs = match spec.task {
+        Task::Classification { n_classes } if spec.kind != ModelKind::Logistic => n_classes,
+        _ => 1,
+    };
+    let mut n = 0.0f64;
+    let mut width = d as f64;
+    for &h in &spec.hidden {
+        n += width * h as f64 + h as f64;
+        width = h as f64;
+    }
+    n += width * outputs as f64 + outputs as f64 + 1.0;
+    if n > MAX_PARAMS {
+        crate::bail_input!(
+            "the model on {data} would have about {n:.2e} parameters (more than {MAX_PARAMS:.0e}, \
+             several GB per chain); use smaller --hidden widths"
+        );
+    }
+    Ok(())
+}
+
 /// Load, split, standardise and build the model of `a`.
 pub fn prepare(a: &DataArgs) -> Result<Prepared> {
     let (ds, data_name) = load_data(a.data.as_deref(), a.target.as_deref())?;
@@ -308,6 +335,7 @@ pub fn prepare(a: &DataArgs) -> Result<Prepared> {
         },
         n_train,
     };
+    check_size(&spec, ds.d(), a.data.as_deref().unwrap_or(DEFAULT_DATA))?;
     let model = Model::new(spec).map_err(bad_input)?;
     Ok(Prepared {
         model,
