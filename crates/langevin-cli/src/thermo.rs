@@ -74,9 +74,16 @@ fn read_matrix(path: &Path) -> anyhow::Result<Mat<f64>> {
         let mut row = Vec::new();
         for (col, field) in line.split(',').enumerate() {
             let f = field.trim();
+            // Long cells are cut in messages.
+            let shown = if f.len() > 40 {
+                let cut = (0..=40).rev().find(|&i| f.is_char_boundary(i)).unwrap_or(0);
+                format!("{}... ({} characters)", &f[..cut], f.len())
+            } else {
+                f.to_string()
+            };
             let v: f64 = f.parse().map_err(|_| {
                 bad_input(format!(
-                    "{}:{}: column {}: `{f}` is not a number",
+                    "{}:{}: column {}: `{shown}` is not a number",
                     path.display(),
                     ln + 1,
                     col + 1
@@ -84,7 +91,17 @@ fn read_matrix(path: &Path) -> anyhow::Result<Mat<f64>> {
             })?;
             if !v.is_finite() {
                 return Err(bad_input(format!(
-                    "{}:{}: column {}: non-finite value `{f}`",
+                    "{}:{}: column {}: non-finite value `{shown}`",
+                    path.display(),
+                    ln + 1,
+                    col + 1
+                )));
+            }
+            if v != 0.0 && !(1e-150..=1e150).contains(&v.abs()) {
+                return Err(bad_input(format!(
+                    "{}:{}: column {}: `{shown}` is outside [1e-150, 1e150] in magnitude \
+                     (products of such entries overflow or underflow f64); rescale the \
+                     matrix, or write 0",
                     path.display(),
                     ln + 1,
                     col + 1
@@ -601,6 +618,22 @@ fn run_linalg(args: LinalgArgs, op: Op) -> anyhow::Result<()> {
     let est = estimate(op, a.as_ref(), &b, &cfg).map_err(input_err(&src))?;
     let seconds = start.elapsed().as_secs_f64();
     let reference = exact(op, a.as_ref(), &b);
+    // A result that is not representable is no result: refuse before any
+    // output (no NaN/inf files, no `null` in summary.json).
+    if let Some(v) = est
+        .value
+        .iter()
+        .chain(&reference)
+        .chain(std::iter::once(&est.error_estimate))
+        .find(|v| !v.is_finite())
+    {
+        crate::bail_input!(
+            "{src}: thermo {} gives a non-finite result ({v}): the matrix is too badly scaled \
+             for f64 (entries near overflow, subnormal entries, or a result such as e^A that \
+             overflows); rescale it",
+            op.name()
+        );
+    }
     let ref_norm = norm(&reference).max(f64::MIN_POSITIVE);
     let diff: Vec<f64> = est
         .value

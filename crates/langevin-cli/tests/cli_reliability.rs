@@ -371,3 +371,52 @@ fn sizes_that_cannot_fit_are_refused_up_front() {
         &["--rc"],
     );
 }
+
+/// Issue 15: thermo input that f64 cannot carry (entries outside
+/// [1e-150, 1e150] such as subnormals or 1e308, a result that overflows) is refused before any output, naming the cause;
+/// a long cell is cut in the message.
+#[test]
+fn thermo_numbers_out_of_range_are_refused() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    let sub = write(d, "sub.csv", "1e-320,0\n0,1\n");
+    let o = d.join("o1");
+    expect_no_output(
+        &["thermo", "solve", "--matrix", &sub, "--out", path_str(&o)],
+        &o,
+        &["sub.csv:1", "outside"],
+    );
+    let big = write(d, "big.csv", "800,0\n0,1\n");
+    let o = d.join("o2");
+    expect_no_output(
+        &["thermo", "expm", "--matrix", &big, "--out", path_str(&o)],
+        &o,
+        &["big.csv", "non-finite"],
+    );
+    let huge = write(d, "huge.csv", "1e308,0\n0,1e308\n");
+    let o = d.join("o3");
+    expect_no_output(
+        &["thermo", "inv", "--matrix", &huge, "--out", path_str(&o)],
+        &o,
+        &["huge.csv"],
+    );
+    let long = write(
+        d,
+        "long.csv",
+        format!("1,{}\n0,1\n", "7".repeat(5_000_000) + "x"),
+    );
+    let o = d.join("o4");
+    let e = fails(
+        &["thermo", "solve", "--matrix", &long, "--out", path_str(&o)],
+        2,
+    );
+    assert!(
+        e.contains("long.csv:1") && e.contains("5000001 characters"),
+        "{e}"
+    );
+    assert!(
+        e.len() < 1_000,
+        "the cell is cut: {} bytes of message",
+        e.len()
+    );
+}
