@@ -435,18 +435,12 @@ impl Fitter<'_> {
                 let mut state = if c == Curvature::DiagFisher {
                     let t = DiagFisherLaplace::new(&pe, base)?;
                     let mut s = t.init(theta, rng)?;
-                    for b in &batches {
-                        t.step(&mut s, b, rng)
-                            .map_err(|e| curvature_err(e, &name))?;
-                    }
+                    accumulate(&t, &mut s, &batches, rng, &name)?;
                     s
                 } else {
                     let t = DiagGgnLaplace::new(&om, base)?;
                     let mut s = t.init(theta, rng)?;
-                    for b in &batches {
-                        t.step(&mut s, b, rng)
-                            .map_err(|e| curvature_err(e, &name))?;
-                    }
+                    accumulate(&t, &mut s, &batches, rng, &name)?;
                     s
                 };
                 state.log_posterior = lp;
@@ -466,19 +460,13 @@ impl Fitter<'_> {
                     Curvature::DenseFisher => {
                         let t = DenseFisherLaplace::new(&pe, base)?;
                         let mut s = t.init(theta, rng)?;
-                        for b in &batches {
-                            t.step(&mut s, b, rng)
-                                .map_err(|e| curvature_err(e, &name))?;
-                        }
+                        accumulate(&t, &mut s, &batches, rng, &name)?;
                         s
                     }
                     Curvature::DenseGgn => {
                         let t = DenseGgnLaplace::new(&om, base)?;
                         let mut s = t.init(theta, rng)?;
-                        for b in &batches {
-                            t.step(&mut s, b, rng)
-                                .map_err(|e| curvature_err(e, &name))?;
-                        }
+                        accumulate(&t, &mut s, &batches, rng, &name)?;
                         s
                     }
                     _ => {
@@ -563,8 +551,7 @@ impl Fitter<'_> {
             let mut state = t.init(start, rng)?;
             for _ in 0..steps {
                 let b = batcher.next(full, rng)?;
-                t.step(&mut state, &b, rng)
-                    .map_err(|e| curvature_err(e, &name))?;
+                accumulate(&t, &mut state, std::slice::from_ref(&b), rng, &name)?;
             }
             check_params(&state.params, &state.cov, &name)?;
             let p = state.params.len();
@@ -583,8 +570,7 @@ impl Fitter<'_> {
             let mut state = t.init(start, rng)?;
             for _ in 0..steps {
                 let b = batcher.next(full, rng)?;
-                t.step(&mut state, &b, rng)
-                    .map_err(|e| curvature_err(e, &name))?;
+                accumulate(&t, &mut state, std::slice::from_ref(&b), rng, &name)?;
             }
             check_params(&state.params, &state.sd_diag, &name)?;
             let sd = state.sd_diag.clone();
@@ -599,6 +585,21 @@ impl Fitter<'_> {
             })
         }
     }
+}
+
+/// One curvature or filter update of `t` per batch, in order; a failure
+/// stops the run ([`curvature_err`]).
+fn accumulate<T: Transform<Batch = Batch>>(
+    t: &T,
+    state: &mut T::State,
+    batches: &[Batch],
+    rng: &mut ChainRng,
+    name: &str,
+) -> Result<()> {
+    for b in batches {
+        t.step(state, b, rng).map_err(|e| curvature_err(e, name))?;
+    }
+    Ok(())
 }
 
 /// A non-finite curvature or filter update stops the run (exit code 3).

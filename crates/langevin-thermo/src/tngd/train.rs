@@ -395,33 +395,19 @@ mod tests {
         for (a, b) in ngd.params.iter().zip(&tngd.params) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
-        let again = train(
-            &tr,
-            &te,
-            &TrainConfig {
-                method: Method::Tngd(OuConfig {
-                    time: 1.0,
-                    kappa: 0.01,
-                    ..Default::default()
-                }),
+        let tngd_run = || {
+            let method = Method::Tngd(OuConfig {
+                time: 1.0,
+                kappa: 0.01,
+                ..Default::default()
+            });
+            let cfg = TrainConfig {
+                method,
                 ..base.clone()
-            },
-        )
-        .unwrap();
-        let again2 = train(
-            &tr,
-            &te,
-            &TrainConfig {
-                method: Method::Tngd(OuConfig {
-                    time: 1.0,
-                    kappa: 0.01,
-                    ..Default::default()
-                }),
-                ..base.clone()
-            },
-        )
-        .unwrap();
-        assert_eq!(again.params, again2.params);
+            };
+            train(&tr, &te, &cfg).unwrap()
+        };
+        assert_eq!(tngd_run().params, tngd_run().params);
         assert!(train(
             &tr,
             &te,
