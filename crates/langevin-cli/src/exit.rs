@@ -4,6 +4,7 @@
 //! * 1: internal error (anything not classified below)
 //! * 2: bad input (bad data, bad arguments, bad files): wrap the error in [`BadInput`]
 //! * 3: the run stopped on too many divergences, with everything collected so far saved: [`Diverged`]
+//! * 4: `fit --require-converged` and the run ended without a converged verdict (everything written): [`NotConverged`]
 
 use std::fmt;
 
@@ -31,6 +32,18 @@ impl fmt::Display for Diverged {
 
 impl std::error::Error for Diverged {}
 
+/// A finished run without a converged verdict under `--require-converged` (exit code 4).
+#[derive(Debug)]
+pub struct NotConverged(pub String);
+
+impl fmt::Display for NotConverged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotConverged {}
+
 /// Shorthand: `bail_input!("...")` returns a [`BadInput`] error.
 #[macro_export]
 macro_rules! bail_input {
@@ -52,6 +65,9 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
         }
         if cause.downcast_ref::<Diverged>().is_some() {
             return 3;
+        }
+        if cause.downcast_ref::<NotConverged>().is_some() {
+            return 4;
         }
         if let Some(e) = cause.downcast_ref::<langevin_models::ModelError>() {
             return if e.is_bad_input() { 2 } else { 1 };

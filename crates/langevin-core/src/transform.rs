@@ -33,13 +33,25 @@ pub trait TransformState:
         }
         Ok(())
     }
+    /// The chain's [`Tuning`](crate::Tuning) (step-size factor and metric),
+    /// for the states of samplers that can be preconditioned; `None` for
+    /// the others (the default).
+    fn tuning(&self) -> Option<&crate::Tuning> {
+        None
+    }
+    /// Mutable [`TransformState::tuning`].
+    fn tuning_mut(&mut self) -> Option<&mut crate::Tuning> {
+        None
+    }
 }
 
 /// Implement [`TransformState`] for state structs by naming their fields:
 /// the parameters (a [`Params`]), the step count (`u64`) and the log density
 /// of the last update (`f64`), and optionally (`same_len: [a, b]`) the
 /// per-parameter buffers that [`TransformState::check`] requires to have one
-/// entry per parameter. Several types may be listed, separated by commas.
+/// entry per parameter, and (`tuning: field`) a [`Tuning`](crate::Tuning)
+/// field, checked too and exposed by [`TransformState::tuning`]. Several
+/// types may be listed, separated by commas.
 ///
 /// ```
 /// use langevin_core::{impl_transform_state, Params, TransformState};
@@ -64,7 +76,7 @@ pub trait TransformState:
 #[macro_export]
 macro_rules! impl_transform_state {
     ($($ty:ty { params: $params:ident, step: $step:ident, log_density: $log_density:ident
-        $(, same_len: [$($buf:ident),* $(,)?])? $(,)? }),+ $(,)?) => {
+        $(, same_len: [$($buf:ident),* $(,)?])? $(, tuning: $tuning:ident)? $(,)? }),+ $(,)?) => {
         $(
             impl $crate::TransformState for $ty {
                 fn params(&self) -> &$crate::Params {
@@ -95,8 +107,19 @@ macro_rules! impl_transform_state {
                             ));
                         }
                     )*)?
+                    $(
+                        self.$tuning.check(p.len())?;
+                    )?
                     Ok(())
                 }
+                $(
+                    fn tuning(&self) -> Option<&$crate::Tuning> {
+                        Some(&self.$tuning)
+                    }
+                    fn tuning_mut(&mut self) -> Option<&mut $crate::Tuning> {
+                        Some(&mut self.$tuning)
+                    }
+                )?
             }
         )+
     };

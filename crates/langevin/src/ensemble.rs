@@ -71,6 +71,7 @@ where
         max_divergences: 0,
         // As many workers as the calling rayon pool has threads.
         threads: Some(rayon::current_num_threads()),
+        until: None,
     };
     config.validate()?;
     let batches = FnBatches(batch);

@@ -13,6 +13,7 @@ pub use langevin_core::{
     Transform, TransformState,
 };
 
+pub mod adapt;
 pub mod curvature;
 pub mod diagnostics;
 pub mod ekf;

@@ -180,6 +180,26 @@ impl Trace {
         self.diverged.truncate(n);
     }
 
+    /// Keep draws 1, 3, 5, ... (0-based): what a thinning twice as coarse
+    /// keeps (draw `i` is the last step of block `i + 1`).
+    pub fn keep_every_second(&mut self) {
+        let n = self.n_draws();
+        let d = self.dim;
+        let mut draws = Vec::with_capacity(n / 2 * d);
+        for i in (1..n).step_by(2) {
+            draws.extend_from_slice(&self.draws[i * d..(i + 1) * d]);
+        }
+        self.draws = draws;
+        self.log_density = self
+            .log_density
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .copied()
+            .collect();
+        self.diverged = self.diverged.iter().skip(1).step_by(2).copied().collect();
+    }
+
     /// Row-major draws.
     pub fn as_slice(&self) -> &[f64] {
         &self.draws

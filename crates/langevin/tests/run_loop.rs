@@ -59,6 +59,7 @@ fn config(round: Option<u64>, threads: Option<usize>) -> RunConfig {
         round,
         max_divergences: 10,
         threads,
+        until: None,
     }
 }
 

@@ -5,6 +5,20 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+/// What the warm-up of a sampler adapts (`--adapt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdaptArg {
+    /// The step size and a diagonal preconditioner (the posterior variances).
+    Diag,
+    /// The step size and a dense preconditioner (the posterior covariance).
+    Dense,
+    /// The step size only.
+    Step,
+    /// Nothing: the step size and friction as given or defaulted, no preconditioner.
+    None,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MethodArg {
@@ -157,9 +171,11 @@ pub struct FitArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub d: DataArgs,
-    /// Sampler, or `map` (the same SGHMC machinery at temperature 0), or a
+    /// Sampler (default baoa: underdamped Langevin with a second-order
+    /// splitting, which allows far larger steps than sghmc's Euler update at
+    /// the same bias), or `map` (the SGHMC machinery at temperature 0), or a
     /// Gaussian approximation (vi, laplace-*, ekf, ...).
-    #[arg(long, value_enum, default_value = "sghmc")]
+    #[arg(long, value_enum, default_value = "baoa")]
     pub method: MethodArg,
     /// Step size ε (posteriors' `lr`). Default: see `docs/cli.md`.
     #[arg(long, allow_hyphen_values = true)]
@@ -167,12 +183,35 @@ pub struct FitArgs {
     /// Friction α of SGHMC, SGNHT and BAOA.
     #[arg(long, allow_hyphen_values = true)]
     pub friction: Option<f64>,
-    /// Steps per chain.
+    /// Steps per chain: a run of fixed length. Without it a sampler runs
+    /// until converged (see --target-ess, --max-steps).
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Steps discarded at the start of each chain (default: a quarter of --steps).
+    /// Warm-up steps at the start of each chain, adapted (--adapt) and
+    /// discarded (default: a quarter of --steps, or 5000 for a run until converged).
     #[arg(long)]
     pub burn_in: Option<u64>,
+    /// Warm-up adaptation of the samplers (default: diag; none for map).
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub adapt: Option<AdaptArg>,
+    /// Most steps per chain of a run until converged (default 200000).
+    #[arg(long)]
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    /// A run until converged stops when every bulk and tail ESS is at least this (default 400).
+    #[arg(long, allow_hyphen_values = true)]
+    #[serde(default)]
+    pub target_ess: Option<f64>,
+    /// ... and every R-hat at most this (default 1.01).
+    #[arg(long, allow_hyphen_values = true)]
+    #[serde(default)]
+    pub target_rhat: Option<f64>,
+    /// Exit with code 4 (after writing everything) when the run ends
+    /// without a converged verdict.
+    #[arg(long)]
+    #[serde(default)]
+    pub require_converged: bool,
     /// Keep every K-th step after burn-in (default: at most 1000 draws per chain).
     #[arg(long)]
     pub thin: Option<u64>,
@@ -212,11 +251,16 @@ impl Default for FitArgs {
     fn default() -> Self {
         Self {
             d: DataArgs::default(),
-            method: MethodArg::Sghmc,
+            method: MethodArg::Baoa,
             step_size: None,
             friction: None,
             steps: None,
             burn_in: None,
+            adapt: None,
+            max_steps: None,
+            target_ess: None,
+            target_rhat: None,
+            require_converged: false,
             thin: None,
             chains: None,
             out: None,
@@ -231,7 +275,7 @@ impl Default for FitArgs {
 }
 
 /// Options fixed by a checkpoint, so not allowed with `--resume`.
-const RESUME_CONFLICTS: [&str; 21] = [
+const RESUME_CONFLICTS: [&str; 25] = [
     "data",
     "target",
     "model",
@@ -244,6 +288,10 @@ const RESUME_CONFLICTS: [&str; 21] = [
     "friction",
     "steps",
     "burn_in",
+    "adapt",
+    "max_steps",
+    "target_ess",
+    "target_rhat",
     "thin",
     "chains",
     "batch_size",

@@ -153,7 +153,7 @@ pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
     }
     writer.sync()?;
     let divergences = vec![fitted.divergences];
-    let mut summary = summarize_and_report(r, &samples, &divergences)?;
+    let mut summary = summarize_and_report(r, &samples, &divergences, None)?;
     let mut g = serde_json::Map::new();
     g.insert("kind".into(), json!(fitted.kind));
     g.insert("method".into(), json!(name));

@@ -105,6 +105,7 @@ pub fn run(args: FitArgs) -> Result<()> {
             a.quiet = args.quiet;
             a.no_plots = args.no_plots;
             a.threads = args.threads;
+            a.require_converged |= args.require_converged;
             (a, Some((saved, steps_done)), Some(lock))
         }
         None => (args, None, None),
@@ -150,7 +151,12 @@ pub fn run(args: FitArgs) -> Result<()> {
                 cfg.target
             );
         }
-        let what = if cfg.method.is_sampler() {
+        let what = if let Some(u) = &cfg.until {
+            format!(
+                "{} chains until converged (every R-hat <= {}, every ESS >= {}; warm-up {}, at most {} steps)",
+                cfg.chains, u.max_rhat, u.target_ess, cfg.burn_in, cfg.steps
+            )
+        } else if cfg.method.is_sampler() {
             format!("{} chains x {} steps", cfg.chains, cfg.steps)
         } else {
             format!(
@@ -207,7 +213,16 @@ pub fn run(args: FitArgs) -> Result<()> {
             resume: saved.is_some(),
         }
         .run()?;
-        report::summarize_and_report(&report, &sampled.samples, &sampled.divergences)?
+        report::summarize_and_report(
+            &report,
+            &sampled.samples,
+            &sampled.divergences,
+            Some(&report::SamplerFacts {
+                steps_done: sampled.steps_done,
+                thin: sampled.thinning.thin,
+                tuning: &sampled.tuning,
+            }),
+        )?
     } else {
         gaussian::run(&report)?
     };
@@ -216,6 +231,15 @@ pub fn run(args: FitArgs) -> Result<()> {
     RunFiles::remove_checkpoint(&out_dir)?;
     if !args.quiet {
         println!("wrote {}", out_dir.display());
+    }
+    if args.require_converged && summary["converged"] != serde_json::Value::Bool(true) {
+        let why = summary["convergence"]["reason"]
+            .as_str()
+            .unwrap_or("no convergence diagnostics (too few draws per chain)");
+        return Err(anyhow::Error::new(crate::exit::NotConverged(format!(
+            "--require-converged: {why} (everything was written to {})",
+            out_dir.display()
+        ))));
     }
     Ok(())
 }

@@ -3,17 +3,31 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device};
-use langevin::run::{RunConfig, Thinning};
+use langevin::adapt::{AdaptConfig, MetricKind};
+use langevin::run::{RunConfig, Thinning, Until};
 use langevin_core::chain_rng;
 use langevin_models::ModelKind;
 use serde::Serialize;
 
-use super::args::{FitArgs, MethodArg};
+use super::args::{AdaptArg, FitArgs, MethodArg};
 use super::data::{check_positive, Prepared};
 use crate::exit::bad_input;
 
-/// Default steps of a sampler chain.
+/// Default steps of a sampler chain of fixed length (map, or --adapt none).
 pub const DEFAULT_STEPS: u64 = 20_000;
+/// Default most steps per chain of a run until converged.
+pub const DEFAULT_MAX_STEPS: u64 = 200_000;
+/// Default warm-up of a run until converged.
+pub const DEFAULT_WARMUP: u64 = 5000;
+/// Default friction of an adapted sampler: the preconditioned target has
+/// curvature about 1 in every direction, and α = 1 damps it near critically
+/// (docs/cli.md).
+pub const ADAPTED_FRICTION: f64 = 1.0;
+/// The convergence rule's defaults.
+pub const DEFAULT_TARGET_ESS: f64 = 400.0;
+pub const DEFAULT_TARGET_RHAT: f64 = 1.01;
+/// A verdict needs this many draws per chain.
+pub const MIN_VERDICT_DRAWS: usize = 100;
 
 /// At most this many draws per chain are kept by default (and about
 /// [`MAX_STORED`] stored numbers in all).
@@ -37,12 +51,21 @@ pub struct FitConfig {
     pub steps: u64,
     pub burn_in: u64,
     pub thin: u64,
+    /// What the warm-up adapts.
+    pub adapt: AdaptArg,
+    /// `Some`: a run until converged (`steps` is the maximum).
+    pub until: Option<Until>,
+    /// The convergence verdict's rule (also for runs of fixed length).
+    pub target_ess: f64,
+    pub target_rhat: f64,
     pub chains: usize,
     pub batch_size: usize,
     pub test_fraction: f64,
     pub seed: u64,
     pub standardize: bool,
     pub max_divergences: u64,
+    /// The warm-up sets the step size (no --step-size given).
+    pub adapt_step_size: bool,
     pub n_rows: usize,
     pub n_train: usize,
     pub n_test: usize,
@@ -65,7 +88,23 @@ impl FitConfig {
             round,
             max_divergences: self.max_divergences,
             threads,
+            until: self.until.clone(),
         }
+    }
+
+    /// The warm-up's settings (`None`: no adaptation).
+    pub fn adapt_config(&self) -> Option<AdaptConfig> {
+        let metric = match self.adapt {
+            AdaptArg::None => return None,
+            AdaptArg::Diag => MetricKind::Diagonal,
+            AdaptArg::Dense => MetricKind::Dense,
+            AdaptArg::Step => MetricKind::Identity,
+        };
+        Some(AdaptConfig {
+            metric,
+            step_size: self.adapt_step_size,
+            ..AdaptConfig::default()
+        })
     }
 
     /// Draws kept per chain: a sampler's thinned draws, or the independent
@@ -146,6 +185,14 @@ fn check_applicable(args: &FitArgs) -> Result<()> {
                 crate::bail_input!("--{opt} applies to the samplers only, not to --method {name}");
             }
         }
+        for (given, opt) in [
+            (args.adapt.is_some(), "adapt"),
+            (args.max_steps.is_some(), "max-steps"),
+        ] {
+            if given {
+                crate::bail_input!("--{opt} applies to the samplers only, not to --method {name}");
+            }
+        }
         if args.checkpoint_every.is_some() {
             crate::bail_input!(
                 "--checkpoint-every applies to the samplers (sgld, sghmc, sgnht, baoa, map), \
@@ -162,7 +209,25 @@ fn check_applicable(args: &FitArgs) -> Result<()> {
     if m == MethodArg::Sgld && args.friction.is_some() {
         not_here.push("friction");
     }
+    if args.steps.is_some() && args.max_steps.is_some() {
+        crate::bail_input!(
+            "--max-steps bounds a run until converged; --steps makes a run of fixed length: give one of them"
+        );
+    }
     if m == MethodArg::Map {
+        if args.adapt.is_some_and(|a| a != AdaptArg::None) {
+            not_here.push("adapt");
+        }
+        for (given, opt) in [
+            (args.max_steps.is_some(), "max-steps"),
+            (args.target_ess.is_some(), "target-ess"),
+            (args.target_rhat.is_some(), "target-rhat"),
+            (args.require_converged, "require-converged"),
+        ] {
+            if given {
+                not_here.push(opt);
+            }
+        }
         if args.burn_in.is_some_and(|b| b > 0) {
             not_here.push("burn-in");
         }
@@ -197,6 +262,17 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         crate::bail_input!("--thin must be at least 1");
     }
     let is_map = method == MethodArg::Map;
+    let target_ess = args.target_ess.unwrap_or(DEFAULT_TARGET_ESS);
+    if !(target_ess.is_finite() && target_ess > 0.0) {
+        crate::bail_input!("--target-ess must be a finite number > 0, got {target_ess}");
+    }
+    let target_rhat = args.target_rhat.unwrap_or(DEFAULT_TARGET_RHAT);
+    if !(target_rhat.is_finite() && target_rhat > 1.0) {
+        crate::bail_input!("--target-rhat must be a finite number > 1, got {target_rhat}");
+    }
+    if args.max_steps == Some(0) {
+        crate::bail_input!("--max-steps must be at least 1");
+    }
     let chains = args.chains.unwrap_or(if is_map { 1 } else { 4 });
     if chains == 0 {
         crate::bail_input!("--chains must be at least 1");
@@ -235,12 +311,17 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         steps: 0,
         burn_in: 0,
         thin: 1,
+        adapt: AdaptArg::None,
+        until: None,
+        target_ess,
+        target_rhat,
         chains,
         batch_size,
         test_fraction: args.d.test_fraction,
         seed: args.d.seed,
         standardize: !args.d.no_standardize,
         max_divergences: args.max_divergences,
+        adapt_step_size: false,
         n_rows: prep.n_rows,
         n_train,
         n_test: prep.n_test,
@@ -254,29 +335,61 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         }
         return Ok(cfg);
     }
-    let steps = args.steps.unwrap_or(DEFAULT_STEPS);
-    let burn_in = args.burn_in.unwrap_or(if is_map { 0 } else { steps / 4 });
+    let adapt = args.adapt.unwrap_or(if is_map {
+        AdaptArg::None
+    } else {
+        AdaptArg::Diag
+    });
+    let until_mode = !is_map && args.steps.is_none();
+    let steps = if until_mode {
+        args.max_steps.unwrap_or(DEFAULT_MAX_STEPS)
+    } else {
+        args.steps.unwrap_or(DEFAULT_STEPS)
+    };
+    let burn_in = args.burn_in.unwrap_or(if is_map {
+        0
+    } else if until_mode {
+        DEFAULT_WARMUP.min(steps / 2)
+    } else {
+        steps / 4
+    });
     if burn_in >= steps {
-        crate::bail_input!("--burn-in ({burn_in}) must be smaller than --steps ({steps})");
+        let opt = if until_mode { "--max-steps" } else { "--steps" };
+        crate::bail_input!("--burn-in ({burn_in}) must be smaller than {opt} ({steps})");
     }
     let kept = if is_map { 1 } else { steps - burn_in };
     let per_chain = max_draws(model.n_params(), chains) as u64;
-    let thin = args.thin.unwrap_or(kept.div_ceil(per_chain).max(1));
+    let thin = args.thin.unwrap_or(if until_mode {
+        1
+    } else {
+        kept.div_ceil(per_chain).max(1)
+    });
+    cfg.adapt = adapt;
+    cfg.adapt_step_size = adapt != AdaptArg::None && args.step_size.is_none();
+    cfg.until = until_mode.then(|| Until {
+        target_ess,
+        max_rhat: target_rhat,
+        max_draws: (per_chain as usize).max(2 * MIN_VERDICT_DRAWS),
+        min_draws: MIN_VERDICT_DRAWS,
+    });
     if !is_map && thin > kept {
         crate::bail_input!(
             "--thin {thin} is larger than the {kept} steps after burn-in: no draw would be kept"
         );
     }
-    cfg.friction = args
-        .friction
-        .unwrap_or(default_friction(method, classification));
+    cfg.friction = args.friction.unwrap_or(if adapt != AdaptArg::None {
+        ADAPTED_FRICTION
+    } else {
+        default_friction(method, classification)
+    });
     cfg.temperature = if is_map { 0.0 } else { cfg.temperature };
     cfg.steps = steps;
     cfg.burn_in = burn_in;
     cfg.thin = thin;
-    // A default step size is capped so that the integrator is stable at the
-    // curvature found near the mode, from chain 0's starting point.
-    if args.step_size.is_none() {
+    // Without adaptation, a default step size is capped so that the
+    // integrator is stable at the curvature found near the mode, from chain
+    // 0's starting point.
+    if args.step_size.is_none() && adapt == AdaptArg::None {
         let theta0 = model.init(&mut chain_rng(args.d.seed, 0));
         let density = model.density(DType::F64, &Device::Cpu);
         let batch = model.batch(&prep.train_x, &prep.train_y, DType::F64, &Device::Cpu)?;

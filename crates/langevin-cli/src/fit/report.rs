@@ -6,14 +6,16 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
+use langevin::run::Verdict;
 use langevin::samples::Samples;
+use langevin_core::Tuning;
 use serde_json::json;
 
 use super::data::Prepared;
-use super::plan::FitConfig;
+use super::plan::{FitConfig, MIN_VERDICT_DRAWS};
 use crate::evaluate::{classification_metrics, predictive, regression_metrics, Predictive};
 use crate::rundir::num;
-use crate::summary::{param_summaries, table};
+use crate::summary::{param_summaries, table, warnings};
 
 /// Most draws used for the posterior predictive.
 const MAX_PREDICTIVE_DRAWS: usize = 1000;
@@ -28,12 +30,37 @@ pub struct ReportArgs<'a> {
     pub t0: Instant,
 }
 
+/// How a sampler run went, for the report.
+pub struct SamplerFacts<'a> {
+    /// Steps every chain completed.
+    pub steps_done: u64,
+    /// The thinning interval the draws were kept with.
+    pub thin: u64,
+    /// Each chain's final tuning.
+    pub tuning: &'a [Tuning],
+}
+
+/// The convergence verdict of `samples` under `cfg`'s rule (`None` with
+/// fewer than 4 draws per chain: a point estimate).
+pub fn verdict(cfg: &FitConfig, samples: &Samples) -> Result<Option<Verdict>> {
+    if samples.min_draws() < langevin::diagnostics::MIN_DRAWS {
+        return Ok(None);
+    }
+    Ok(Some(Verdict::of(
+        samples,
+        cfg.target_ess,
+        cfg.target_rhat,
+        MIN_VERDICT_DRAWS,
+    )?))
+}
+
 /// Summarise `samples` (and print the report unless quiet): the content of
 /// `summary.json`.
 pub fn summarize_and_report(
     r: &ReportArgs<'_>,
     samples: &Samples,
     divergences: &[u64],
+    sampler: Option<&SamplerFacts<'_>>,
 ) -> Result<serde_json::Value> {
     let (cfg, prep, out_dir) = (r.cfg, r.prep, r.out_dir);
     let model = &prep.model;
@@ -120,7 +147,10 @@ pub fn summarize_and_report(
         }
     }
 
-    let summary = json!({
+    let verdict = verdict(cfg, samples)?;
+    let mut summary = json!({
+        "converged": verdict.as_ref().map(|v| v.converged),
+        "convergence": verdict,
         "params": params,
         "metrics": metrics,
         "divergences": divergences.iter().sum::<u64>(),
@@ -130,8 +160,41 @@ pub fn summarize_and_report(
         "config": serde_json::to_value(cfg)?,
         "seconds": r.t0.elapsed().as_secs_f64(),
     });
+    if let Some(f) = sampler {
+        let base = cfg.step_size;
+        summary["steps_done"] = json!(f.steps_done);
+        summary["thin"] = json!(f.thin);
+        summary["adaptation"] = json!({
+            "adapt": cfg.adapt,
+            "metric": f.tuning.first().map(|t| t.metric.kind()),
+            "step_size_per_chain": f.tuning.iter().map(|t| num(base * t.step_scale)).collect::<Vec<_>>(),
+            "inverse_mass_diagonal_range_per_chain": f.tuning.iter().map(|t| {
+                let d = t.metric.inverse_mass_diagonal(names.len());
+                let lo = d.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = d.iter().copied().fold(0.0, f64::max);
+                json!([num(lo), num(hi)])
+            }).collect::<Vec<_>>(),
+        });
+    }
     if !r.quiet {
         print_report(cfg, &summary);
+        if let Some(v) = &verdict {
+            for w in warnings(&params, cfg.target_ess, cfg.target_rhat) {
+                eprintln!("warning: {w}");
+            }
+            if v.converged {
+                println!("{}", v.reason);
+            } else {
+                eprintln!("warning: {}", v.reason);
+                if cfg.until.is_some() {
+                    eprintln!(
+                        "(the run reached --max-steps {}; a longer run, --adapt dense, or a \
+                         reparameterisation may help)",
+                        cfg.steps
+                    );
+                }
+            }
+        }
     }
     Ok(summary)
 }

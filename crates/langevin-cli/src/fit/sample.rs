@@ -8,11 +8,14 @@ use std::path::Path;
 use anyhow::Result;
 use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
-use langevin::run::{Checkpoint, Observer, RunFiles, RunInfo, Samples, ShuffledIndices, Stop};
+use langevin::adapt::Adaptive;
+use langevin::run::{
+    Checkpoint, Observer, RunFiles, RunInfo, Samples, ShuffledIndices, Stop, Thinning, Verdict,
+};
 use langevin::sgmcmc::{
     Baoa, BaoaConfig, MomentaInit, Sghmc, SghmcConfig, Sgld, SgldConfig, Sgnht, SgnhtConfig,
 };
-use langevin_core::Transform;
+use langevin_core::{TransformState, Tuning};
 use langevin_models::{Batch, Minibatches};
 
 use super::args::MethodArg;
@@ -38,6 +41,13 @@ pub struct SampleRun<'a> {
 pub struct Sampled {
     pub samples: Samples,
     pub divergences: Vec<u64>,
+    /// Steps every chain completed (fewer than the maximum when a run until
+    /// converged stopped early).
+    pub steps_done: u64,
+    /// The thinning the draws were kept with.
+    pub thinning: Thinning,
+    /// Each chain's final tuning (step-size factor and preconditioner).
+    pub tuning: Vec<Tuning>,
 }
 
 impl SampleRun<'_> {
@@ -108,7 +118,7 @@ impl SampleRun<'_> {
         }
     }
 
-    fn drive<T: Transform<Batch = Batch>>(&self, t: &T) -> Result<Sampled> {
+    fn drive<T: Adaptive<Batch = Batch>>(&self, t: &T) -> Result<Sampled> {
         let (cfg, model) = (self.cfg, &self.prep.model);
         let full = model.batch(
             &self.prep.train_x,
@@ -140,7 +150,18 @@ impl SampleRun<'_> {
             (files, start, None)
         };
         let mut observers = (files, Progress::new(self.quiet, cfg));
-        let out = langevin::run::run(t, &batches, &config, start, previous, &mut observers);
+        let out = match cfg.adapt_config() {
+            Some(adapt) => langevin::run::run_adaptive(
+                t,
+                &batches,
+                &config,
+                &adapt,
+                start,
+                previous,
+                &mut observers,
+            ),
+            None => langevin::run::run(t, &batches, &config, start, previous, &mut observers),
+        };
         observers.1.bar.finish_and_clear();
         let out = out?;
         if let Some(Stop::Divergences { limit, .. }) = &out.stop {
@@ -171,6 +192,13 @@ impl SampleRun<'_> {
         Ok(Sampled {
             samples,
             divergences: out.divergences,
+            steps_done: out.steps_done,
+            thinning: out.thinning,
+            tuning: out
+                .states
+                .iter()
+                .map(|s| s.tuning().cloned().unwrap_or_default())
+                .collect(),
         })
     }
 }
@@ -188,7 +216,7 @@ impl Progress {
             let pb = ProgressBar::new(cfg.steps / 100 * 100 * cfg.chains as u64);
             pb.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({eta} left)",
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({eta} left) {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
@@ -207,5 +235,15 @@ impl<S, C> Observer<S, C> for Progress {
 
     fn on_progress(&self, steps: u64) {
         self.bar.inc(steps);
+    }
+
+    fn on_check(&mut self, v: &Verdict) {
+        self.bar.set_message(format!(
+            "R-hat {:.3} (<= {}), ESS {:.0} (>= {})",
+            v.worst_rhat,
+            v.max_rhat,
+            v.min_ess_bulk.min(v.min_ess_tail),
+            v.target_ess
+        ));
     }
 }

@@ -36,7 +36,10 @@ pub const SAMPLES_FILE: &str = "samples.csv";
 /// The checkpoint file inside a run directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
 /// Version of the checkpoint format.
-pub const CHECKPOINT_VERSION: u32 = 2;
+pub const CHECKPOINT_VERSION: u32 = 3;
+/// The oldest checkpoint format still read (version 2 lacks the tuning,
+/// warm-up and thinning fields, which default to none).
+const OLDEST_CHECKPOINT_VERSION: u32 = 2;
 
 /// `checkpoint.json`.
 #[derive(Serialize, Deserialize)]
@@ -54,6 +57,8 @@ struct CheckpointFile<S, C> {
     samples_hash: u64,
     steps_done: u64,
     chains: Vec<Chain<S, C>>,
+    #[serde(default)]
+    thin: Option<u64>,
 }
 
 /// The part of `checkpoint.json` that does not depend on the transform.
@@ -68,6 +73,7 @@ struct CheckpointHead {
 /// writes `DIR/checkpoint.json` after every round (see the module docs).
 pub struct RunFiles {
     dir: PathBuf,
+    names: Vec<String>,
     writer: CsvDrawWriter,
     /// `Some`: write checkpoints holding this.
     user: Option<serde_json::Value>,
@@ -86,6 +92,7 @@ impl RunFiles {
         let writer = CsvDrawWriter::create(dir.join(SAMPLES_FILE), names)?;
         Ok(Self {
             dir,
+            names: names.to_vec(),
             writer,
             user: checkpoint_user,
         })
@@ -125,6 +132,7 @@ impl RunFiles {
         let ck = Checkpoint {
             steps_done: file.steps_done,
             chains: file.chains,
+            thin: file.thin,
         };
         ck.validate(config, names.len(), &shown)?;
         for (k, ch) in ck.chains.iter().enumerate() {
@@ -178,6 +186,7 @@ impl RunFiles {
         Ok((
             Self {
                 dir,
+                names: names.to_vec(),
                 writer,
                 user: Some(head.user),
             },
@@ -218,6 +227,8 @@ impl RunFiles {
             samples_hash: u64,
             steps_done: u64,
             chains: &'a [Chain<S, C>],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            thin: Option<u64>,
         }
         write_json_atomic(
             &self.dir.join(CHECKPOINT_FILE),
@@ -228,6 +239,7 @@ impl RunFiles {
                 samples_hash: self.writer.hash(),
                 steps_done: ck.steps_done,
                 chains: &ck.chains,
+                thin: ck.thin,
             },
         )
     }
@@ -252,15 +264,42 @@ impl<S: Serialize, C: Serialize> Observer<S, C> for RunFiles {
     fn on_round(&mut self, checkpoint: &Checkpoint<S, C>) -> Result<()> {
         self.save(checkpoint)
     }
+
+    fn on_thinned(&mut self, samples: &Samples) -> Result<()> {
+        // Rewrite the draws file with what is kept (a new file renamed over
+        // the old one), then append to it as before.
+        let path = self.dir.join(SAMPLES_FILE);
+        let tmp = self.dir.join(format!("{SAMPLES_FILE}.tmp"));
+        let mut w = CsvDrawWriter::create(&tmp, &self.names)?;
+        let n = samples
+            .chains
+            .iter()
+            .map(|c| c.n_draws())
+            .max()
+            .unwrap_or(0);
+        for i in 0..n {
+            for (k, tr) in samples.chains.iter().enumerate() {
+                if i < tr.n_draws() {
+                    w.write(k, i, tr.draw(i))?;
+                }
+            }
+        }
+        w.sync()?;
+        let (len, hash) = (w.len(), w.hash());
+        drop(w);
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(path.display(), e))?;
+        self.writer = CsvDrawWriter::resume(&path, len, hash)?;
+        Ok(())
+    }
 }
 
 fn check_version(v: u32, path: &str) -> Result<()> {
-    if v != CHECKPOINT_VERSION {
+    if !(OLDEST_CHECKPOINT_VERSION..=CHECKPOINT_VERSION).contains(&v) {
         return Err(Error::checkpoint(
             path,
             "version",
             format!(
-                "checkpoint format version {v} is not supported (expected {CHECKPOINT_VERSION})"
+                "checkpoint format version {v} is not supported (expected {OLDEST_CHECKPOINT_VERSION} to {CHECKPOINT_VERSION})"
             ),
         ));
     }

@@ -82,6 +82,7 @@
 //! # Ok(()) }
 //! ```
 
+mod converge;
 mod files;
 mod observer;
 
@@ -91,9 +92,12 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use crate::samples::{Samples, Thinning, Trace};
+pub use converge::{Until, Verdict};
 pub use files::{read_checkpoint_user, write_json_atomic, RunFiles, CHECKPOINT_FILE, SAMPLES_FILE};
 pub use langevin_core::{BatchRef, BatchSource, FnBatches, FullBatch, ShuffledIndices};
 pub use observer::{Draw, Observer, RunInfo};
+
+use crate::adapt::{AdaptConfig, Adaptive, Warmup, WarmupState, Windows};
 
 use langevin_core::{chain_rng, ChainRng, Error, Params, Result, Transform, TransformState};
 
@@ -118,6 +122,10 @@ pub struct RunConfig {
     /// Worker threads (`None`: one per core); at most one per chain. The
     /// draws do not depend on it.
     pub threads: Option<usize>,
+    /// `Some`: stop as soon as the draws have converged, `steps` being the
+    /// maximum ([`Until`]); `None`: run all `steps`.
+    #[serde(default)]
+    pub until: Option<Until>,
 }
 
 impl Default for RunConfig {
@@ -128,6 +136,7 @@ impl Default for RunConfig {
             round: None,
             max_divergences: 100,
             threads: None,
+            until: None,
         }
     }
 }
@@ -145,6 +154,9 @@ impl RunConfig {
         if self.threads == Some(0) {
             return Err(Error::config("threads", "must be >= 1"));
         }
+        if let Some(u) = &self.until {
+            u.validate()?;
+        }
         Ok(())
     }
 
@@ -155,9 +167,15 @@ impl RunConfig {
         self.max_divergences.min((self.steps / 10).max(1))
     }
 
-    /// Steps per round.
+    /// Steps per round: `round`, or `max(steps / 20, 1000)` for a run of
+    /// fixed length and `max(burn_in / 2, 1000)` for a run until converged
+    /// (whose verdict is checked after every round).
     pub fn round_len(&self) -> u64 {
-        self.round.unwrap_or((self.steps / 20).max(1000))
+        self.round.unwrap_or(if self.until.is_some() {
+            (self.thinning.burn_in / 2).max(1000)
+        } else {
+            (self.steps / 20).max(1000)
+        })
     }
 
     /// Worker threads for `chains` chains.
@@ -193,6 +211,9 @@ pub struct Chain<S, C> {
     pub divergences: u64,
     /// Stopped on divergences.
     pub stopped: bool,
+    /// The warm-up's accumulators ([`run_adaptive`]; `None` outside the warm-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupState>,
 }
 
 /// Everything needed to continue a run.
@@ -205,6 +226,10 @@ pub struct Checkpoint<S, C> {
     /// Steps every (running) chain has completed.
     pub steps_done: u64,
     pub chains: Vec<Chain<S, C>>,
+    /// The thinning interval, once a run until converged has doubled it
+    /// (`None`: the configured one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thin: Option<u64>,
 }
 
 impl<S: TransformState, C> Checkpoint<S, C> {
@@ -238,12 +263,23 @@ impl<S: TransformState, C> Checkpoint<S, C> {
                 draws: 0,
                 divergences: 0,
                 stopped: false,
+                warmup: None,
             });
         }
         Ok(Self {
             steps_done: 0,
             chains,
+            thin: None,
         })
+    }
+
+    /// The thinning in force: the configured one, with the interval doubled
+    /// as a run until converged recorded in [`Checkpoint::thin`].
+    pub fn thinning(&self, config: &RunConfig) -> Thinning {
+        Thinning {
+            burn_in: config.thinning.burn_in,
+            thin: self.thin.unwrap_or(config.thinning.thin),
+        }
     }
 
     /// Check that this checkpoint is a consistent point of a run with
@@ -255,6 +291,19 @@ impl<S: TransformState, C> Checkpoint<S, C> {
         if self.chains.is_empty() {
             return bad("chains".into(), "no chains saved".into());
         }
+        if let Some(t) = self.thin {
+            let base = config.thinning.thin.max(1);
+            let doubled = t >= base && t % base == 0 && (t / base).is_power_of_two();
+            if config.until.is_none() || !doubled {
+                return bad(
+                    "thin".into(),
+                    format!(
+                        "{t} is not the configured thinning {base} doubled by a run until converged"
+                    ),
+                );
+            }
+        }
+        let thinning = self.thinning(config);
         if self.steps_done > config.steps {
             return bad(
                 "steps_done".into(),
@@ -294,7 +343,7 @@ impl<S: TransformState, C> Checkpoint<S, C> {
                     format!("{} is inconsistent with step {}", ch.divergences, ch.step),
                 );
             }
-            let expected = config.thinning.n_draws(ch.step) as usize;
+            let expected = thinning.n_draws(ch.step) as usize;
             if ch.draws != expected {
                 return bad(
                     field("draws"),
@@ -332,8 +381,14 @@ pub struct RunOutput<S> {
     pub divergences: Vec<u64>,
     /// Steps every running chain completed.
     pub steps_done: u64,
-    /// Why the run ended early (`None`: it ran all its steps).
+    /// Why the run ended early (`None`: it ran all its steps, or converged).
     pub stop: Option<Stop>,
+    /// The convergence verdict on the draws (`None` with fewer than
+    /// [`crate::diagnostics::MIN_DRAWS`] draws per chain); under
+    /// [`RunConfig::until`] its rule, otherwise R-hat ≤ 1.01 and ESS ≥ 400.
+    pub verdict: Option<Verdict>,
+    /// The thinning the draws were kept with (doubled under [`RunConfig::until`]).
+    pub thinning: Thinning,
 }
 
 /// Run the chains of `start` to `config.steps` (see the module docs).
@@ -353,6 +408,117 @@ where
     T: Transform<Batch = B::Batch>,
     B: BatchSource,
     O: Observer<T::State, B::Cursor> + ?Sized,
+{
+    drive(
+        transform, batches, config, start, previous, observer, &NoHook,
+    )
+}
+
+/// [`run`] with warm-up adaptation ([`crate::adapt`]): during the burn-in
+/// (`config.thinning.burn_in` steps) each chain sets its step size and
+/// estimates its preconditioner as `adapt` says; the draws after it are
+/// made with the tuning the warm-up ended with.
+pub fn run_adaptive<T, B, O>(
+    transform: &T,
+    batches: &B,
+    config: &RunConfig,
+    adapt: &AdaptConfig,
+    start: Checkpoint<T::State, B::Cursor>,
+    previous: Option<Samples>,
+    observer: &mut O,
+) -> Result<RunOutput<T::State>>
+where
+    T: Adaptive<Batch = B::Batch>,
+    B: BatchSource,
+    O: Observer<T::State, B::Cursor> + ?Sized,
+{
+    adapt.validate()?;
+    if let Some(first) = start.chains.first() {
+        if first.state.tuning().is_none() {
+            return Err(Error::config(
+                "adapt",
+                "this transform's state carries no tuning to adapt",
+            ));
+        }
+    }
+    let warmup = config.thinning.burn_in;
+    let hook = WarmupHook(Warmup {
+        config: adapt,
+        windows: Windows::new(warmup),
+        warmup,
+    });
+    drive(transform, batches, config, start, previous, observer, &hook)
+}
+
+/// Work the run loop does around each step of a chain (the warm-up).
+trait StepHook<T: Transform, B: BatchSource>: Sync {
+    /// Before the step that follows `ch.step` completed steps.
+    fn before(
+        &self,
+        _t: &T,
+        _b: &B,
+        _k: usize,
+        _ch: &mut Chain<T::State, B::Cursor>,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// After a step on `batch`.
+    fn after(&self, _t: &T, _batch: &T::Batch, _ch: &mut Chain<T::State, B::Cursor>) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct NoHook;
+impl<T: Transform, B: BatchSource> StepHook<T, B> for NoHook {}
+
+struct WarmupHook<'a>(Warmup<'a>);
+impl<T, B> StepHook<T, B> for WarmupHook<'_>
+where
+    T: Adaptive<Batch = B::Batch>,
+    B: BatchSource,
+{
+    fn before(&self, t: &T, b: &B, k: usize, ch: &mut Chain<T::State, B::Cursor>) -> Result<()> {
+        if ch.step >= self.0.warmup {
+            ch.warmup = None;
+            return Ok(());
+        }
+        let warm = ch.warmup.get_or_insert_with(WarmupState::default);
+        self.0.before_step(
+            t,
+            b,
+            k,
+            ch.step,
+            &mut ch.state,
+            warm,
+            &mut ch.cursor,
+            &mut ch.rng,
+        )
+    }
+    fn after(&self, t: &T, batch: &T::Batch, ch: &mut Chain<T::State, B::Cursor>) -> Result<()> {
+        if let Some(warm) = ch.warmup.as_mut() {
+            self.0.after_step(t, batch, ch.step, &ch.state, warm)?;
+        }
+        if ch.step >= self.0.warmup {
+            ch.warmup = None;
+        }
+        Ok(())
+    }
+}
+
+fn drive<T, B, O, H>(
+    transform: &T,
+    batches: &B,
+    config: &RunConfig,
+    start: Checkpoint<T::State, B::Cursor>,
+    previous: Option<Samples>,
+    observer: &mut O,
+    hook: &H,
+) -> Result<RunOutput<T::State>>
+where
+    T: Transform<Batch = B::Batch>,
+    B: BatchSource,
+    O: Observer<T::State, B::Cursor> + ?Sized,
+    H: StepHook<T, B>,
 {
     config.validate()?;
     let Some(first) = start.chains.first() else {
@@ -396,19 +562,24 @@ where
     )?;
     let round = config.round_len();
     let mut stop = None;
-    while ck.steps_done < config.steps && stop.is_none() {
+    let mut verdict: Option<Verdict> = None;
+    let mut converged = false;
+    while ck.steps_done < config.steps && stop.is_none() && !converged {
         let end = (ck.steps_done + round).min(config.steps);
+        let thinning = ck.thinning(config);
         let mut new: Vec<Vec<Draw>> = (0..n).map(|_| Vec::new()).collect();
         let interrupted = AtomicBool::new(false);
         let r = advance_all(
             transform,
             batches,
             config,
+            thinning,
             &mut ck.chains,
             &mut new,
             end,
             &*observer,
             &interrupted,
+            hook,
         );
         // Deliver what was collected, in draw-major order, even when stopping.
         let longest = new.iter().map(Vec::len).max().unwrap_or(0);
@@ -433,14 +604,36 @@ where
         }
         ck.steps_done = end;
         let stopped: Vec<usize> = (0..n).filter(|&k| ck.chains[k].stopped).collect();
-        if stopped.is_empty() {
-            observer.on_round(&ck)?;
-        } else {
+        if !stopped.is_empty() {
             stop = Some(Stop::Divergences {
                 chains: stopped,
                 limit: config.divergence_limit(),
             });
+            break;
         }
+        if let Some(until) = &config.until {
+            if ck.steps_done >= config.thinning.burn_in {
+                // Keep at most `max_draws` per chain by doubling the interval.
+                while samples.min_draws() > until.max_draws {
+                    for tr in samples.chains.iter_mut() {
+                        tr.keep_every_second();
+                    }
+                    for ch in ck.chains.iter_mut() {
+                        ch.draws /= 2;
+                    }
+                    ck.thin = Some(ck.thinning(config).thin * 2);
+                    observer.on_thinned(&samples)?;
+                }
+                if samples.min_draws() >= crate::diagnostics::MIN_DRAWS {
+                    let v =
+                        Verdict::of(&samples, until.target_ess, until.max_rhat, until.min_draws)?;
+                    observer.on_check(&v);
+                    converged = v.converged;
+                    verdict = Some(v);
+                }
+            }
+        }
+        observer.on_round(&ck)?;
     }
     if stop.is_none() {
         // A chain none of whose steps was finite produced no result.
@@ -457,12 +650,24 @@ where
             });
         }
     }
+    if verdict.is_none() && samples.min_draws() >= crate::diagnostics::MIN_DRAWS {
+        let u = config.until.clone().unwrap_or_default();
+        verdict = Some(Verdict::of(
+            &samples,
+            u.target_ess,
+            u.max_rhat,
+            u.min_draws,
+        )?);
+    }
+    let thinning = ck.thinning(config);
     let out = RunOutput {
         samples,
         divergences: ck.chains.iter().map(|c| c.divergences).collect(),
         states: ck.chains.into_iter().map(|c| c.state).collect(),
         steps_done: ck.steps_done,
         stop,
+        verdict,
+        thinning,
     };
     observer.on_finish(&out)?;
     Ok(out)
@@ -471,20 +676,23 @@ where
 /// Advance every chain to step `end` on `config.workers(K)` threads that take
 /// chains in order.
 #[allow(clippy::too_many_arguments)]
-fn advance_all<T, B, O>(
+fn advance_all<T, B, O, H>(
     transform: &T,
     batches: &B,
     config: &RunConfig,
+    thinning: Thinning,
     chains: &mut [Chain<T::State, B::Cursor>],
     new: &mut [Vec<Draw>],
     end: u64,
     observer: &O,
     interrupted: &AtomicBool,
+    hook: &H,
 ) -> Result<()>
 where
     T: Transform<Batch = B::Batch>,
     B: BatchSource,
     O: Observer<T::State, B::Cursor> + ?Sized,
+    H: StepHook<T, B>,
 {
     let workers = config.workers(chains.len());
     let abort = AtomicBool::new(false);
@@ -500,6 +708,7 @@ where
             transform,
             batches,
             config,
+            thinning,
             k,
             ch,
             out,
@@ -507,6 +716,7 @@ where
             observer,
             &abort,
             interrupted,
+            hook,
         );
         if let Err(e) = r {
             abort.store(true, Ordering::Relaxed);
@@ -536,10 +746,11 @@ where
 
 /// Advance one chain up to step `end` (or until it stops on divergences).
 #[allow(clippy::too_many_arguments)]
-fn advance<T, B, O>(
+fn advance<T, B, O, H>(
     transform: &T,
     batches: &B,
     config: &RunConfig,
+    thinning: Thinning,
     k: usize,
     ch: &mut Chain<T::State, B::Cursor>,
     out: &mut Vec<Draw>,
@@ -547,11 +758,13 @@ fn advance<T, B, O>(
     observer: &O,
     abort: &AtomicBool,
     interrupted: &AtomicBool,
+    hook: &H,
 ) -> Result<()>
 where
     T: Transform<Batch = B::Batch>,
     B: BatchSource,
     O: Observer<T::State, B::Cursor> + ?Sized,
+    H: StepHook<T, B>,
 {
     while ch.step < end && !ch.stopped {
         if abort.load(Ordering::Relaxed) || interrupted.load(Ordering::Relaxed) {
@@ -561,6 +774,7 @@ where
             interrupted.store(true, Ordering::Relaxed);
             break;
         }
+        hook.before(transform, batches, k, ch)?;
         let batch = batches.next(k, ch.step, &mut ch.cursor, &mut ch.rng)?;
         let diverged = match transform.step(&mut ch.state, &batch, &mut ch.rng) {
             Ok(_) => false,
@@ -575,7 +789,8 @@ where
             Err(e) => return Err(e),
         };
         ch.step += 1;
-        if config.thinning.keeps(ch.step) {
+        hook.after(transform, &batch, ch)?;
+        if thinning.keeps(ch.step) {
             out.push(Draw {
                 chain: k,
                 index: ch.draws + out.len(),

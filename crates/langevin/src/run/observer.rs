@@ -2,7 +2,7 @@
 
 use langevin_core::Result;
 
-use super::{Checkpoint, RunConfig, RunOutput};
+use super::{Checkpoint, RunConfig, RunOutput, Samples, Verdict};
 
 /// The run about to start (or continue).
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +53,17 @@ pub trait Observer<S, C>: Sync {
         Ok(())
     }
 
+    /// A run until converged ([`super::Until`]) kept every second draw of
+    /// every chain and doubled its thinning interval: `samples` is every
+    /// draw kept now (the draws delivered so far, thinned). Called before
+    /// the round's [`Observer::on_round`].
+    fn on_thinned(&mut self, _samples: &Samples) -> Result<()> {
+        Ok(())
+    }
+
+    /// The convergence verdict after a round of a run until converged.
+    fn on_check(&mut self, _verdict: &Verdict) {}
+
     /// After the last round (also after a stop).
     fn on_finish(&mut self, _out: &RunOutput<S>) -> Result<()> {
         Ok(())
@@ -84,6 +95,12 @@ impl<S, C, O: Observer<S, C> + ?Sized> Observer<S, C> for &mut O {
     fn on_round(&mut self, checkpoint: &Checkpoint<S, C>) -> Result<()> {
         (**self).on_round(checkpoint)
     }
+    fn on_thinned(&mut self, samples: &Samples) -> Result<()> {
+        (**self).on_thinned(samples)
+    }
+    fn on_check(&mut self, verdict: &Verdict) {
+        (**self).on_check(verdict)
+    }
     fn on_finish(&mut self, out: &RunOutput<S>) -> Result<()> {
         (**self).on_finish(out)
     }
@@ -108,6 +125,14 @@ impl<S, C, A: Observer<S, C>, B: Observer<S, C>> Observer<S, C> for (A, B) {
     fn on_round(&mut self, checkpoint: &Checkpoint<S, C>) -> Result<()> {
         self.0.on_round(checkpoint)?;
         self.1.on_round(checkpoint)
+    }
+    fn on_thinned(&mut self, samples: &Samples) -> Result<()> {
+        self.0.on_thinned(samples)?;
+        self.1.on_thinned(samples)
+    }
+    fn on_check(&mut self, verdict: &Verdict) {
+        self.0.on_check(verdict);
+        self.1.on_check(verdict);
     }
     fn on_finish(&mut self, out: &RunOutput<S>) -> Result<()> {
         self.0.on_finish(out)?;

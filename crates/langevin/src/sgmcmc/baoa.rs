@@ -18,11 +18,14 @@
 //!
 //! Defaults (posteriors): α = 0.01, σ = 1, T = 1, momenta ~ N(0, 1).
 
-use langevin_core::{LogDensity, Params, Result, Schedule, Transform};
+use langevin_core::{LogDensity, Params, Result, Schedule, Transform, Tuning};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{grad_at, non_negative, positive, schedules_at, with_normals, MomentaInit, SgmcmcInfo};
+use super::{
+    apply_moves, grad_at, non_negative, positive, schedules_at, whiten, with_normals, MomentaInit,
+    SgmcmcInfo,
+};
 
 /// Hyper-parameters of BAOA.
 #[derive(Debug, Clone)]
@@ -68,6 +71,10 @@ pub struct BaoaState {
     pub step: u64,
     #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_posterior: f64,
+    /// Step-size factor and preconditioner ([`langevin_core::metric`]);
+    /// the default is the plain sampler.
+    #[serde(default, skip_serializing_if = "Tuning::is_default")]
+    pub tuning: Tuning,
 }
 
 langevin_core::impl_transform_state!(BaoaState {
@@ -75,6 +82,7 @@ langevin_core::impl_transform_state!(BaoaState {
     step: step,
     log_density: log_posterior,
     same_len: [momenta],
+    tuning: tuning,
 });
 
 /// The BAOA transform.
@@ -110,6 +118,7 @@ impl<D: LogDensity> Transform for Baoa<D> {
             momenta,
             step: 0,
             log_posterior: f64::NAN,
+            tuning: Tuning::default(),
         })
     }
 
@@ -121,13 +130,18 @@ impl<D: LogDensity> Transform for Baoa<D> {
     ) -> Result<Self::Info> {
         let c = &self.config;
         let (eps, temp) = schedules_at(&c.step_size, &c.temperature, state.step)?;
-        let (lp, grad, aux) = grad_at(&self.density, &state.params, batch, state.step)?;
+        let eps = eps * state.tuning.step_scale;
+        let (lp, mut grad, aux) = grad_at(&self.density, &state.params, batch, state.step)?;
+        let mut dz = whiten(&state.tuning, &mut grad);
         let inv_mass = c.sigma.powi(-2);
         let gamma = c.friction * inv_mass;
         let decay = (-gamma * eps).exp();
         let noise = c.sigma * (temp * (1.0 - (-2.0 * gamma * eps).exp())).sqrt();
         let half = 0.5 * eps * inv_mass;
-        let theta = state.params.values_mut();
+        let theta = match dz.as_mut() {
+            Some(dz) => dz.as_mut_slice(),
+            None => state.params.values_mut(),
+        };
         let mom = &mut state.momenta;
         let dim = theta.len();
         // `xi` is the block of normals for positions `s..e` (empty when noise = 0).
@@ -149,6 +163,7 @@ impl<D: LogDensity> Transform for Baoa<D> {
         } else {
             with_normals(rng, dim, |s, xi| update(s, s + xi.len(), xi));
         }
+        apply_moves(&state.tuning, state.params.values_mut(), dz);
         crate::scratch::give(grad);
         state.step += 1;
         state.log_posterior = lp;

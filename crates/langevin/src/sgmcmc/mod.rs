@@ -17,7 +17,7 @@
 //! Every update is one fused loop over the flat `f64` buffers: the gradient is
 //! the only allocation of a step.
 
-use langevin_core::{check_finite, Error, LogDensity, Params, Result, Schedule};
+use langevin_core::{check_finite, Error, LogDensity, Params, Result, Schedule, Tuning};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -165,4 +165,27 @@ pub(crate) fn noise_scale(var: f64, step: u64) -> Result<f64> {
 #[inline]
 pub(crate) fn with_normals<R: Rng + ?Sized>(rng: &mut R, d: usize, f: impl FnMut(usize, &[f64])) {
     langevin_core::rng::for_each_normal_block(rng, d, f)
+}
+
+/// The preconditioning of one step ([`langevin_core::metric`]): turn `grad`
+/// into the whitened gradient `Lᵀ g` in place, and return the zeroed buffer
+/// the update writes its moves of the whitened coordinates into (`None` for
+/// the identity metric: the update then moves θ itself, bit-for-bit the
+/// plain sampler). [`apply_moves`] applies the buffer.
+pub(crate) fn whiten(tuning: &Tuning, grad: &mut [f64]) -> Option<Vec<f64>> {
+    if tuning.metric.is_identity() {
+        return None;
+    }
+    let mut buf = crate::scratch::take(grad.len());
+    tuning.metric.whiten_gradient(grad, &mut buf);
+    buf.fill(0.0);
+    Some(buf)
+}
+
+/// `θ ← θ + L Δz` for the buffer of [`whiten`].
+pub(crate) fn apply_moves(tuning: &Tuning, theta: &mut [f64], dz: Option<Vec<f64>>) {
+    if let Some(dz) = dz {
+        tuning.metric.add_move(theta, &dz);
+        crate::scratch::give(dz);
+    }
 }

@@ -17,13 +17,13 @@
 //!
 //! Defaults (posteriors): α = 0.01, β = 0, σ = 1, T = 1, momenta ~ N(0, 1).
 
-use langevin_core::{LogDensity, Params, Result, Schedule, Transform};
+use langevin_core::{LogDensity, Params, Result, Schedule, Transform, Tuning};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    grad_at, noise_scale, non_negative, positive, schedules_at, with_normals, MomentaInit,
-    SgmcmcInfo,
+    apply_moves, grad_at, noise_scale, non_negative, positive, schedules_at, whiten, with_normals,
+    MomentaInit, SgmcmcInfo,
 };
 
 /// Hyper-parameters of SGHMC.
@@ -76,6 +76,10 @@ pub struct SghmcState {
     pub step: u64,
     #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_posterior: f64,
+    /// Step-size factor and preconditioner ([`langevin_core::metric`]);
+    /// the default is the plain sampler.
+    #[serde(default, skip_serializing_if = "Tuning::is_default")]
+    pub tuning: Tuning,
 }
 
 langevin_core::impl_transform_state!(SghmcState {
@@ -83,6 +87,7 @@ langevin_core::impl_transform_state!(SghmcState {
     step: step,
     log_density: log_posterior,
     same_len: [momenta],
+    tuning: tuning,
 });
 
 /// The SGHMC transform over a log density `D`.
@@ -119,6 +124,7 @@ impl<D: LogDensity> Transform for Sghmc<D> {
             momenta,
             step: 0,
             log_posterior: f64::NAN,
+            tuning: Tuning::default(),
         })
     }
 
@@ -130,7 +136,9 @@ impl<D: LogDensity> Transform for Sghmc<D> {
     ) -> Result<Self::Info> {
         let c = &self.config;
         let (eps, temp) = schedules_at(&c.step_size, &c.temperature, state.step)?;
-        let (lp, grad, aux) = grad_at(&self.density, &state.params, batch, state.step)?;
+        let eps = eps * state.tuning.step_scale;
+        let (lp, mut grad, aux) = grad_at(&self.density, &state.params, batch, state.step)?;
+        let mut dz = whiten(&state.tuning, &mut grad);
         let inv_mass = c.sigma.powi(-2);
         let noise = noise_scale(
             temp * eps * (2.0 * c.friction - temp * eps * c.beta),
@@ -138,7 +146,10 @@ impl<D: LogDensity> Transform for Sghmc<D> {
         )?;
         let move_scale = eps * inv_mass;
         let decay = 1.0 - eps * c.friction * inv_mass;
-        let theta = state.params.values_mut();
+        let theta = match dz.as_mut() {
+            Some(dz) => dz.as_mut_slice(),
+            None => state.params.values_mut(),
+        };
         let mom = &mut state.momenta;
         if noise == 0.0 {
             for ((t, m), g) in theta.iter_mut().zip(mom.iter_mut()).zip(&grad) {
@@ -157,6 +168,7 @@ impl<D: LogDensity> Transform for Sghmc<D> {
                 }
             });
         }
+        apply_moves(&state.tuning, state.params.values_mut(), dz);
         crate::scratch::give(grad);
         state.step += 1;
         state.log_posterior = lp;

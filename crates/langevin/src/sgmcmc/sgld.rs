@@ -15,11 +15,13 @@
 //!
 //! Defaults: β = 0, T = 1.
 
-use langevin_core::{LogDensity, Params, Result, Schedule, Transform};
+use langevin_core::{LogDensity, Params, Result, Schedule, Transform, Tuning};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{grad_at, noise_scale, non_negative, schedules_at, with_normals, SgmcmcInfo};
+use super::{
+    apply_moves, grad_at, noise_scale, non_negative, schedules_at, whiten, with_normals, SgmcmcInfo,
+};
 
 /// Hyper-parameters of SGLD.
 #[derive(Debug, Clone)]
@@ -57,12 +59,17 @@ pub struct SgldState {
     pub step: u64,
     #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_posterior: f64,
+    /// Step-size factor and preconditioner ([`langevin_core::metric`]);
+    /// the default is the plain sampler.
+    #[serde(default, skip_serializing_if = "Tuning::is_default")]
+    pub tuning: Tuning,
 }
 
 langevin_core::impl_transform_state!(SgldState {
     params: params,
     step: step,
     log_density: log_posterior,
+    tuning: tuning,
 });
 
 /// The SGLD transform.
@@ -96,6 +103,7 @@ impl<D: LogDensity> Transform for Sgld<D> {
             params,
             step: 0,
             log_posterior: f64::NAN,
+            tuning: Tuning::default(),
         })
     }
 
@@ -107,9 +115,14 @@ impl<D: LogDensity> Transform for Sgld<D> {
     ) -> Result<Self::Info> {
         let c = &self.config;
         let (eps, temp) = schedules_at(&c.step_size, &c.temperature, state.step)?;
-        let (lp, grad, aux) = grad_at(&self.density, &state.params, batch, state.step)?;
+        let eps = eps * state.tuning.step_scale;
+        let (lp, mut grad, aux) = grad_at(&self.density, &state.params, batch, state.step)?;
         let noise = noise_scale(temp * eps * (2.0 - temp * eps * c.beta), state.step)?;
-        let theta = state.params.values_mut();
+        let mut dz = whiten(&state.tuning, &mut grad);
+        let theta = match dz.as_mut() {
+            Some(dz) => dz.as_mut_slice(),
+            None => state.params.values_mut(),
+        };
         if noise == 0.0 {
             for (t, g) in theta.iter_mut().zip(&grad) {
                 *t += eps * g;
@@ -122,6 +135,7 @@ impl<D: LogDensity> Transform for Sgld<D> {
                 }
             });
         }
+        apply_moves(&state.tuning, state.params.values_mut(), dz);
         crate::scratch::give(grad);
         state.step += 1;
         state.log_posterior = lp;

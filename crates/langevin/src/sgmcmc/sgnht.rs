@@ -17,13 +17,13 @@
 //!
 //! Defaults: α = 0.01, β = 0, σ = 1, T = 1, momenta ~ N(0, 1).
 
-use langevin_core::{LogDensity, Params, Result, Schedule, Transform};
+use langevin_core::{LogDensity, Params, Result, Schedule, Transform, Tuning};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    grad_at, noise_scale, non_negative, positive, schedules_at, with_normals, MomentaInit,
-    SgmcmcInfo,
+    apply_moves, grad_at, noise_scale, non_negative, positive, schedules_at, whiten, with_normals,
+    MomentaInit, SgmcmcInfo,
 };
 
 /// Hyper-parameters of SGNHT.
@@ -84,6 +84,10 @@ pub struct SgnhtState {
     pub step: u64,
     #[serde(deserialize_with = "langevin_core::serde_nan::f64_or_nan")]
     pub log_posterior: f64,
+    /// Step-size factor and preconditioner ([`langevin_core::metric`]);
+    /// the default is the plain sampler.
+    #[serde(default, skip_serializing_if = "Tuning::is_default")]
+    pub tuning: Tuning,
 }
 
 langevin_core::impl_transform_state!(SgnhtState {
@@ -91,6 +95,7 @@ langevin_core::impl_transform_state!(SgnhtState {
     step: step,
     log_density: log_posterior,
     same_len: [momenta],
+    tuning: tuning,
 });
 
 /// The SGNHT transform.
@@ -127,6 +132,7 @@ impl<D: LogDensity> Transform for Sgnht<D> {
             thermostat: self.config.thermostat.unwrap_or(self.config.friction),
             step: 0,
             log_posterior: f64::NAN,
+            tuning: Tuning::default(),
         })
     }
 
@@ -138,7 +144,9 @@ impl<D: LogDensity> Transform for Sgnht<D> {
     ) -> Result<Self::Info> {
         let c = &self.config;
         let (eps, temp) = schedules_at(&c.step_size, &c.temperature, state.step)?;
-        let (lp, grad, aux) = grad_at(&self.density, &state.params, batch, state.step)?;
+        let eps = eps * state.tuning.step_scale;
+        let (lp, mut grad, aux) = grad_at(&self.density, &state.params, batch, state.step)?;
+        let mut dz = whiten(&state.tuning, &mut grad);
         let inv_mass = c.sigma.powi(-2);
         let noise = noise_scale(
             temp * eps * (2.0 * c.friction - temp * eps * c.beta),
@@ -146,7 +154,10 @@ impl<D: LogDensity> Transform for Sgnht<D> {
         )?;
         let move_scale = eps * inv_mass;
         let decay = 1.0 - eps * inv_mass * state.thermostat;
-        let theta = state.params.values_mut();
+        let theta = match dz.as_mut() {
+            Some(dz) => dz.as_mut_slice(),
+            None => state.params.values_mut(),
+        };
         let mom = &mut state.momenta;
         let mut sum_sq = 0.0;
         let d = theta.len();
@@ -168,6 +179,7 @@ impl<D: LogDensity> Transform for Sgnht<D> {
         }
         let dim = mom.len().max(1) as f64;
         state.thermostat += eps * (inv_mass * sum_sq / dim - temp);
+        apply_moves(&state.tuning, state.params.values_mut(), dz);
         crate::scratch::give(grad);
         state.step += 1;
         state.log_posterior = lp;
