@@ -33,7 +33,7 @@ fn default_fit_runs_on_bundled_data_and_writes_everything() {
     // A sensible classifier on this easy task.
     assert!(m["test_accuracy"].as_f64().unwrap() > 0.8, "{m}");
     assert_eq!(s["config"]["chains"], 4);
-    assert_eq!(s["config"]["method"], "sghmc");
+    assert_eq!(s["config"]["method"], "baoa");
     assert!(s["seconds"].as_f64().unwrap() > 0.0);
     for f in ["trace.png", "marginals.png", "reliability.png"] {
         assert_png(&dir.join(f));

@@ -335,12 +335,17 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         }
         return Ok(cfg);
     }
-    let adapt = args.adapt.unwrap_or(if is_map {
+    // An MLP posterior is far from Gaussian and its early draws are not
+    // stationary: windowed metric estimates came out tiny and broke mixing
+    // (digits, 2 hidden layers), so networks keep the fixed step size and a
+    // run of fixed length unless asked (--adapt, --max-steps).
+    let is_mlp = model.spec().kind == ModelKind::Mlp;
+    let adapt = args.adapt.unwrap_or(if is_map || is_mlp {
         AdaptArg::None
     } else {
         AdaptArg::Diag
     });
-    let until_mode = !is_map && args.steps.is_none();
+    let until_mode = !is_map && args.steps.is_none() && (!is_mlp || args.max_steps.is_some());
     let steps = if until_mode {
         args.max_steps.unwrap_or(DEFAULT_MAX_STEPS)
     } else {
