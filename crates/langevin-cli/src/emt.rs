@@ -174,6 +174,13 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
         bail_input!("the memory document is empty");
     }
     let (model, tok) = load(&a.model, a.quantized)?;
+    let context = model.config().max_position;
+    if a.max_tokens > context {
+        bail_input!(
+            "--max-tokens {}: more than the model's context of {context} tokens",
+            a.max_tokens
+        );
+    }
     let use_memory = !a.no_memory && !a.in_context;
     let prefix = a
         .answer_prefix
@@ -296,7 +303,12 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
 /// Build the memory bank of `doc`, with the work up front and a progress bar on stderr
 /// (unless `quiet`; the bar only draws on a terminal). A 50 KB document is about 13 000
 /// tokens, 20 windows of 3072 tokens through the whole model: most of a minute on a CPU.
-fn build_bank(model: &Llama, tok: &Tokenizer, doc: &str, quiet: bool) -> anyhow::Result<MemoryBank> {
+fn build_bank(
+    model: &Llama,
+    tok: &Tokenizer,
+    doc: &str,
+    quiet: bool,
+) -> anyhow::Result<MemoryBank> {
     use indicatif::{ProgressBar, ProgressStyle};
     let opts = MemoryOptions::default();
     let bar = if quiet {
@@ -331,9 +343,36 @@ fn build_bank(model: &Llama, tok: &Tokenizer, doc: &str, quiet: bool) -> anyhow:
     bank
 }
 
+/// Largest `emt bench --items`.
+const MAX_BENCH_ITEMS: usize = 10_000;
+
 fn bench(b: BenchArgs) -> anyhow::Result<()> {
     if b.items < 2 || b.top_k == 0 {
         bail_input!("--items must be at least 2 and --top-k at least 1");
+    }
+    if b.items > MAX_BENCH_ITEMS {
+        bail_input!(
+            "--items {}: at most {MAX_BENCH_ITEMS} (each item runs the model over a document \
+             several times; the default 30 takes minutes)",
+            b.items
+        );
+    }
+    // The report path is checked before the (long) benchmark, not after it.
+    if let Some(p) = &b.json_out {
+        if p.is_dir() {
+            bail_input!(
+                "--json-out {}: is a directory (give a file name)",
+                p.display()
+            );
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        if parent.is_some_and(|d| !d.is_dir()) {
+            bail_input!(
+                "--json-out {}: the folder {} does not exist",
+                p.display(),
+                parent.map(Path::display).expect("checked above")
+            );
+        }
     }
     let (model, tok) = load(&b.model, b.quantized)?;
     let items = make_items(b.items, 20, b.seed)?;

@@ -691,9 +691,15 @@ fn run_linalg(args: LinalgArgs, op: Op) -> anyhow::Result<()> {
 
     // The main run and the error-vs-time curve (T/32 ... T/2): about 1.97 T of analog
     // time, each run with an O(n³) set-up (transition matrix and noise factor).
-    let curve_times: Vec<f64> = (1..=5).rev().map(|k| args.analog_time / 2f64.powi(k)).collect();
-    let run_work = |t: f64| (t / args.sampling_interval) * 2.0 * (n * n) as f64 + SETUP_WORK * (n as f64).powi(3);
-    let total_work = run_work(args.analog_time) + curve_times.iter().map(|&t| run_work(t)).sum::<f64>();
+    let curve_times: Vec<f64> = (1..=5)
+        .rev()
+        .map(|k| args.analog_time / 2f64.powi(k))
+        .collect();
+    let run_work = |t: f64| {
+        (t / args.sampling_interval) * 2.0 * (n * n) as f64 + SETUP_WORK * (n as f64).powi(3)
+    };
+    let total_work =
+        run_work(args.analog_time) + curve_times.iter().map(|&t| run_work(t)).sum::<f64>();
     let progress = LinalgProgress::new(op.name(), n, total_work, args.quiet);
 
     let start = std::time::Instant::now();
@@ -1385,11 +1391,22 @@ pub struct TngdArgs {
     out: PathBuf,
 }
 
+/// Largest curvature matrix `thermo tngd` builds (bytes).
+const MAX_TNGD_BYTES: f64 = 4e9;
+
 fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
     use langevin_plot::{LineChart, Series};
     use langevin_thermo::tngd::{
         self, Dataset, Integrator, Method, Optimizer, OuConfig, TrainConfig,
     };
+    if let Some(s) = args.scale {
+        if !(s.is_finite() && s != 0.0) {
+            crate::bail_input!("--scale must be a finite non-zero number, got {s}");
+        }
+    }
+    if args.iters == 0 {
+        crate::bail_input!("--iters must be at least 1");
+    }
     let default_path = PathBuf::from("data/digits.csv");
     let data = match (&args.data, default_path.exists()) {
         (Some(p), _) => Dataset::from_csv(p, args.scale.unwrap_or(1.0)).map_err(bad_input)?,
@@ -1409,6 +1426,18 @@ fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
             Dataset::new(x, y, 8, 3).map_err(bad_input)?
         }
     };
+    // Size guard: NGD and TNGD hold the p x p curvature matrix of the p network
+    // parameters (and factor it every iteration).
+    let p = (data.d as f64 + 1.0) * args.hidden as f64 + (args.hidden as f64 + 1.0) * data.k as f64;
+    if 8.0 * p * p > MAX_TNGD_BYTES {
+        crate::bail_input!(
+            "--hidden {}: the network has {p:.3e} parameters, and natural-gradient methods hold \
+             a {p:.1e} x {p:.1e} curvature matrix ({:.1e} bytes, more than the {MAX_TNGD_BYTES:.0e} \
+             this command allows); lower --hidden",
+            args.hidden,
+            8.0 * p * p
+        );
+    }
     let (train, test) = data.split(0.2, args.seed).map_err(bad_input)?;
     let integrator = match args.em_step {
         Some(dt) => Integrator::EulerMaruyama { dt },

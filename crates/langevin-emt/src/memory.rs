@@ -334,7 +334,13 @@ mod tests {
     fn progress_counts_every_window_and_matches_window_count() {
         let cfg = LlamaConfig::tiny();
         let m = Llama::random(&cfg, 5).unwrap();
-        for (n, max_len, stride) in [(37, 16, 4), (16, 16, 4), (5, 16, 4), (40, 16, 16), (17, 16, 5)] {
+        for (n, max_len, stride) in [
+            (37, 16, 4),
+            (16, 16, 4),
+            (5, 16, 4),
+            (40, 16, 16),
+            (17, 16, 5),
+        ] {
             let ids: Vec<u32> = (0..n).map(|i| (i * 7 + 3) % 64).collect();
             let opts = MemoryOptions {
                 max_len,
