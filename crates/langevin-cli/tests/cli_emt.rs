@@ -12,7 +12,7 @@ use std::path::Path;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use common::{expect, langevin, path_str, write};
-use langevin_emt::{LlamaConfig, Llama};
+use langevin_emt::{Llama, LlamaConfig};
 
 /// Writes the toy model to `path`. With `eos`, token 0 (`<|endoftext|>`, a control
 /// token) is declared the end token; without, the model has no end token and
@@ -31,8 +31,12 @@ fn toy_model(path: &Path, eos: bool) {
         .keys()
         .map(|name| (name.clone(), ct.tensor(&mut r, name, &dev).unwrap()))
         .collect();
-    let zeros = Tensor::zeros((cfg.vocab_size, cfg.hidden_size), candle_core::DType::F32, &dev)
-        .unwrap();
+    let zeros = Tensor::zeros(
+        (cfg.vocab_size, cfg.hidden_size),
+        candle_core::DType::F32,
+        &dev,
+    )
+    .unwrap();
     tensors.push((
         "output.weight".into(),
         QTensor::quantize(&zeros, GgmlDType::F32).unwrap(),
@@ -85,7 +89,15 @@ fn an_empty_answer_is_flagged_with_its_reason() {
     let without = t.join("noeos.gguf");
     toy_model(&with_eos, true);
     toy_model(&without, false);
-    let q = ["emt", "ask", "--no-memory", "--question", "Where?", "--max-tokens", "4"];
+    let q = [
+        "emt",
+        "ask",
+        "--no-memory",
+        "--question",
+        "Where?",
+        "--max-tokens",
+        "4",
+    ];
 
     // The end token at once: exit 0, "empty": true, the reason, a notice on stderr.
     let (code, out, err) = run(&[&q[..], &["--json", "--model", path_str(&with_eos)]].concat());
@@ -93,15 +105,30 @@ fn an_empty_answer_is_flagged_with_its_reason() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["answer"], "");
     assert_eq!(v["empty"], true);
-    assert!(v["empty_reason"].as_str().unwrap().contains("end-of-text token at once"), "{v}");
-    assert!(err.contains("notice: the model produced no answer text"), "{err}");
+    assert!(
+        v["empty_reason"]
+            .as_str()
+            .unwrap()
+            .contains("end-of-text token at once"),
+        "{v}"
+    );
+    assert!(
+        err.contains("notice: the model produced no answer text"),
+        "{err}"
+    );
 
     // Only control tokens (no end token declared): the other reason.
     let (code, out, err) = run(&[&q[..], &["--json", "--model", path_str(&without)]].concat());
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["empty"], true);
-    assert!(v["empty_reason"].as_str().unwrap().contains("control tokens"), "{v}");
+    assert!(
+        v["empty_reason"]
+            .as_str()
+            .unwrap()
+            .contains("control tokens"),
+        "{v}"
+    );
 
     // Plain text output: the notice too (the answer line is empty).
     let (code, _, err) = run(&[&q[..], &["--model", path_str(&with_eos)]].concat());
@@ -111,7 +138,13 @@ fn an_empty_answer_is_flagged_with_its_reason() {
     // An answer prefix is not model text: still empty, but the answer is the prefix.
     let (code, out, _) = run(&[
         &q[..],
-        &["--json", "--answer-prefix", "It is", "--model", path_str(&with_eos)],
+        &[
+            "--json",
+            "--answer-prefix",
+            "It is",
+            "--model",
+            path_str(&with_eos),
+        ],
     ]
     .concat());
     assert_eq!(code, 0);
@@ -130,7 +163,15 @@ fn a_long_memory_document_announces_its_work_unless_quiet() {
     // bank is built in ceil((2000 - 256) / 256) + 1 = 8 windows.
     let doc = write(t, "doc.txt", "abcdefghij".repeat(200));
     let args = [
-        "emt", "ask", "--memory", &doc, "--question", "What?", "--max-tokens", "2", "--model",
+        "emt",
+        "ask",
+        "--memory",
+        &doc,
+        "--question",
+        "What?",
+        "--max-tokens",
+        "2",
+        "--model",
         path_str(&model),
     ];
     let (code, _, err) = run(&args);
@@ -152,7 +193,17 @@ fn absurd_sizes_and_bad_report_paths_are_refused_up_front() {
     toy_model(&model, true);
     let m = path_str(&model);
     expect(
-        &["emt", "ask", "--no-memory", "--question", "q", "--max-tokens", "100000", "--model", m],
+        &[
+            "emt",
+            "ask",
+            "--no-memory",
+            "--question",
+            "q",
+            "--max-tokens",
+            "100000",
+            "--model",
+            m,
+        ],
         2,
         &["--max-tokens 100000", "context of 256 tokens"],
     );
@@ -166,7 +217,14 @@ fn absurd_sizes_and_bad_report_paths_are_refused_up_front() {
     );
     let missing = t.join("no/such/folder/r.json");
     expect(
-        &["emt", "bench", "--json-out", path_str(&missing), "--model", m],
+        &[
+            "emt",
+            "bench",
+            "--json-out",
+            path_str(&missing),
+            "--model",
+            m,
+        ],
         2,
         &["does not exist"],
     );
