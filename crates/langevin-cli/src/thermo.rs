@@ -556,10 +556,11 @@ fn norm(v: &[f64]) -> f64 {
     v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
-/// Set-up cost of one run in units of n³ multiply-adds: the transition matrix
-/// (Van Loan exponential of a 2n x 2n matrix, faer) and the noise factor; a
-/// conservative figure (measured: about 0.15 s per run at n = 400).
-const SETUP_WORK: f64 = 10.0;
+/// Set-up cost of one run (the transition matrix, a Van Loan exponential of a
+/// 2n x 2n matrix through faer, and the noise factor) in units of n³ multiply-adds
+/// of the readout loop's speed: measured in a debug build, 1.4 n³ at n = 400 (0.15 s
+/// per run) and 4 n³ at n = 1000 (7 s per run); taken as 5.
+const SETUP_WORK: f64 = 5.0;
 /// Work above which the up-front estimate is printed (a second or more).
 const ANNOUNCE_WORK: f64 = 1e9;
 /// Rough speed of the device simulation in multiply-adds per second, for the up-front
