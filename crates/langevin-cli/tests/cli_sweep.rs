@@ -136,6 +136,21 @@ fn a_run_file_with_a_byte_order_mark_is_read() {
         "--out",
         "-",
     ]);
+
+    // A huge --min-ess is a number in the messages, not 309 digits.
+    let o = ok(&["diagnose", "--run", path_str(&run), "--min-ess", "1e308"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("< 1.000e308"), "{err}");
+    assert!(!err.contains("000000000000"), "{err}");
+    // A summary.json without metrics is said to be damaged, not printed as `null`.
+    std::fs::write(run.join("summary.json"), "{}").unwrap();
+    let o = ok(&["diagnose", "--run", path_str(&run)]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(err.contains("summary.json has no metrics"), "{err}");
+    assert!(!out.contains("metrics: null"), "{out}");
 }
 
 #[test]
