@@ -162,6 +162,19 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
     if !a.temperature.is_finite() || a.temperature < 0.0 {
         bail_input!("--temperature must be finite and >= 0");
     }
+    if let Some(t) = a.sim_threshold {
+        if !(t.is_finite() && (-1.0..=1.0).contains(&t)) {
+            bail_input!("--sim-threshold must be a cosine similarity in [-1, 1], got {t}");
+        }
+    }
+    if let Some(t) = a.uncertainty_threshold {
+        if !(t.is_finite() && t >= 0.0) {
+            bail_input!("--uncertainty-threshold must be a finite entropy >= 0 (nats), got {t}");
+        }
+    }
+    if a.uncertainty_top_k == 0 {
+        bail_input!("--uncertainty-top-k must be at least 1");
+    }
     let doc = match (&a.memory, a.no_memory) {
         (Some(p), _) => Some(
             std::fs::read_to_string(p)

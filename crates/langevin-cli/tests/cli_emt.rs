@@ -207,6 +207,28 @@ fn absurd_sizes_and_bad_report_paths_are_refused_up_front() {
         2,
         &["--max-tokens 100000", "context of 256 tokens"],
     );
+    for (flag, value) in [
+        ("--sim-threshold", "nan"),
+        ("--sim-threshold", "2"),
+        ("--uncertainty-threshold", "nan"),
+        ("--uncertainty-threshold", "-1"),
+        ("--uncertainty-top-k", "0"),
+    ] {
+        expect(
+            &[
+                "emt",
+                "ask",
+                "--no-memory",
+                "--question",
+                "q",
+                &format!("{flag}={value}"),
+                "--model",
+                m,
+            ],
+            2,
+            &[flag],
+        );
+    }
     // `emt bench` checks its report path and item count before loading any model.
     let dir = t.join("adir");
     std::fs::create_dir(&dir).unwrap();
