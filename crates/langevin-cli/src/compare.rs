@@ -102,6 +102,7 @@ fn fit_args(a: &CompareArgs, method: MethodArg, out: &Path) -> FitArgs {
 pub fn run(a: CompareArgs) -> Result<()> {
     let methods = parse_methods(&a.methods)?;
     let dir = a.out.clone().unwrap_or_else(default_out_dir);
+    let existed = dir.exists();
     std::fs::create_dir_all(&dir)
         .map_err(|e| bad_input(format!("cannot create {}: {e}", dir.display())))?;
     for f in ["compare.csv", "compare.md", "compare.png"] {
@@ -161,6 +162,17 @@ pub fn run(a: CompareArgs) -> Result<()> {
             }
         }
         rows.push(row);
+    }
+    // Every method refused as bad input (the shared options or the data are bad): no
+    // table of failures and no folder left behind, exit 2 with the first message.
+    if let Some(e) = first_err.take() {
+        if rows.iter().all(|r| r.status.starts_with("failed (exit 2)")) {
+            if !existed {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(e);
+        }
+        first_err = Some(e);
     }
     let classification = classification.unwrap_or(true);
     let (csv, md) = tables(&rows, &metrics_on, classification);

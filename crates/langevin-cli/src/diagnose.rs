@@ -56,7 +56,14 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
     let summary_path = args.run.join("summary.json");
     match std::fs::read_to_string(&summary_path) {
         Ok(text) => {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            let v = serde_json::from_str::<serde_json::Value>(&text).ok();
+            if v.as_ref().is_none_or(|v| !v["metrics"].is_object()) {
+                eprintln!(
+                    "warning: {} has no metrics (not JSON, or damaged)",
+                    summary_path.display()
+                );
+            }
+            if let Some(v) = v.filter(|v| v["metrics"].is_object()) {
                 println!("metrics: {}", v["metrics"]);
                 if let Some(d) = v["divergences"].as_u64().filter(|&d| d > 0) {
                     println!("divergent steps (skipped): {d}");
@@ -82,8 +89,9 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
     }
     if warns.is_empty() {
         println!(
-            "no warnings: every R-hat <= {} and every ESS >= {min_ess:.0}",
-            args.max_rhat
+            "no warnings: every R-hat <= {} and every ESS >= {}",
+            args.max_rhat,
+            crate::summary::count(min_ess)
         );
     }
     Ok(())

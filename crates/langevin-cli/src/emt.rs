@@ -75,6 +75,9 @@ pub struct AskArgs {
     /// load, which is several times faster on x86 CPUs.
     #[arg(long)]
     quantized: bool,
+    /// No work estimate and no progress bar on stderr (notices and warnings still go there).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -159,6 +162,19 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
     if !a.temperature.is_finite() || a.temperature < 0.0 {
         bail_input!("--temperature must be finite and >= 0");
     }
+    if let Some(t) = a.sim_threshold {
+        if !(t.is_finite() && (-1.0..=1.0).contains(&t)) {
+            bail_input!("--sim-threshold must be a cosine similarity in [-1, 1], got {t}");
+        }
+    }
+    if let Some(t) = a.uncertainty_threshold {
+        if !(t.is_finite() && t >= 0.0) {
+            bail_input!("--uncertainty-threshold must be a finite entropy >= 0 (nats), got {t}");
+        }
+    }
+    if a.uncertainty_top_k == 0 {
+        bail_input!("--uncertainty-top-k must be at least 1");
+    }
     let doc = match (&a.memory, a.no_memory) {
         (Some(p), _) => Some(
             std::fs::read_to_string(p)
@@ -171,6 +187,13 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
         bail_input!("the memory document is empty");
     }
     let (model, tok) = load(&a.model, a.quantized)?;
+    let context = model.config().max_position;
+    if a.max_tokens > context {
+        bail_input!(
+            "--max-tokens {}: more than the model's context of {context} tokens",
+            a.max_tokens
+        );
+    }
     let use_memory = !a.no_memory && !a.in_context;
     let prefix = a
         .answer_prefix
@@ -185,10 +208,7 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
     );
     let ids = tok.encode(&prompt)?;
     let bank = match (use_memory, &doc) {
-        (true, Some(d)) => Some(
-            MemoryBank::from_text(&model, &tok, d, &MemoryOptions::default())
-                .context("building the memory bank")?,
-        ),
+        (true, Some(d)) => Some(build_bank(&model, &tok, d, a.quiet)?),
         _ => None,
     };
     let ec = EmtConfig {
@@ -233,13 +253,45 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
         Some(p) => format!("{p}{}", body.trim_end()),
         None => body.trim().to_string(),
     };
+    // The model's own text is empty (with --answer-prefix the answer is only the prefix).
+    let empty = if prefix.is_some() {
+        body.trim().is_empty()
+    } else {
+        answer.is_empty()
+    };
+    let empty_reason = empty.then(|| {
+        if g.tokens.is_empty() {
+            "the model produced its end-of-text token at once".to_string()
+        } else if raw.trim().is_empty() {
+            format!(
+                "the model's {} generated tokens are control tokens or white space only",
+                g.tokens.len()
+            )
+        } else {
+            format!(
+                "the model's text begins with a line break (the answer is its first line; \
+                 {} tokens generated)",
+                g.tokens.len()
+            )
+        }
+    });
+    if let Some(why) = &empty_reason {
+        eprintln!(
+            "notice: the model produced no answer text: {why}; try --answer-prefix \
+             (e.g. the start of the expected sentence), --chat, or a rephrased --question"
+        );
+    }
     let cites = bank.as_ref().map_or_else(Vec::new, |b| citations(b, &g, 3));
     if a.json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "answer": answer,
+            "empty": empty,
             "citations": cites.iter().map(|c| serde_json::json!({"text": c.text, "score": c.score})).collect::<Vec<_>>(),
             "tokens_per_second": g.tokens_per_second(),
         });
+        if let Some(why) = empty_reason {
+            out["empty_reason"] = why.into();
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{answer}");
@@ -261,9 +313,79 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Build the memory bank of `doc`, with the work up front and a progress bar on stderr
+/// (unless `quiet`; the bar only draws on a terminal). A 50 KB document is about 13 000
+/// tokens, 20 windows of 3072 tokens through the whole model: most of a minute on a CPU.
+fn build_bank(
+    model: &Llama,
+    tok: &Tokenizer,
+    doc: &str,
+    quiet: bool,
+) -> anyhow::Result<MemoryBank> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let opts = MemoryOptions::default();
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let n_tokens = tok.encode(doc)?.len();
+        let max_position = model.config().max_position;
+        let windows = MemoryBank::window_count(n_tokens, max_position, &opts);
+        if windows > 1 {
+            eprintln!(
+                "emt ask: building the memory bank: {n_tokens} document tokens in {windows} \
+                 model windows of up to {} tokens (each is a full forward pass; expect about \
+                 {windows} times the time of one)",
+                opts.max_len.min(max_position)
+            );
+        }
+        let pb = ProgressBar::new(windows as u64);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "memory bank {bar:30} {pos}/{len} windows, {elapsed} elapsed, eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    };
+    let bank = MemoryBank::from_text_with_progress(model, tok, doc, &opts, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .context("building the memory bank");
+    bar.finish_and_clear();
+    bank
+}
+
+/// Largest `emt bench --items`.
+const MAX_BENCH_ITEMS: usize = 10_000;
+
 fn bench(b: BenchArgs) -> anyhow::Result<()> {
     if b.items < 2 || b.top_k == 0 {
         bail_input!("--items must be at least 2 and --top-k at least 1");
+    }
+    if b.items > MAX_BENCH_ITEMS {
+        bail_input!(
+            "--items {}: at most {MAX_BENCH_ITEMS} (each item runs the model over a document \
+             several times; the default 30 takes minutes)",
+            b.items
+        );
+    }
+    // The report path is checked before the (long) benchmark, not after it.
+    if let Some(p) = &b.json_out {
+        if p.is_dir() {
+            bail_input!(
+                "--json-out {}: is a directory (give a file name)",
+                p.display()
+            );
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        if parent.is_some_and(|d| !d.is_dir()) {
+            bail_input!(
+                "--json-out {}: the folder {} does not exist",
+                p.display(),
+                parent.map(Path::display).expect("checked above")
+            );
+        }
     }
     let (model, tok) = load(&b.model, b.quantized)?;
     let items = make_items(b.items, 20, b.seed)?;

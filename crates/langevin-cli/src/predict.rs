@@ -20,6 +20,7 @@ use clap::Args;
 use langevin_models::bundled;
 use langevin_models::data::{load_csv_columns, Columns, Dataset};
 use langevin_models::Model;
+use std::fs::File;
 
 use crate::evaluate::{
     argmax, classification_metrics, entropy, mixture_moments, predictive, regression_metrics,
@@ -94,22 +95,26 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.run.join("predictions.csv"));
     // Check the output before computing: a folder or an unwritable place is bad input.
-    let out_file =
-        if out_path.as_os_str() == "-" {
-            None
-        } else {
-            if out_path.is_dir() {
-                crate::bail_input!(
-                    "--out {}: is a directory (give a file name)",
-                    out_path.display()
-                );
-            }
-            Some(std::fs::File::create(&out_path).map_err(|e| {
-                bad_input(format!("--out {}: cannot write: {e}", out_path.display()))
-            })?)
-        };
+    // The rows go to a temporary file beside it, renamed over it at the end: an error
+    // leaves neither a partial file nor a truncated earlier one.
+    let out_file = if out_path.as_os_str() == "-" {
+        None
+    } else {
+        if out_path.is_dir() {
+            crate::bail_input!(
+                "--out {}: is a directory (give a file name)",
+                out_path.display()
+            );
+        }
+        Some(PendingFile::create(&out_path)?)
+    };
+    // Unknown class labels are bad input: say so before computing.
+    if ds.has_target() && !meta.class_labels.is_empty() {
+        ds.class_indices(&meta.class_labels).map_err(bad_input)?;
+    }
     let draws = samples.spread(args.max_draws);
     let pred = predictive(&model, &draws, &x)?;
+    check_finite(&pred, &ds, &args.data)?;
     let mut text = String::new();
     match &pred {
         Predictive::Classification {
@@ -175,10 +180,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
             }
         }
     }
-    if let Some(mut f) = out_file {
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", out_path.display()))?;
+    if let Some(f) = out_file {
+        f.commit(text.as_bytes())?;
         eprintln!(
             "wrote {} ({} rows, {} posterior draws)",
             out_path.display(),
@@ -189,4 +192,80 @@ pub fn run(args: PredictArgs) -> Result<()> {
         std::io::stdout().write_all(text.as_bytes())?;
     }
     Ok(())
+}
+
+/// A prediction that is not a finite number (features so large that the model's
+/// linear predictor overflows, e.g. ±1e308) is refused, naming the row.
+fn check_finite(pred: &Predictive, ds: &Dataset, data: &str) -> Result<()> {
+    let bad_row = match pred {
+        Predictive::Classification { probs, k, .. } => probs
+            .chunks_exact(*k)
+            .position(|r| r.iter().any(|p| !p.is_finite())),
+        Predictive::Regression { means, sds } => {
+            // Per draw `s`, row `i`: means[s][i] (see `predictive`).
+            let n = ds.n();
+            (0..n).find(|&i| {
+                means.iter().any(|m| !m[i].is_finite()) || sds.iter().any(|v| !v.is_finite())
+            })
+        }
+    };
+    if let Some(i) = bad_row {
+        crate::bail_input!(
+            "{data}:{}: the prediction for this row is not a finite number: its features are \
+             too large for the model (after standardisation the linear predictor overflows); \
+             rescale them",
+            ds.lines[i]
+        );
+    }
+    Ok(())
+}
+
+/// An output file written through a temporary sibling (`.NAME.tmp-PID`) and renamed
+/// over `path` by [`PendingFile::commit`]; dropped uncommitted, it removes the
+/// temporary file.
+struct PendingFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+impl PendingFile {
+    fn create(path: &Path) -> Result<Self> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| bad_input(format!("--out {}: not a file name", path.display())))?;
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = File::create(&tmp)
+            .map_err(|e| bad_input(format!("--out {}: cannot write: {e}", path.display())))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            file: Some(file),
+        })
+    }
+
+    fn commit(mut self, bytes: &[u8]) -> Result<()> {
+        let mut f = self.file.take().expect("file is present until commit");
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.file = None;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }

@@ -142,7 +142,10 @@ pub fn read_meta(dir: &Path) -> Result<RunMeta> {
             dir.display()
         ))
     })?;
-    let meta: RunMeta = serde_json::from_str(&text)
+    // A UTF-8 BOM (an editor's) is invisible in the parser's message: skip it, as the
+    // CSV readers do.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let meta: RunMeta = serde_json::from_str(text)
         .map_err(|e| bad_input(format!("{}: invalid run file: {e}", path.display())))?;
     if meta.version != RUN_VERSION {
         return Err(bad_input(format!(

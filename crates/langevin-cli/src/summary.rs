@@ -78,11 +78,22 @@ pub fn warnings(params: &[serde_json::Value], min_ess: f64, max_rhat: f64) -> Ve
             if let Some(e) = p[key].as_f64() {
                 if e < min_ess {
                     out.push(format!(
-                        "{name}: {key} {e:.0} < {min_ess:.0}: too few effective draws; run longer or tune the step size"
+                        "{name}: {key} {e:.0} < {}: too few effective draws; run longer or tune the step size",
+                        count(min_ess)
                     ));
                 }
             }
         }
     }
     out
+}
+
+/// A threshold for messages: whole numbers up to 1e9, scientific notation above
+/// (`--min-ess 1e308` would otherwise print 309 digits).
+pub fn count(v: f64) -> String {
+    if v.abs() < 1e9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3e}")
+    }
 }

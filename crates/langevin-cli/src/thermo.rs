@@ -418,6 +418,9 @@ pub struct LinalgArgs {
     /// Output folder.
     #[arg(long, default_value = "runs/thermo-linalg")]
     out: PathBuf,
+    /// No work estimate and no progress bar on stderr (warnings still go there).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -553,6 +556,71 @@ fn norm(v: &[f64]) -> f64 {
     v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
+/// Set-up cost of one run (the transition matrix, a Van Loan exponential of a
+/// 2n x 2n matrix through faer, and the noise factor) in units of n³ multiply-adds
+/// of the readout loop's speed: measured in a debug build, 1.4 n³ at n = 400 (0.15 s
+/// per run) and 4 n³ at n = 1000 (7 s per run); taken as 5.
+const SETUP_WORK: f64 = 5.0;
+/// Work above which the up-front estimate is printed (a second or more).
+const ANNOUNCE_WORK: f64 = 1e9;
+/// Rough speed of the device simulation in multiply-adds per second, for the up-front
+/// time estimate only (measured: 6e8/s in a debug build at n = 400, 10 000 readouts;
+/// a release build is faster).
+const WORK_RATE: f64 = 6e8;
+
+/// Up-front work estimate and a progress bar (in multiply-adds) for `thermo
+/// solve/inv/expm/logdet`, on stderr; hidden with `--quiet`, and the bar draws only on a
+/// terminal (indicatif's rule).
+struct LinalgProgress {
+    bar: indicatif::ProgressBar,
+}
+
+impl LinalgProgress {
+    fn new(name: &str, n: usize, work: f64, quiet: bool) -> Self {
+        use indicatif::{ProgressBar, ProgressStyle};
+        if quiet || work < ANNOUNCE_WORK {
+            return Self {
+                bar: ProgressBar::hidden(),
+            };
+        }
+        let secs = work / WORK_RATE;
+        eprintln!(
+            "thermo {name} (d = {n}): about {work:.1e} multiply-adds (the run and the five \
+             shorter runs of the error-vs-time curve): roughly {} at {WORK_RATE:.0e} per second \
+             (a debug build; a release build is faster); --quiet hides this",
+            human_seconds(secs)
+        );
+        let bar = ProgressBar::new(work.max(1.0) as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "thermo {msg} {bar:30} {percent}%, {elapsed} elapsed, eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(name.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(500));
+        Self { bar }
+    }
+
+    fn advance(&self, work: f64) {
+        self.bar.inc(work.max(0.0) as u64);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn human_seconds(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 5400.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
 fn run_linalg(args: LinalgArgs, op: Op) -> anyhow::Result<()> {
     let (a, src) = match &args.matrix {
         Some(p) => (read_square(p)?, p.display().to_string()),
@@ -614,9 +682,31 @@ fn run_linalg(args: LinalgArgs, op: Op) -> anyhow::Result<()> {
             args.sampling_interval
         );
     }
+    // Mixing: is every batch long enough for the error estimate to mean something?
+    // (expm runs on cI - A, whose eigenvalues are >= 1: relaxation time <= 1.)
+    let mixing = if op == Op::Exp {
+        linalg::Mixing::from_lambda_min(1.0, &cfg)
+    } else {
+        linalg::Mixing::of(a.as_ref(), &cfg).map_err(input_err(&src))?
+    };
+
+    // The main run and the error-vs-time curve (T/32 ... T/2): about 1.97 T of analog
+    // time, each run with an O(n³) set-up (transition matrix and noise factor).
+    let curve_times: Vec<f64> = (1..=5)
+        .rev()
+        .map(|k| args.analog_time / 2f64.powi(k))
+        .collect();
+    let run_work = |t: f64| {
+        (t / args.sampling_interval) * 2.0 * (n * n) as f64 + SETUP_WORK * (n as f64).powi(3)
+    };
+    let total_work =
+        run_work(args.analog_time) + curve_times.iter().map(|&t| run_work(t)).sum::<f64>();
+    let progress = LinalgProgress::new(op.name(), n, total_work, args.quiet);
+
     let start = std::time::Instant::now();
     let est = estimate(op, a.as_ref(), &b, &cfg).map_err(input_err(&src))?;
     let seconds = start.elapsed().as_secs_f64();
+    progress.advance(run_work(args.analog_time));
     let reference = exact(op, a.as_ref(), &b);
     // A result that is not representable is no result: refuse before any
     // output (no NaN/inf files, no `null` in summary.json).
@@ -666,7 +756,9 @@ fn run_linalg(args: LinalgArgs, op: Op) -> anyhow::Result<()> {
                 readouts: est.readouts,
             }
         } else {
-            match estimate(op, a.as_ref(), &b, &c) {
+            let e = estimate(op, a.as_ref(), &b, &c);
+            progress.advance(run_work(t));
+            match e {
                 Ok(e) => e,
                 Err(_) => continue,
             }
@@ -676,6 +768,8 @@ fn run_linalg(args: LinalgArgs, op: Op) -> anyhow::Result<()> {
         errs.push(norm(&d) / ref_norm);
         ests.push(e.error_estimate / ref_norm);
     }
+
+    progress.finish();
 
     let hw = HardwareModel {
         rc: args.rc,
@@ -725,7 +819,7 @@ fn run_linalg(args: LinalgArgs, op: Op) -> anyhow::Result<()> {
         ))
         .save_png(args.out.join("error_vs_time.png"))?;
     }
-    let summary = json!({
+    let mut summary = json!({
         "command": format!("thermo {name}"),
         "input": src,
         "dim": n,
@@ -736,6 +830,8 @@ fn run_linalg(args: LinalgArgs, op: Op) -> anyhow::Result<()> {
         "relative_error_estimate": est.error_estimate / ref_norm,
         "actual_error_vs_digital": actual_error,
         "relative_actual_error": actual_error / ref_norm,
+        "error_estimate_trusted": mixing.trusted(),
+        "batch_relaxation_times": mixing.batch_relaxations(),
         "analog_time": cfg.analog_time,
         "readouts": est.readouts,
         "config": cfg,
@@ -745,12 +841,37 @@ fn run_linalg(args: LinalgArgs, op: Op) -> anyhow::Result<()> {
         "modelled_cost": cost,
         "simulation_seconds": seconds,
     });
+    if mixing.relaxation_time.is_finite() {
+        summary["relaxation_time"] = json!(mixing.relaxation_time);
+    }
     write_json(&args.out, &summary)?;
+    if !mixing.trusted() {
+        let need = mixing.min_analog_time(&cfg);
+        eprintln!(
+            "warning: thermo {name}: the error estimate cannot be trusted: the slowest mode of \
+             the matrix relaxes in {:.3e} time constants (1/smallest eigenvalue) but each of the \
+             {} batches covers only {:.3e} ({:.2e} relaxation times; at least {} are needed), so \
+             the batches are not independent and the estimate can be far too small; {}",
+            mixing.relaxation_time,
+            cfg.batches,
+            mixing.batch_time,
+            mixing.batch_relaxations(),
+            linalg::MIN_BATCH_RELAXATIONS,
+            if need.is_finite() && need / args.sampling_interval * (n * n) as f64 <= MAX_WORK {
+                format!("raise --analog-time to at least {need:.3e} or use fewer --batches")
+            } else {
+                "no run within this command's work limit is long enough: the matrix is too \
+                 ill-conditioned for this device (rescale or precondition it)"
+                    .to_string()
+            }
+        );
+    }
     println!(
-        "thermo {name} (d = {n}): error estimate {:.3e} (relative {:.3e}), actual relative error {:.3e}; \
+        "thermo {name} (d = {n}): error estimate {:.3e} (relative {:.3e}){}, actual relative error {:.3e}; \
          modelled device time {:.3e} s, energy {:.3e} J; outputs in {}",
         est.error_estimate,
         est.error_estimate / ref_norm,
+        if mixing.trusted() { "" } else { " (NOT trustworthy, see the warning)" },
         actual_error / ref_norm,
         cost.total_seconds,
         cost.energy_joules,
@@ -1271,11 +1392,22 @@ pub struct TngdArgs {
     out: PathBuf,
 }
 
+/// Largest curvature matrix `thermo tngd` builds (bytes).
+const MAX_TNGD_BYTES: f64 = 4e9;
+
 fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
     use langevin_plot::{LineChart, Series};
     use langevin_thermo::tngd::{
         self, Dataset, Integrator, Method, Optimizer, OuConfig, TrainConfig,
     };
+    if let Some(s) = args.scale {
+        if !(s.is_finite() && s != 0.0) {
+            crate::bail_input!("--scale must be a finite non-zero number, got {s}");
+        }
+    }
+    if args.iters == 0 {
+        crate::bail_input!("--iters must be at least 1");
+    }
     let default_path = PathBuf::from("data/digits.csv");
     let data = match (&args.data, default_path.exists()) {
         (Some(p), _) => Dataset::from_csv(p, args.scale.unwrap_or(1.0)).map_err(bad_input)?,
@@ -1295,6 +1427,18 @@ fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
             Dataset::new(x, y, 8, 3).map_err(bad_input)?
         }
     };
+    // Size guard: NGD and TNGD hold the p x p curvature matrix of the p network
+    // parameters (and factor it every iteration).
+    let p = (data.d as f64 + 1.0) * args.hidden as f64 + (args.hidden as f64 + 1.0) * data.k as f64;
+    if 8.0 * p * p > MAX_TNGD_BYTES {
+        crate::bail_input!(
+            "--hidden {}: the network has {p:.3e} parameters, and natural-gradient methods hold \
+             a {p:.1e} x {p:.1e} curvature matrix ({:.1e} bytes, more than the {MAX_TNGD_BYTES:.0e} \
+             this command allows); lower --hidden",
+            args.hidden,
+            8.0 * p * p
+        );
+    }
     let (train, test) = data.split(0.2, args.seed).map_err(bad_input)?;
     let integrator = match args.em_step {
         Some(dt) => Integrator::EulerMaruyama { dt },

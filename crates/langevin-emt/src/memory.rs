@@ -63,6 +63,32 @@ impl MemoryBank {
         special: &[u32],
         opts: &MemoryOptions,
     ) -> Result<Self> {
+        Self::build_with_progress(model, ids, special, opts, |_, _| {})
+    }
+
+    /// Number of model windows [`MemoryBank::build`] runs over `n_tokens` tokens
+    /// (each of at most `max_len` tokens, capped at the model's position table): the
+    /// unit of [`MemoryBank::build_with_progress`]'s progress.
+    pub fn window_count(n_tokens: usize, max_position: usize, opts: &MemoryOptions) -> usize {
+        let max_len = opts.max_len.min(max_position).max(1);
+        let stride = opts.stride.min(max_len).max(1);
+        if n_tokens <= max_len {
+            usize::from(n_tokens > 0)
+        } else {
+            // Windows start at 0, stride, ...; the last is the first that reaches the end.
+            (n_tokens - max_len).div_ceil(stride) + 1
+        }
+    }
+
+    /// [`MemoryBank::build`], calling `progress(done, total)` after each model window
+    /// (`total` = [`MemoryBank::window_count`]); a long document takes minutes on a CPU.
+    pub fn build_with_progress(
+        model: &Llama,
+        ids: &[u32],
+        special: &[u32],
+        opts: &MemoryOptions,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
         let cfg = model.config();
         if opts.max_len == 0 || opts.stride == 0 || opts.stride > opts.max_len {
             return Err(EmtError::InvalidConfig {
@@ -80,6 +106,8 @@ impl MemoryBank {
             return Err(EmtError::EmptyInput("memory document"));
         }
         let n = ids.len();
+        let windows = Self::window_count(n, cfg.max_position, opts);
+        let mut done = 0;
         let mut per_layer: Vec<(Vec<Tensor>, Vec<Tensor>)> =
             vec![(Vec::new(), Vec::new()); cfg.n_layers];
         let mut prev_end = 0;
@@ -93,6 +121,8 @@ impl MemoryBank {
                 per_layer[l].1.push(v.narrow(1, win - trg, trg)?);
             }
             prev_end = end;
+            done += 1;
+            progress(done, windows);
             if end == n {
                 break;
             }
@@ -152,12 +182,24 @@ impl MemoryBank {
         text: &str,
         opts: &MemoryOptions,
     ) -> Result<Self> {
+        Self::from_text_with_progress(model, tok, text, opts, |_, _| {})
+    }
+
+    /// [`MemoryBank::from_text`] with `progress(done, total)` over model windows, as
+    /// [`MemoryBank::build_with_progress`].
+    pub fn from_text_with_progress(
+        model: &Llama,
+        tok: &Tokenizer,
+        text: &str,
+        opts: &MemoryOptions,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
         let enc = tok.encode_with_offsets(text)?;
         if enc.is_empty() {
             return Err(EmtError::EmptyInput("memory document"));
         }
         let ids: Vec<u32> = enc.iter().map(|e| e.0).collect();
-        let mut bank = Self::build(model, &ids, tok.special_ids(), opts)?;
+        let mut bank = Self::build_with_progress(model, &ids, tok.special_ids(), opts, progress)?;
         bank.spans = bank.positions.iter().map(|&p| enc[p].1).collect();
         bank.text = text.to_string();
         Ok(bank)
@@ -286,6 +328,35 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    #[test]
+    fn progress_counts_every_window_and_matches_window_count() {
+        let cfg = LlamaConfig::tiny();
+        let m = Llama::random(&cfg, 5).unwrap();
+        for (n, max_len, stride) in [
+            (37, 16, 4),
+            (16, 16, 4),
+            (5, 16, 4),
+            (40, 16, 16),
+            (17, 16, 5),
+        ] {
+            let ids: Vec<u32> = (0..n).map(|i| (i * 7 + 3) % 64).collect();
+            let opts = MemoryOptions {
+                max_len,
+                stride,
+                ..Default::default()
+            };
+            let mut calls = Vec::new();
+            let plain = MemoryBank::build(&m, &ids, &[], &opts).unwrap();
+            let bank =
+                MemoryBank::build_with_progress(&m, &ids, &[], &opts, |d, t| calls.push((d, t)))
+                    .unwrap();
+            let total = MemoryBank::window_count(n as usize, cfg.max_position, &opts);
+            let expect: Vec<(usize, usize)> = (1..=total).map(|d| (d, total)).collect();
+            assert_eq!(calls, expect, "n {n}, max_len {max_len}, stride {stride}");
+            assert_eq!(bank.len(), plain.len());
+        }
     }
 
     #[test]
