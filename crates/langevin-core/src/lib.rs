@@ -32,5 +32,5 @@ pub use density::{check_finite, FnDensity, LogDensity};
 pub use error::{Error, Result};
 pub use params::{ParamLayout, ParamSpec, Params};
 pub use rng::{chain_rng, ChainRng};
-pub use schedule::Schedule;
+pub use schedule::{Schedule, CYCLICAL_FLOOR};
 pub use transform::{Transform, TransformState};

@@ -188,7 +188,9 @@ impl<D: LogDensity> LogDensity for ControlVariates<D> {
         }
         let (value, aux) = self.density.value_and_grad(params, batch, grad)?;
         let mut at_centre = crate::scratch::take(n);
-        let centre = self.density.value_and_grad(&self.centre, batch, &mut at_centre);
+        let centre = self
+            .density
+            .value_and_grad(&self.centre, batch, &mut at_centre);
         let centre_value = match centre {
             Ok((v, _)) => v,
             Err(e) => {
