@@ -206,6 +206,10 @@ pub struct FitArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = RESUME_CONFLICTS)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
+    /// --control-variates, --step-schedule, --cycles (fit/cv.rs).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub cv: super::cv::CvArgs,
 }
 
 impl Default for FitArgs {
@@ -226,12 +230,13 @@ impl Default for FitArgs {
             threads: None,
             checkpoint_every: None,
             resume: None,
+            cv: super::cv::CvArgs::default(),
         }
     }
 }
 
 /// Options fixed by a checkpoint, so not allowed with `--resume`.
-const RESUME_CONFLICTS: [&str; 21] = [
+const RESUME_CONFLICTS: [&str; 24] = [
     "data",
     "target",
     "model",
@@ -253,6 +258,9 @@ const RESUME_CONFLICTS: [&str; 21] = [
     "no_standardize",
     "max_divergences",
     "checkpoint_every",
+    "control_variates",
+    "step_schedule",
+    "cycles",
 ];
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ pub struct FitConfig {
     pub n_train: usize,
     pub n_test: usize,
     pub metrics_on: &'static str,
+    /// --control-variates and the step-size schedule (fit/cv.rs).
+    #[serde(flatten)]
+    pub cv: super::cv::CvPlan,
 }
 
 impl FitConfig {
@@ -179,6 +182,7 @@ fn check_applicable(args: &FitArgs) -> Result<()> {
 /// Resolve every option of `args` on the prepared data.
 pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
     check_applicable(args)?;
+    super::cv::check(args)?;
     let method = args.method;
     let model = &prep.model;
     let classification = prep.classification();
@@ -245,6 +249,7 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         n_train,
         n_test: prep.n_test,
         metrics_on: prep.metrics_on,
+        cv: Default::default(),
     };
     if !method.is_sampler() {
         let g = gaussian_plan(method, args.steps, n_train, batch_size, model.n_params())?;
@@ -274,6 +279,7 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
     cfg.steps = steps;
     cfg.burn_in = burn_in;
     cfg.thin = thin;
+    cfg.cv = super::cv::plan(args, steps)?;
     // A default step size is capped so that the integrator is stable at the
     // curvature found near the mode, from chain 0's starting point.
     if args.step_size.is_none() {
