@@ -40,7 +40,7 @@ fn logistic() -> Logistic {
             x[i * D + j] = StandardNormal.sample(&mut rng);
         }
         let z: f64 = (0..D).map(|j| x[i * D + j] * w[j]).sum();
-        y[i] = f64::from(rng.gen::<f64>() < 1.0 / (1.0 + (-z).exp()));
+        y[i] = f64::from(rng.random::<f64>() < 1.0 / (1.0 + (-z).exp()));
     }
     FnDensity::new(Box::new(
         move |w: &[f64], rows: &Vec<u32>, g: &mut [f64]| {

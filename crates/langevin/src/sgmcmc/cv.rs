@@ -249,10 +249,10 @@ mod tests {
         for i in 0..n {
             x[i * d] = 1.0;
             for j in 1..d {
-                x[i * d + j] = rng.gen_range(-2.0..2.0);
+                x[i * d + j] = rng.random_range(-2.0..2.0);
             }
             let z: f64 = (0..d).map(|j| x[i * d + j] * w_true[j]).sum();
-            y[i] = f64::from(rng.gen::<f64>() < 1.0 / (1.0 + (-z).exp()));
+            y[i] = f64::from(rng.random::<f64>() < 1.0 / (1.0 + (-z).exp()));
         }
         let prior_var = 100.0;
         FnDensity::new(move |w: &[f64], rows: &Vec<u32>, g: &mut [f64]| {
