@@ -34,5 +34,5 @@ pub use error::{Error, Result};
 pub use metric::{Metric, Tuning};
 pub use params::{ParamLayout, ParamSpec, Params};
 pub use rng::{chain_rng, ChainRng};
-pub use schedule::Schedule;
+pub use schedule::{Schedule, CYCLICAL_FLOOR};
 pub use transform::{Transform, TransformState};

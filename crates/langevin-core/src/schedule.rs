@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
+/// The floor of [`Schedule::cyclical`], as a fraction of its base.
+pub const CYCLICAL_FLOOR: f64 = 1e-3;
+
 /// A value that may depend on the step count (0-based: the step about to be taken).
 #[derive(Clone)]
 pub enum Schedule {
@@ -39,6 +42,48 @@ impl Schedule {
             let x = (t as f64 / steps).min(1.0);
             end + 0.5 * (start - end) * (1.0 + (std::f64::consts::PI * x).cos())
         })
+    }
+
+    /// The cyclical step size of cSG-MCMC (Zhang, Li, Zhang, Chen and
+    /// Wilson, 2020, *Cyclical stochastic gradient MCMC for Bayesian deep
+    /// learning*): `cycles` = M cosine cycles over `total_steps` = K steps,
+    /// each of length L = ⌈K / M⌉,
+    ///
+    /// ```text
+    /// ε_k = max(base / 2 · (cos(π · mod(k, L) / L) + 1),  base · 1e-3)
+    /// ```
+    ///
+    /// so every cycle starts at `base` and decays towards 0 (steps after K
+    /// go on cycling). The floor `base · 1e-3` ([`CYCLICAL_FLOOR`] × base)
+    /// keeps the schedule strictly positive, as a step size must be (without
+    /// it the last step of a long cycle is `base · O(1/L²)`, and a
+    /// sampler's injected noise with it): it only touches the last
+    /// ≈ 2 % of each cycle (where `cos + 1 < 2e-3`).
+    ///
+    /// Refused with [`Error::InvalidConfig`]: `base` not finite or not > 0,
+    /// `cycles` = 0, `total_steps < cycles`.
+    pub fn cyclical(base: f64, cycles: u64, total_steps: u64) -> Result<Self> {
+        if !(base.is_finite() && base > 0.0) {
+            return Err(Error::config(
+                "step_size",
+                format!("the base of a cyclical schedule must be finite and > 0, got {base}"),
+            ));
+        }
+        if cycles == 0 {
+            return Err(Error::config("cycles", "must be >= 1, got 0"));
+        }
+        if total_steps < cycles {
+            return Err(Error::config(
+                "cycles",
+                format!("{cycles} cycles do not fit in {total_steps} steps (at most one cycle per step)"),
+            ));
+        }
+        let len = total_steps.div_ceil(cycles);
+        let floor = base * CYCLICAL_FLOOR;
+        Ok(Self::from_fn(move |k| {
+            let x = (k % len) as f64 / len as f64;
+            (0.5 * base * ((std::f64::consts::PI * x).cos() + 1.0)).max(floor)
+        }))
     }
 
     /// Value at `step`.
@@ -154,6 +199,62 @@ mod tests {
             for t in 0..(steps + 5) {
                 assert_eq!(s.at(t).to_bits(), reference(lr, end, steps, t).to_bits());
             }
+        }
+    }
+
+    #[test]
+    fn cyclical_schedule_values() {
+        // K = 100, M = 4: cycles of L = 25 steps.
+        let s = Schedule::cyclical(0.2, 4, 100).unwrap();
+        for c in 0..6u64 {
+            // Every cycle (and those after K) starts at the base ...
+            assert_eq!(s.at(25 * c), 0.2);
+            // ... is half-way at a quarter turn of the cosine: base / 2 at L / 2 ...
+            assert!(
+                (s.at(25 * c + 12) - 0.1 * ((std::f64::consts::PI * 12.0 / 25.0).cos() + 1.0))
+                    .abs()
+                    < 1e-15
+            );
+            // ... and decreases to its end.
+            assert!((25 * c + 1..25 * c + 25).all(|k| s.at(k) < s.at(k - 1)));
+            let end = 0.1 * ((std::f64::consts::PI * 24.0 / 25.0).cos() + 1.0);
+            assert!((s.at(25 * c + 24) - end).abs() < 1e-15);
+        }
+        // ⌈K / M⌉: K = 10, M = 3 gives cycles of 4 steps.
+        let s = Schedule::cyclical(1.0, 3, 10).unwrap();
+        assert_eq!((s.at(4), s.at(8)), (1.0, 1.0));
+        assert!((s.at(2) - 0.5).abs() < 1e-15);
+        // One cycle per step: the base throughout.
+        let s = Schedule::cyclical(0.5, 7, 7).unwrap();
+        assert!((0..20).all(|k| s.at(k) == 0.5));
+    }
+
+    #[test]
+    fn cyclical_schedule_is_strictly_positive_and_validated() {
+        // A long cycle would end at base · O(1/L²): the floor base · 1e-3 holds.
+        let s = Schedule::cyclical(1e-2, 1, 1_000_000).unwrap();
+        assert_eq!(s.at(999_999), 1e-2 * CYCLICAL_FLOOR);
+        assert!((0..1_000_000)
+            .step_by(997)
+            .all(|k| s.at(k) >= 1e-5 && s.at(k) <= 1e-2));
+        assert!(s.validate_positive("step_size").is_ok());
+        assert!((0..2000).all(|k| s.at_checked("step_size", k, true).is_ok()));
+        for (base, m, k) in [
+            (0.0, 1, 10),
+            (-1.0, 1, 10),
+            (f64::NAN, 1, 10),
+            (f64::INFINITY, 1, 10),
+            (1.0, 0, 10),
+            (1.0, 11, 10),
+            (1.0, 1, 0),
+        ] {
+            assert!(
+                matches!(
+                    Schedule::cyclical(base, m, k),
+                    Err(Error::InvalidConfig { .. })
+                ),
+                "{base} {m} {k}"
+            );
         }
     }
 }

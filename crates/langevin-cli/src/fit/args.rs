@@ -245,6 +245,10 @@ pub struct FitArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = RESUME_CONFLICTS)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
+    /// --control-variates, --step-schedule, --cycles (fit/cv.rs).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub cv: super::cv::CvArgs,
 }
 
 impl Default for FitArgs {
@@ -270,12 +274,13 @@ impl Default for FitArgs {
             threads: None,
             checkpoint_every: None,
             resume: None,
+            cv: super::cv::CvArgs::default(),
         }
     }
 }
 
 /// Options fixed by a checkpoint, so not allowed with `--resume`.
-const RESUME_CONFLICTS: [&str; 25] = [
+const RESUME_CONFLICTS: &[&str] = &[
     "data",
     "target",
     "model",
@@ -301,6 +306,9 @@ const RESUME_CONFLICTS: [&str; 25] = [
     "no_standardize",
     "max_divergences",
     "checkpoint_every",
+    "control_variates",
+    "step_schedule",
+    "cycles",
 ];
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! of threads.
 
 pub mod args;
+pub mod cv;
 pub mod data;
 pub mod gaussian;
 pub mod plan;

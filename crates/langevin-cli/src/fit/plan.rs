@@ -70,6 +70,9 @@ pub struct FitConfig {
     pub n_train: usize,
     pub n_test: usize,
     pub metrics_on: &'static str,
+    /// --control-variates and the step-size schedule (fit/cv.rs).
+    #[serde(flatten)]
+    pub cv: super::cv::CvPlan,
 }
 
 impl FitConfig {
@@ -244,6 +247,7 @@ fn check_applicable(args: &FitArgs) -> Result<()> {
 /// Resolve every option of `args` on the prepared data.
 pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
     check_applicable(args)?;
+    super::cv::check(args)?;
     let method = args.method;
     let model = &prep.model;
     let classification = prep.classification();
@@ -326,6 +330,7 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         n_train,
         n_test: prep.n_test,
         metrics_on: prep.metrics_on,
+        cv: Default::default(),
     };
     if !method.is_sampler() {
         let g = gaussian_plan(method, args.steps, n_train, batch_size, model.n_params())?;
@@ -340,7 +345,24 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
     // (digits, 2 hidden layers), so networks keep the fixed step size and a
     // run of fixed length unless asked (--adapt, --max-steps).
     let is_mlp = model.spec().kind == ModelKind::Mlp;
-    let adapt = args.adapt.unwrap_or(if is_map || is_mlp {
+    // A cyclical step size spans a run of known length and is its own
+    // step-size rule: it needs --steps and takes no adaptation.
+    let cyclical = args.cv.step_schedule == Some(super::cv::StepScheduleArg::Cyclical);
+    if cyclical {
+        if args.steps.is_none() {
+            crate::bail_input!(
+                "--step-schedule cyclical needs --steps N: its cycles span a run of fixed length \
+                 (a run until converged has no length to divide)"
+            );
+        }
+        if args.adapt.is_some_and(|a| a != AdaptArg::None) {
+            crate::bail_input!(
+                "--adapt does not combine with --step-schedule cyclical: the schedule sets the \
+                 step size (use --adapt none or a constant schedule)"
+            );
+        }
+    }
+    let adapt = args.adapt.unwrap_or(if is_map || is_mlp || cyclical {
         AdaptArg::None
     } else {
         AdaptArg::Diag
@@ -391,6 +413,7 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
     cfg.steps = steps;
     cfg.burn_in = burn_in;
     cfg.thin = thin;
+    cfg.cv = super::cv::plan(args, steps)?;
     // Without adaptation, a default step size is capped so that the
     // integrator is stable at the curvature found near the mode, from chain
     // 0's starting point.

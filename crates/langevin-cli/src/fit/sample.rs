@@ -54,8 +54,8 @@ impl SampleRun<'_> {
     /// Build the method's transform and run it.
     pub fn run(&self) -> Result<Sampled> {
         let cfg = self.cfg;
-        let density = self.prep.model.density(DType::F32, &Device::Cpu);
-        let (eps, temp) = (cfg.step_size.into(), cfg.temperature.into());
+        let density = super::cv::density(cfg, self.prep, self.quiet)?;
+        let (eps, temp) = (super::cv::step_schedule(cfg)?, cfg.temperature.into());
         match cfg.method {
             MethodArg::Sgld => self.drive(
                 &Sgld::new(

@@ -10,6 +10,8 @@
 //! * [`sghmc`]: stochastic gradient Hamiltonian Monte Carlo.
 //! * [`sgnht`]: stochastic gradient Nosé-Hoover thermostat.
 //! * [`baoa`]: the BAOA splitting of underdamped Langevin (Leimkuhler–Matthews).
+//! * [`cv`]: control-variate gradients ([`ControlVariates`]), a density
+//!   wrapper that makes any of the above its `-CV` variant (SGLD-CV, SGHMC-CV).
 //! * [`batched`]: many SGHMC chains with one batched density call per step
 //!   ([`ParallelSghmc`], [`BatchLogDensity`]); [`batched_logistic`] is a
 //!   matrix-product example of such a density.
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub mod baoa;
 pub mod batched;
 pub mod batched_logistic;
+pub mod cv;
 pub mod sghmc;
 pub mod sgld;
 pub mod sgnht;
@@ -34,6 +37,7 @@ pub use batched::{
     ParallelSghmcState, PerChain,
 };
 pub use batched_logistic::{BatchedLogistic, LogisticBatch};
+pub use cv::{CentreSearch, ControlVariates};
 pub use sghmc::{Sghmc, SghmcConfig, SghmcState};
 pub use sgld::{Sgld, SgldConfig, SgldState};
 pub use sgnht::{Sgnht, SgnhtConfig, SgnhtState};
