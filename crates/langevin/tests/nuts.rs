@@ -310,7 +310,7 @@ fn nan_region_counts_divergences() {
         Some(Stop::Divergences { chains, limit: 2 }) => assert!(!chains.is_empty()),
         s => panic!("expected a divergence stop, got {s:?}"),
     }
-    assert!(out.divergences.iter().any(|&d| d == 3));
+    assert!(out.divergences.contains(&3));
 }
 
 /// A density error that is not a non-finite value is the error of the call.
