@@ -23,7 +23,8 @@ use crate::rundir::default_out_dir;
 /// Arguments of `langevin compare`.
 #[derive(Args, Debug, Clone)]
 pub struct CompareArgs {
-    /// Methods to fit, comma-separated (any `fit --method`), e.g. map,sghmc,vi,laplace-diag-ggn.
+    /// Methods to fit, comma-separated (any `fit --method`), e.g.
+    /// nuts,map,sghmc,vi,laplace-diag-ggn (nuts: the exact reference).
     #[arg(long, required = true)]
     pub methods: String,
     /// The data, model and split, as for `fit`.
@@ -273,6 +274,9 @@ mod tests {
         assert!(e.to_string().contains("`nope`"));
         assert!(parse_methods("vi,vi").is_err());
         assert!(parse_methods(" , ").is_err());
+        // NUTS, the exact reference, sits next to every other method.
+        let m = parse_methods("nuts,sghmc").unwrap();
+        assert_eq!(m[0].1, MethodArg::Nuts);
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn bad_arguments_exit_2() {
             &["--hidden"],
         ),
         (&["fit", "--model", "forest", "--out", o], &["forest"]),
-        (&["fit", "--method", "nuts", "--out", o], &["nuts"]),
+        (&["fit", "--method", "hmc", "--out", o], &["hmc"]),
         (
             &["fit", "--data", "nonesuch", "--out", o],
             &["nonesuch", "bundled"],
@@ -479,7 +479,7 @@ fn corpus_bad_options() {
         ),
         // clap rejects unknown names and malformed numbers (its exit code is 2).
         (&["--model", "forest"], &["'forest'", "--model"]),
-        (&["--method", "nuts"], &["'nuts'", "--method"]),
+        (&["--method", "hmc"], &["'hmc'", "--method"]),
         // clap takes `-1` for an option here: "unexpected argument '-1'".
         (&["--chains", "-1"], &["'-1'"]),
         (&["--steps", "many"], &["'many'", "--steps"]),

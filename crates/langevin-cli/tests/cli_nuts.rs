@@ -8,12 +8,16 @@
 //!   sds within 10 %, for every parameter, on several seeds.
 //! * `sghmc_short_run_agrees_with_nuts` (default suite): a shorter run, with
 //!   tolerances derived from the effective sample sizes it reports.
+//! * `fit_method_nuts_agrees_with_reference`: `langevin fit --method nuts`
+//!   (the library's NUTS) against this file's own nuts-rs reference, within
+//!   Monte Carlo error of both; its run folder is what `predict` and
+//!   `diagnose` read; `nuts_refuses_what_does_not_apply`: exit code 2.
 
 mod common;
 
 use std::path::Path;
 
-use common::{mean_sd, tempdir};
+use common::{draws, expect_no_output, mean_sd, ok, path_str, predict, tempdir};
 use langevin_models::bundled;
 use langevin_models::data::{Split, Standardizer};
 use nuts_rs::rand::SeedableRng;
@@ -268,5 +272,118 @@ fn print_nuts_reference() {
     let (mean, sd) = nuts_reference(seed, 25_000);
     for j in 0..mean.len() {
         eprintln!("{j}: {:.4} ± {:.4}", mean[j], sd[j]);
+    }
+}
+
+#[test]
+fn fit_method_nuts_agrees_with_reference() {
+    let seed = 5;
+    let (mean, sd) = nuts_reference(seed, 5_000);
+    let dir = tempdir();
+    let s = common::fit(
+        dir.path(),
+        &[
+            "--quiet",
+            "--no-plots",
+            "--method",
+            "nuts",
+            "--seed",
+            &seed.to_string(),
+        ],
+    );
+    let c = &s["config"];
+    assert_eq!(c["method"], "nuts");
+    assert_eq!(
+        (c["steps"].as_u64(), c["burn_in"].as_u64()),
+        (Some(2000), Some(1000))
+    );
+    assert_eq!(c["chains"], 4);
+    assert_eq!(c["batch_size"], c["n_train"]);
+    assert_eq!(
+        s["draws_per_chain"],
+        serde_json::json!([1000, 1000, 1000, 1000])
+    );
+    let n = &s["nuts"];
+    for key in [
+        "step_size",
+        "mean_tree_depth",
+        "gradient_evaluations",
+        "warmup_divergences",
+    ] {
+        assert_eq!(n[key].as_array().map(Vec::len), Some(4), "nuts.{key}: {n}");
+    }
+    assert!(n["gradients_per_draw"].as_f64().unwrap() >= 1.0);
+    assert_eq!(s["divergences"], 0);
+    let p = s["params"].as_array().unwrap();
+    for (j, v) in p.iter().enumerate() {
+        let name = v["name"].as_str().unwrap();
+        let (m, sdv) = (v["mean"].as_f64().unwrap(), v["sd"].as_f64().unwrap());
+        let ess = v["ess_bulk"]
+            .as_f64()
+            .unwrap()
+            .min(v["ess_tail"].as_f64().unwrap());
+        assert!(ess > 400.0, "{name}: ESS {ess:.0}");
+        // Both are exact samplers: the difference is Monte Carlo error only,
+        // of this run (its ESS) and of the reference (20 000 draws, ESS above
+        // 5000 for this posterior); 4.5 combined standard errors.
+        let se = (1.0 / ess + 1.0 / 5000.0).sqrt();
+        let dm = (m - mean[j]).abs() / sd[j];
+        let ds = (sdv / sd[j] - 1.0).abs();
+        eprintln!(
+            "{name}: fit {m:.4} ± {sdv:.4}, reference {:.4} ± {:.4}",
+            mean[j], sd[j]
+        );
+        assert!(
+            dm < 4.5 * se,
+            "{name}: |Δmean|/sd {dm:.3} > {:.3}",
+            4.5 * se
+        );
+        assert!(
+            ds < 4.5 * se / 2f64.sqrt(),
+            "{name}: |sd ratio - 1| {ds:.3}"
+        );
+    }
+    // samples.csv: the samplers' header and draw-major order.
+    assert_eq!(common::sample_rows(dir.path()), 4000);
+    assert_eq!(draws(dir.path()).1, 4);
+    let text = common::read(dir.path().join("samples.csv"));
+    let firsts: Vec<&str> = text.lines().skip(1).take(5).map(|l| &l[..4]).collect();
+    assert_eq!(firsts, ["0,0,", "1,0,", "2,0,", "3,0,", "0,1,"]);
+    // The run folder is what predict and diagnose read.
+    let d = path_str(dir.path());
+    let out = ok(&["diagnose", "--run", d]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("petal_width"));
+    let preds = dir.path().join("preds.csv");
+    let text = predict(d, "iris_virginica", &preds);
+    assert_eq!(text.lines().count(), 151);
+}
+
+#[test]
+fn nuts_refuses_what_does_not_apply() {
+    let dir = tempdir();
+    let out = dir.path().join("run");
+    let o = path_str(&out);
+    let base = ["fit", "--method", "nuts", "--quiet", "--out", o];
+    for (extra, needle) in [
+        (
+            &["--step-size", "0.1"][..],
+            "--step-size does not apply to --method nuts",
+        ),
+        (&["--friction", "1"][..], "--friction does not apply"),
+        (
+            &["--checkpoint-every", "100"][..],
+            "cannot be checkpointed or resumed",
+        ),
+        (&["--batch-size", "10"][..], "exact gradient"),
+        (
+            &["--steps", "100", "--burn-in", "100"][..],
+            "--burn-in (100) must be smaller",
+        ),
+        (
+            &["--steps", "100", "--thin", "60"][..],
+            "no draw would be kept",
+        ),
+    ] {
+        expect_no_output(&[&base[..], extra].concat(), &out, &[needle]);
     }
 }

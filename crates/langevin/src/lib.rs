@@ -20,6 +20,7 @@ pub mod ekf;
 pub mod ensemble;
 pub mod laplace;
 pub mod metrics;
+pub mod nuts;
 pub mod optim;
 pub mod predictive;
 pub mod run;

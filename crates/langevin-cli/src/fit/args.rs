@@ -27,6 +27,8 @@ pub enum MethodArg {
     Sgnht,
     Baoa,
     Map,
+    /// No-U-Turn Sampler (nuts-rs), full batch: the exact reference.
+    Nuts,
     // Gaussian approximations (fit::gaussian): fitted, then sampled.
     /// Diagonal-Gaussian variational inference.
     Vi,
@@ -56,7 +58,8 @@ impl MethodArg {
             .unwrap_or_else(|| format!("{self:?}"))
     }
 
-    /// One of the SGMCMC samplers or `map` (run by the library's run loop).
+    /// One of the SGMCMC samplers, `map` (run by the library's run loop) or
+    /// `nuts` (its own driver, fit::nuts).
     pub fn is_sampler(self) -> bool {
         matches!(
             self,
@@ -65,6 +68,7 @@ impl MethodArg {
                 | MethodArg::Sgnht
                 | MethodArg::Baoa
                 | MethodArg::Map
+                | MethodArg::Nuts
         )
     }
 
@@ -76,6 +80,7 @@ impl MethodArg {
             MethodArg::Sgnht => "SGNHT",
             MethodArg::Baoa => "BAOA",
             MethodArg::Map => "MAP",
+            MethodArg::Nuts => "NUTS",
             MethodArg::Vi => "VI (diagonal)",
             MethodArg::ViDense => "VI (dense)",
             MethodArg::LaplaceDiagFisher => "Laplace (diagonal Fisher)",

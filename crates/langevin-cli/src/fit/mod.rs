@@ -10,6 +10,7 @@
 //! * [`sample`]: the samplers on the library's run loop ([`langevin::run`]),
 //!   draws streamed to `samples.csv`, checkpoints, resume;
 //!   [`gaussian`]: the Gaussian approximations, fitted then sampled;
+//!   [`nuts`]: the NUTS reference ([`langevin::nuts`], full batch);
 //! * [`report`]: summaries (ESS, R-hat), the posterior predictive on the
 //!   held-out rows, plots; `summary.json` is written last (atomically).
 //!
@@ -22,6 +23,7 @@ pub mod args;
 pub mod cv;
 pub mod data;
 pub mod gaussian;
+pub mod nuts;
 pub mod plan;
 pub mod report;
 pub mod sample;
@@ -89,7 +91,8 @@ pub fn run(args: FitArgs) -> Result<()> {
             if !dir.join(langevin::run::CHECKPOINT_FILE).is_file() {
                 crate::bail_input!(
                     "--resume {}: no {} in it; only a run started with --checkpoint-every \
-                     can be resumed, and only after its first checkpoint",
+                     can be resumed, and only after its first checkpoint (a --method nuts \
+                     run cannot be resumed)",
                     dir.display(),
                     langevin::run::CHECKPOINT_FILE
                 );
@@ -199,7 +202,9 @@ pub fn run(args: FitArgs) -> Result<()> {
         quiet: args.quiet,
         t0,
     };
-    let summary = if cfg.method.is_sampler() {
+    let summary = if cfg.method == MethodArg::Nuts {
+        nuts::run(&report, args.threads)?
+    } else if cfg.method.is_sampler() {
         let checkpoint = match args.checkpoint_every {
             Some(every) => Some((every, checkpoint_data(&args, config_json, fingerprint)?)),
             None => None,

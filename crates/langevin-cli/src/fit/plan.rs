@@ -122,7 +122,7 @@ impl FitConfig {
     }
 }
 
-fn max_draws(n_params: usize, chains: usize) -> usize {
+pub(super) fn max_draws(n_params: usize, chains: usize) -> usize {
     (MAX_STORED / (n_params * chains).max(1)).clamp(10, MAX_DRAWS_PER_CHAIN)
 }
 
@@ -176,6 +176,9 @@ pub fn stable_step_size(method: MethodArg, c: f64, alpha: f64) -> f64 {
 /// that would be ignored is an error, exit code 2).
 fn check_applicable(args: &FitArgs) -> Result<()> {
     let m = args.method;
+    if m == MethodArg::Nuts {
+        return super::nuts::check_applicable(args);
+    }
     let name = m.name();
     let mut not_here: Vec<&str> = Vec::new();
     if !m.is_sampler() {
@@ -338,6 +341,10 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         if let Some(eps) = g.step_size {
             cfg.step_size = eps;
         }
+        return Ok(cfg);
+    }
+    if method == MethodArg::Nuts {
+        super::nuts::resolve(args, &mut cfg, model.n_params())?;
         return Ok(cfg);
     }
     // An MLP posterior is far from Gaussian and its early draws are not
