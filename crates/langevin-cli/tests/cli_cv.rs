@@ -132,8 +132,30 @@ fn refused_combinations_exit_2() {
             "--cycles applies to --step-schedule cyclical only",
         ),
         (
-            vec!["--step-schedule", "cyclical", "--cycles", "0"],
+            vec![
+                "--step-schedule",
+                "cyclical",
+                "--cycles",
+                "0",
+                "--steps",
+                "100",
+            ],
             "--cycles must be at least 1",
+        ),
+        (
+            vec!["--step-schedule", "cyclical"],
+            "--step-schedule cyclical needs --steps N",
+        ),
+        (
+            vec![
+                "--step-schedule",
+                "cyclical",
+                "--steps",
+                "100",
+                "--adapt",
+                "diag",
+            ],
+            "--adapt does not combine with --step-schedule cyclical",
         ),
         (
             vec![

@@ -160,7 +160,7 @@ pub fn run(r: &ReportArgs<'_>, threads: Option<usize>) -> Result<serde_json::Val
         Some(Stop::Interrupted) => anyhow::bail!("interrupted"),
         _ => {}
     }
-    let mut summary = summarize_and_report(r, &samples, &out.divergences)?;
+    let mut summary = summarize_and_report(r, &samples, &out.divergences, None)?;
     let extra = nuts_summary(&out);
     if !r.quiet {
         println!(

@@ -168,14 +168,22 @@ impl RunConfig {
     }
 
     /// Steps per round: `round`, or `max(steps / 20, 1000)` for a run of
-    /// fixed length and `max(burn_in / 2, 1000)` for a run until converged
-    /// (whose verdict is checked after every round).
+    /// fixed length and [`RunConfig::check_every`] for a run until converged.
     pub fn round_len(&self) -> u64 {
-        self.round.unwrap_or(if self.until.is_some() {
-            (self.thinning.burn_in / 2).max(1000)
-        } else {
-            (self.steps / 20).max(1000)
-        })
+        self.round
+            .unwrap_or_else(|| self.check_every().unwrap_or((self.steps / 20).max(1000)))
+    }
+
+    /// A run until converged checks its verdict (and bounds its draws) at
+    /// every multiple of `max(burn_in / 2, 1000)` steps after the warm-up
+    /// and at the end, whatever the round length: rounds are cut at these
+    /// steps, so checkpointing (which sets the round length) does not change
+    /// where the run stops or which draws it keeps. `None` for a run of
+    /// fixed length.
+    pub fn check_every(&self) -> Option<u64> {
+        self.until
+            .as_ref()
+            .map(|_| (self.thinning.burn_in / 2).max(1000))
     }
 
     /// Worker threads for `chains` chains.
@@ -564,8 +572,12 @@ where
     let mut stop = None;
     let mut verdict: Option<Verdict> = None;
     let mut converged = false;
+    let check_every = config.check_every();
     while ck.steps_done < config.steps && stop.is_none() && !converged {
-        let end = (ck.steps_done + round).min(config.steps);
+        let mut end = (ck.steps_done + round).min(config.steps);
+        if let Some(c) = check_every {
+            end = end.min((ck.steps_done / c + 1) * c);
+        }
         let thinning = ck.thinning(config);
         let mut new: Vec<Vec<Draw>> = (0..n).map(|_| Vec::new()).collect();
         let interrupted = AtomicBool::new(false);
@@ -612,7 +624,9 @@ where
             break;
         }
         if let Some(until) = &config.until {
-            if ck.steps_done >= config.thinning.burn_in {
+            let at_check = check_every.is_some_and(|c| ck.steps_done % c == 0)
+                || ck.steps_done == config.steps;
+            if at_check && ck.steps_done >= config.thinning.burn_in {
                 // Keep at most `max_draws` per chain by doubling the interval.
                 while samples.min_draws() > until.max_draws {
                     for tr in samples.chains.iter_mut() {

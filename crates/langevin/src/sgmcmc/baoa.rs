@@ -17,6 +17,29 @@
 //! limit). At T = 0 the O step is pure damping and no random number is drawn.
 //!
 //! Defaults (posteriors): α = 0.01, σ = 1, T = 1, momenta ~ N(0, 1).
+//!
+//! # With a preconditioner
+//!
+//! A state's [`Tuning`](langevin_core::Tuning) (set by the warm-up of
+//! [`crate::adapt`], the identity otherwise) holds a step scale `s` and a
+//! factor `L` of the inverse mass matrix, `M⁻¹ = L Lᵀ` (diagonal or dense).
+//! The update runs in the whitened coordinates `z = L⁻¹ θ`, where the
+//! gradient is `Lᵀ g` and the momenta live:
+//!
+//! ```text
+//! ε ← s ε
+//! B:  m ← m + ε Lᵀ ∇ log_posterior(θ, batch)
+//! A:  θ ← θ + L ((ε/2) σ⁻² m)
+//! O:  m ← e^{−γε} m + σ sqrt(T (1 − e^{−2γε})) ξ
+//! A:  θ ← θ + L ((ε/2) σ⁻² m)
+//! ```
+//!
+//! that is, BAOA with mass matrix `M = (L Lᵀ)⁻¹`.
+//! The stationary distribution in θ is unchanged
+//! (`exp(log_posterior / T)`); the momenta are N(0, σ² T) in `z`, so a change
+//! of metric needs no rescaling of them. With the identity metric and `s = 1`
+//! the update is the one above bit for bit; at T = 0 it is the same
+//! optimiser preconditioned by `M⁻¹` and still draws no random numbers.
 
 use langevin_core::{LogDensity, Params, Result, Schedule, Transform, Tuning};
 use rand::Rng;

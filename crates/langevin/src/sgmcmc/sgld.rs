@@ -14,6 +14,25 @@
 //! rather than s². At T = 0 it is plain gradient ascent (no random numbers).
 //!
 //! Defaults: β = 0, T = 1.
+//!
+//! # With a preconditioner
+//!
+//! A state's [`Tuning`](langevin_core::Tuning) (set by the warm-up of
+//! [`crate::adapt`], the identity otherwise) holds a step scale `s` and a
+//! factor `L` of the inverse mass matrix, `M⁻¹ = L Lᵀ` (diagonal or dense).
+//! The update runs in the whitened coordinates `z = L⁻¹ θ`, where the
+//! gradient is `Lᵀ g`:
+//!
+//! ```text
+//! ε  ← s ε,   g_z = Lᵀ ∇ log_posterior(θ, batch)
+//! θ' = θ + L (ε g_z + sqrt(T ε (2 − T ε β)) ξ)
+//! ```
+//!
+//! that is, preconditioned Langevin dynamics
+//! `dθ = M⁻¹ ∇ log p dt + sqrt(2T) L dW` with `M⁻¹ = L Lᵀ`, whose stationary
+//! distribution in θ is unchanged (`exp(log_posterior / T)`). With the identity metric and `s = 1`
+//! the update is the one above bit for bit; at T = 0 it is the same
+//! optimiser preconditioned by `M⁻¹` and still draws no random numbers.
 
 use langevin_core::{LogDensity, Params, Result, Schedule, Transform, Tuning};
 use rand::Rng;

@@ -16,6 +16,28 @@
 //! thermostat of 0.0 is honoured (posteriors treats 0.0 as "not given").
 //!
 //! Defaults: α = 0.01, β = 0, σ = 1, T = 1, momenta ~ N(0, 1).
+//!
+//! # With a preconditioner
+//!
+//! A state's [`Tuning`](langevin_core::Tuning) (set by the warm-up of
+//! [`crate::adapt`], the identity otherwise) holds a step scale `s` and a
+//! factor `L` of the inverse mass matrix, `M⁻¹ = L Lᵀ` (diagonal or dense).
+//! The update runs in the whitened coordinates `z = L⁻¹ θ`, where the
+//! gradient is `Lᵀ g` and the momenta live:
+//!
+//! ```text
+//! ε   ← s ε,   g_z = Lᵀ ∇ log_posterior(θ, batch)
+//! θ'  = θ + L (ε σ⁻² m)
+//! m'  = m + ε g_z − ε σ⁻² ξ_t m + sqrt(T ε (2α − T ε β)) ζ
+//! ξ'  = ξ_t + ε (σ⁻² mean(m²) − T)
+//! ```
+//!
+//! that is, SGNHT with mass matrix `M = (L Lᵀ)⁻¹`, the thermostat acting on the whitened momenta.
+//! The stationary distribution in θ is unchanged
+//! (`exp(log_posterior / T)`); the momenta are N(0, σ² T) in `z`, so a change
+//! of metric needs no rescaling of them. With the identity metric and `s = 1`
+//! the update is the one above bit for bit; at T = 0 it is the same
+//! optimiser preconditioned by `M⁻¹` and still draws no random numbers.
 
 use langevin_core::{LogDensity, Params, Result, Schedule, Transform, Tuning};
 use rand::Rng;
