@@ -206,3 +206,32 @@ fn bad_convergence_options_are_refused() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--require-converged"), "{help}");
 }
+
+/// Issue 14: every bundled set with its default model ends converged with
+/// no option but `--data` (digits takes about 7 minutes in a debug build).
+#[test]
+#[ignore = "long (about 9 minutes): cargo test -p langevin-cli --test cli_converge -- --ignored every_bundled_set_converges_by_default --nocapture"]
+fn every_bundled_set_converges_by_default() {
+    let dir = tempdir();
+    for data in [
+        "iris_virginica",
+        "iris",
+        "wine",
+        "breast_cancer",
+        "diabetes",
+        "digits",
+    ] {
+        let out = dir.path().join(data);
+        let t = std::time::Instant::now();
+        ok(&["fit", "-q", "--no-plots", "--data", data, "--out", path_str(&out)]);
+        let s = summary(&out);
+        eprintln!(
+            "{data}: converged {} after {} steps per chain in {:.1} s ({})",
+            s["converged"],
+            s["steps_done"],
+            t.elapsed().as_secs_f64(),
+            s["convergence"]["reason"]
+        );
+        assert_eq!(s["converged"], true, "{data}: {}", s["convergence"]);
+    }
+}

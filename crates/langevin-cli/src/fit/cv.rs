@@ -155,6 +155,16 @@ pub enum FitDensity {
     Cv(ControlVariates<ModelDensity>),
 }
 
+impl FitDensity {
+    /// The control variates' centre (`None` without them).
+    pub fn centre(&self) -> Option<Params> {
+        match self {
+            FitDensity::Plain(_) => None,
+            FitDensity::Cv(d) => Some(d.centre().clone()),
+        }
+    }
+}
+
 impl LogDensity for FitDensity {
     type Batch = Batch;
     type Aux = ();

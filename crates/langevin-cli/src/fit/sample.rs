@@ -15,7 +15,7 @@ use langevin::run::{
 use langevin::sgmcmc::{
     Baoa, BaoaConfig, MomentaInit, Sghmc, SghmcConfig, Sgld, SgldConfig, Sgnht, SgnhtConfig,
 };
-use langevin_core::{TransformState, Tuning};
+use langevin_core::{Params, TransformState, Tuning};
 use langevin_models::{Batch, Minibatches};
 
 use super::args::MethodArg;
@@ -55,9 +55,11 @@ impl SampleRun<'_> {
     pub fn run(&self) -> Result<Sampled> {
         let cfg = self.cfg;
         let density = super::cv::density(cfg, self.prep, self.quiet)?;
+        let centre = density.centre();
         let (eps, temp) = (super::cv::step_schedule(cfg)?, cfg.temperature.into());
         match cfg.method {
             MethodArg::Sgld => self.drive(
+                centre.as_ref(),
                 &Sgld::new(
                     &density,
                     SgldConfig {
@@ -69,6 +71,7 @@ impl SampleRun<'_> {
                 .map_err(bad_input)?,
             ),
             MethodArg::Sghmc | MethodArg::Map => self.drive(
+                centre.as_ref(),
                 &Sghmc::new(
                     &density,
                     SghmcConfig {
@@ -87,6 +90,7 @@ impl SampleRun<'_> {
                 .map_err(bad_input)?,
             ),
             MethodArg::Sgnht => self.drive(
+                centre.as_ref(),
                 &Sgnht::new(
                     &density,
                     SgnhtConfig {
@@ -102,6 +106,7 @@ impl SampleRun<'_> {
                 .map_err(bad_input)?,
             ),
             MethodArg::Baoa => self.drive(
+                centre.as_ref(),
                 &Baoa::new(
                     &density,
                     BaoaConfig {
@@ -118,7 +123,7 @@ impl SampleRun<'_> {
         }
     }
 
-    fn drive<T: Adaptive<Batch = Batch>>(&self, t: &T) -> Result<Sampled> {
+    fn drive<T: Adaptive<Batch = Batch>>(&self, centre: Option<&Params>, t: &T) -> Result<Sampled> {
         let (cfg, model) = (self.cfg, &self.prep.model);
         let full = model.batch(
             &self.prep.train_x,
@@ -144,8 +149,10 @@ impl SampleRun<'_> {
                 &names,
                 self.checkpoint.as_ref().map(|c| c.1.clone()),
             )?;
+            // With control variates every chain starts at their centre (the
+            // MAP), where their gradient noise is smallest (Baker et al.).
             let start = Checkpoint::start(t, &batches, cfg.seed, cfg.chains, |_, rng| {
-                Ok(model.init(rng))
+                Ok(centre.cloned().unwrap_or_else(|| model.init(rng)))
             })?;
             (files, start, None)
         };
