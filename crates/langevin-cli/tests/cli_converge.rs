@@ -223,7 +223,15 @@ fn every_bundled_set_converges_by_default() {
     ] {
         let out = dir.path().join(data);
         let t = std::time::Instant::now();
-        ok(&["fit", "-q", "--no-plots", "--data", data, "--out", path_str(&out)]);
+        ok(&[
+            "fit",
+            "-q",
+            "--no-plots",
+            "--data",
+            data,
+            "--out",
+            path_str(&out),
+        ]);
         let s = summary(&out);
         eprintln!(
             "{data}: converged {} after {} steps per chain in {:.1} s ({})",

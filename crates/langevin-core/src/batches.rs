@@ -158,6 +158,63 @@ impl ShuffledIndices {
     }
 }
 
+/// Minibatches of `size` row indices out of `n` rows (a `Vec<u32>` per
+/// step, reshuffled every epoch with the chain's generator, see
+/// [`ShuffledIndices`]); every row at every step when `size >= n`. For a
+/// [`crate::LogDensity`] whose batch is the rows to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowBatches {
+    n: usize,
+    size: usize,
+}
+
+impl RowBatches {
+    /// Minibatches of `size` rows out of `n` (both at least 1).
+    pub fn new(n: usize, size: usize) -> crate::Result<Self> {
+        if n == 0 || size == 0 {
+            return Err(crate::Error::config(
+                "batch_size",
+                format!(
+                    "need at least one row and a batch of at least one (n = {n}, size = {size})"
+                ),
+            ));
+        }
+        Ok(Self { n, size })
+    }
+
+    /// Number of rows.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Rows per minibatch (at most `n`).
+    pub fn size(&self) -> usize {
+        self.size.min(self.n)
+    }
+}
+
+impl BatchSource for RowBatches {
+    type Batch = Vec<u32>;
+    type Cursor = ShuffledIndices;
+
+    fn cursor(&self, _chain: usize) -> ShuffledIndices {
+        ShuffledIndices::new(self.n)
+    }
+
+    fn next<'a>(
+        &'a self,
+        _chain: usize,
+        _step: u64,
+        cursor: &mut ShuffledIndices,
+        rng: &mut ChainRng,
+    ) -> Result<BatchRef<'a, Vec<u32>>> {
+        Ok(BatchRef::Owned(match cursor.next(self.size, rng) {
+            Some(idx) => idx.to_vec(),
+            None => (0..self.n as u32).collect(),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +239,25 @@ mod tests {
         assert!(!a.is_valid_for(9));
         let dup: ShuffledIndices = serde_json::from_str(r#"{"order":[0,0,2],"pos":0}"#).unwrap();
         assert!(!dup.is_valid_for(3));
+    }
+
+    #[test]
+    fn row_batches_cover_every_row_per_epoch() {
+        let src = RowBatches::new(10, 5).unwrap();
+        let mut cur = src.cursor(0);
+        let mut rng = chain_rng(3, 0);
+        let mut rows: Vec<u32> = (0..2)
+            .flat_map(|k| src.next(0, k, &mut cur, &mut rng).unwrap().to_vec())
+            .collect();
+        rows.sort_unstable();
+        assert_eq!(rows, (0..10).collect::<Vec<u32>>());
+        let all = RowBatches::new(4, 9).unwrap();
+        let mut cur = all.cursor(0);
+        assert_eq!(
+            all.next(0, 0, &mut cur, &mut rng).unwrap().to_vec(),
+            vec![0, 1, 2, 3]
+        );
+        assert!(RowBatches::new(0, 1).is_err() && RowBatches::new(3, 0).is_err());
     }
 
     #[test]

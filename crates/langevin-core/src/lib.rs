@@ -27,7 +27,7 @@ pub mod serde_nan;
 pub mod transform;
 pub mod vecmath;
 
-pub use batches::{BatchRef, BatchSource, FnBatches, FullBatch, ShuffledIndices};
+pub use batches::{BatchRef, BatchSource, FnBatches, FullBatch, RowBatches, ShuffledIndices};
 pub use candle_density::CandleDensity;
 pub use density::{check_finite, FnDensity, LogDensity};
 pub use error::{Error, Result};

@@ -42,8 +42,9 @@
 //! step 0, the metric is estimated in doubling windows after an initial
 //! 7.5 % (the first 2.5 % of `W` long, the last stretched to end 5 % before
 //! the end), and the step size is re-estimated after the initial part and
-//! after every window. With fewer than 20 warm-up steps only the step size
-//! is set, once. At temperature 0 (an optimiser) nothing is adapted.
+//! after every window. The step of the initial 7.5 % follows the curvature
+//! alone: that part only brings the chain to the typical set. With fewer
+//! than 20 warm-up steps only the step size is set, once. At temperature 0 (an optimiser) nothing is adapted.
 
 use serde::{Deserialize, Serialize};
 
@@ -310,8 +311,8 @@ impl Moments {
             for (m, dl) in self.mean.iter_mut().zip(&delta) {
                 *m += dl / n;
             }
-            for i in 0..d {
-                let after = x[i] - self.mean[i];
+            for (i, (xi, mi)) in x.iter().zip(&self.mean).enumerate() {
+                let after = xi - mi;
                 let row = &mut self.m2[i * d..i * d + i + 1];
                 for (r, dj) in row.iter_mut().zip(&delta) {
                     *r += after * dj;
@@ -395,7 +396,7 @@ impl WarmupState {
     pub fn take_metric(&mut self, kind: MetricKind, t: f64) -> Result<Option<Metric>> {
         let draws = std::mem::take(&mut self.draws);
         let grads = std::mem::take(&mut self.grads);
-        if kind == MetricKind::Identity || !(t > 0.0) {
+        if kind == MetricKind::Identity || t.is_nan() || t <= 0.0 {
             return Ok(None);
         }
         let dense = kind == MetricKind::Dense;
@@ -473,6 +474,7 @@ fn geometric_mean_inverse(a: &[f64], b: &[f64], d: usize) -> Option<Vec<f64>> {
 /// `iters` power iterations from a normal start vector of `rng`, and the
 /// variance of the whitened gradients of `batches.len()` batches. `Ok(None)`
 /// when an evaluation is not finite (the caller keeps its tuning).
+#[allow(clippy::too_many_arguments)]
 pub fn measure<D: LogDensity>(
     density: &D,
     theta: &Params,
@@ -585,6 +587,7 @@ pub(crate) struct Warmup<'a> {
 
 impl Warmup<'_> {
     /// Before the step that follows `completed` steps.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn before_step<T, B>(
         &self,
         transform: &T,
@@ -609,7 +612,7 @@ impl Warmup<'_> {
             return Ok(());
         }
         let (eps0, temp) = transform.schedule_at(completed)?;
-        if !(temp > 0.0) {
+        if temp.is_nan() || temp <= 0.0 {
             return Ok(());
         }
         if metric_end && self.config.metric != MetricKind::Identity {
@@ -649,7 +652,20 @@ impl Warmup<'_> {
             return Ok(());
         }
         if let Some(m) = measured {
-            let eps = transform.step_size_for(&m, temp, self.config.target_bias);
+            // The initial buffer only has to bring the chain to the typical
+            // set (its draws are discarded): its step is set by the curvature
+            // alone. Far from the mode the minibatch noise is large, and a
+            // step set by it there left chains short of the posterior, with
+            // windows of drifting draws that froze the metric.
+            let rule = if completed < self.windows.start {
+                Measured {
+                    gradient_noise: 0.0,
+                    ..m
+                }
+            } else {
+                m
+            };
+            let eps = transform.step_size_for(&rule, temp, self.config.target_bias);
             if eps.is_finite() && eps > 0.0 {
                 if let Some(t) = state.tuning_mut() {
                     t.step_scale = eps / eps0;

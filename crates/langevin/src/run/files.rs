@@ -347,3 +347,44 @@ pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value whose serialisation fails half-way, as a write does when the
+    /// disk fills up (issue 15: the error named no file and
+    /// `checkpoint.json.tmp` was left behind).
+    struct FailsHalfWay;
+
+    impl Serialize for FailsHalfWay {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            use serde::ser::{Error as _, SerializeMap};
+            let mut m = s.serialize_map(None)?;
+            m.serialize_entry("written", &vec![1.0; 1000])?;
+            Err(S::Error::custom("No space left on device (os error 28)"))
+        }
+    }
+
+    #[test]
+    fn a_failed_write_names_the_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("langevin-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("checkpoint.json");
+        std::fs::write(&path, "{\"before\": true}\n").unwrap();
+        let err = write_json_atomic(&path, &FailsHalfWay)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checkpoint.json"), "{err}");
+        assert!(err.contains("No space left on device"), "{err}");
+        assert!(!dir.join("checkpoint.json.tmp").exists());
+        // The previous file is untouched.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"before\": true}\n"
+        );
+        write_json_atomic(&path, &serde_json::json!({"after": 1})).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("after"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
