@@ -186,6 +186,7 @@ fn min_ess(s: &Samples) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn sghmc_run<L: LogDensity<Batch = Vec<u32>> + Sync>(
     name: &str,
     dens: &L,

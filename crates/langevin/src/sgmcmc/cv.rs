@@ -236,6 +236,7 @@ mod tests {
     /// Logistic regression on `n` synthetic rows of `d` features (the first
     /// an intercept), prior N(0, 10² I); the batch is a list of row indices.
     /// Returns the density and the data's true weights.
+    #[allow(clippy::type_complexity)]
     fn logistic(
         n: usize,
         d: usize,
