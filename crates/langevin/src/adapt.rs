@@ -4,7 +4,7 @@
 //!
 //! # The preconditioner
 //!
-//! A chain's [`Tuning`] holds a factor `L` of the inverse mass matrix; the
+//! A chain's [`Tuning`](langevin_core::Tuning) holds a factor `L` of the inverse mass matrix; the
 //! sampler runs in the whitened coordinates `z = L⁻¹ θ`
 //! ([`langevin_core::metric`]). The warm-up estimates the posterior
 //! covariance `Σ` of θ and sets `L Lᵀ = Σ / T`: the tempered target then has
@@ -130,7 +130,7 @@ pub struct Measured {
 }
 
 /// A sampler whose step size and preconditioner the warm-up can set: its
-/// state carries a [`Tuning`] ([`TransformState::tuning`]).
+/// state carries a [`Tuning`](langevin_core::Tuning) ([`TransformState::tuning`]).
 pub trait Adaptive: Transform {
     /// The log density it samples.
     type Density: LogDensity<Batch = Self::Batch>;

@@ -19,7 +19,7 @@
 //! ```
 //!
 //! Both are unbiased estimates of the full-data `U(θ)` and `∇U(θ)` whenever
-//! the minibatch estimate is (E_b[U_b] = U: uniform minibatches, or the
+//! the minibatch estimate is (E_b\[U_b\] = U: uniform minibatches, or the
 //! batches of an epoch averaged), because the two terms at θ̂ cancel in
 //! expectation. For a twice differentiable U the gradient's error is
 //! `(∇²U_b − ∇²U)(ξ) (θ − θ̂)`: its variance vanishes as θ → θ̂, instead of
@@ -34,13 +34,13 @@
 //! Cost: two gradient evaluations of the wrapped density per call (at θ and
 //! at θ̂, on the same minibatch), plus one full-data evaluation at
 //! construction. The gradient at θ̂ goes into one scratch buffer of the
-//! per-thread pool ([`crate::scratch`]), so a call allocates nothing once the
+//! per-thread pool (`crate::scratch`), so a call allocates nothing once the
 //! pool is warm.
 //!
 //! Non-finite results: the wrapped density's errors are passed on unchanged,
 //! and a non-finite combined value or gradient is returned as is, so that the
 //! transform reports it as the recoverable
-//! [`Error::NonFiniteLogDensity`](langevin_core::Error::NonFiniteLogDensity)
+//! [`Error::NonFiniteLogDensity`]
 //! with its own step count (the samplers' `grad_at` runs
 //! [`check_finite`]): the run loop counts it as a divergence and leaves the
 //! state untouched. A non-finite value or gradient *at the centre on the full

@@ -17,7 +17,7 @@
 //!
 //! # With a preconditioner
 //!
-//! A state's [`Tuning`](langevin_core::Tuning) (set by the warm-up of
+//! A state's [`Tuning`] (set by the warm-up of
 //! [`crate::adapt`], the identity otherwise) holds a step scale `s` and a
 //! factor `L` of the inverse mass matrix, `M⁻¹ = L Lᵀ` (diagonal or dense).
 //! The update runs in the whitened coordinates `z = L⁻¹ θ`, where the
