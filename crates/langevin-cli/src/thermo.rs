@@ -74,13 +74,7 @@ fn read_matrix(path: &Path) -> anyhow::Result<Mat<f64>> {
         let mut row = Vec::new();
         for (col, field) in line.split(',').enumerate() {
             let f = field.trim();
-            // Long cells are cut in messages.
-            let shown = if f.len() > 40 {
-                let cut = (0..=40).rev().find(|&i| f.is_char_boundary(i)).unwrap_or(0);
-                format!("{}... ({} characters)", &f[..cut], f.len())
-            } else {
-                f.to_string()
-            };
+            let shown = langevin_core::error::shown_cell(f);
             let v: f64 = f.parse().map_err(|_| {
                 bad_input(format!(
                     "{}:{}: column {}: `{shown}` is not a number",

@@ -420,3 +420,45 @@ fn thermo_numbers_out_of_range_are_refused() {
         e.len()
     );
 }
+
+/// A 5 MB cell (or header name) in a data file is cut in the message, for
+/// `fit` as for `thermo`, and no output folder is left.
+#[test]
+fn long_cells_in_data_files_are_cut_in_messages() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    let cell = "7".repeat(5_000_000) + "x";
+    for (name, text, needle) in [
+        (
+            "cell.csv",
+            format!("a,y\n{cell},1\n1,0\n"),
+            "cell.csv:2: column `a`",
+        ),
+        (
+            "header.csv",
+            format!("{cell},{cell},y\n1,1,0\n"),
+            "header.csv",
+        ),
+    ] {
+        let data = write(d, name, text);
+        let out = d.join(format!("out-{name}"));
+        let e = fails(
+            &[
+                "fit",
+                "--data",
+                &data,
+                "--target",
+                "y",
+                "--out",
+                path_str(&out),
+            ],
+            2,
+        );
+        assert!(
+            e.contains(needle) && e.contains("5000001 characters"),
+            "{e}"
+        );
+        assert!(e.len() < 1_000, "{} bytes of message", e.len());
+        assert!(!out.exists(), "{} left behind", out.display());
+    }
+}

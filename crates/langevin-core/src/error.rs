@@ -130,3 +130,31 @@ impl Error {
         }
     }
 }
+
+/// A cell or field of an input file as shown in an error message: whole when
+/// short, else its first 40 characters and its length (a 5 MB cell is not
+/// echoed into a terminal).
+pub fn shown_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 40;
+    if cell.len() <= SHOWN {
+        return std::borrow::Cow::Borrowed(cell);
+    }
+    let cut = (0..=SHOWN)
+        .rev()
+        .find(|&i| cell.is_char_boundary(i))
+        .unwrap_or(0);
+    std::borrow::Cow::Owned(format!("{}... ({} characters)", &cell[..cut], cell.len()))
+}
+
+#[cfg(test)]
+mod shown_cell_tests {
+    use super::shown_cell;
+
+    #[test]
+    fn long_cells_are_cut_at_a_character_boundary() {
+        assert_eq!(shown_cell("1.5x"), "1.5x");
+        let long = "é".repeat(30); // 60 bytes, boundaries every 2
+        let s = shown_cell(&long);
+        assert_eq!(s, format!("{}... (60 characters)", "é".repeat(20)));
+    }
+}

@@ -229,16 +229,31 @@ fn parse<R: Read>(name: &str, reader: R, cols: Columns<'_>) -> Result<Dataset> {
             return Err(data_err(format!("header column {} has no name", j + 1)));
         }
         if header[..j].contains(h) {
-            return Err(data_err(format!("header names column `{h}` twice")));
+            return Err(data_err(format!(
+                "header names column `{}` twice",
+                langevin_core::error::shown_cell(h)
+            )));
         }
     }
+    // The header as listed in messages: long names cut, at most 50 names.
+    let columns_shown = |header: &[String]| {
+        let mut s: Vec<String> = header
+            .iter()
+            .take(50)
+            .map(|h| langevin_core::error::shown_cell(h).into_owned())
+            .collect();
+        if header.len() > 50 {
+            s.push(format!("... ({} columns)", header.len()));
+        }
+        s.join(", ")
+    };
     let target_idx = match cols.target {
         Some(t) => {
             let idx = header.iter().position(|h| h == t);
             if idx.is_none() && cols.require_target {
                 return Err(data_err(format!(
                     "no column named `{t}` (the target); columns are: {}",
-                    header.join(", ")
+                    columns_shown(&header)
                 )));
             }
             idx
@@ -252,7 +267,7 @@ fn parse<R: Read>(name: &str, reader: R, cols: Columns<'_>) -> Result<Dataset> {
                 header.iter().position(|h| h == f).ok_or_else(|| {
                     data_err(format!(
                         "no column named `{f}` (a feature of the model); columns are: {}",
-                        header.join(", ")
+                        columns_shown(&header)
                     ))
                 })
             })
@@ -296,11 +311,17 @@ fn parse<R: Read>(name: &str, reader: R, cols: Columns<'_>) -> Result<Dataset> {
             if s.is_empty() {
                 return Err(bad("empty cell (missing values are not supported)".into()));
             }
-            let v: f64 = s
-                .parse()
-                .map_err(|_| bad(format!("`{s}` is not a number")))?;
+            let v: f64 = s.parse().map_err(|_| {
+                bad(format!(
+                    "`{}` is not a number",
+                    langevin_core::error::shown_cell(s)
+                ))
+            })?;
             if !v.is_finite() {
-                return Err(bad(format!("`{s}` is not a finite number")));
+                return Err(bad(format!(
+                    "`{}` is not a finite number",
+                    langevin_core::error::shown_cell(s)
+                )));
             }
             Ok(v)
         };

@@ -373,15 +373,7 @@ impl Samples {
                 at(line, e.to_string())
             })?;
             let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
-            let cell = |j: usize| -> String {
-                let v = &rec[j];
-                if v.len() > 40 {
-                    let cut = (0..=40).rev().find(|&i| v.is_char_boundary(i)).unwrap_or(0);
-                    format!("{}... ({} characters)", &v[..cut], v.len())
-                } else {
-                    v.to_string()
-                }
-            };
+            let cell = |j: usize| langevin_core::error::shown_cell(&rec[j]);
             let int = |j: usize| -> Result<usize> {
                 rec[j].parse().map_err(|_| {
                     at(
