@@ -315,7 +315,7 @@ fn ou_sample<'py>(
         })
     })?;
     let n = path.times.len();
-    Ok(PyArray1::from_vec(py, path.states).reshape([n, path.dim])?)
+    PyArray1::from_vec(py, path.states).reshape([n, path.dim])
 }
 
 /// Log density of the path `xs` (rows at the times `ts`) given its first state.
