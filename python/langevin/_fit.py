@@ -111,14 +111,14 @@ def fit(
                 argv += [_flag(key), ",".join(str(v) for v in value)]
             else:
                 argv += [_flag(key), str(value)]
-        _langevin.fit_cli(argv)
+        lp = _langevin.fit_cli(argv)
     finally:
         try:
             os.remove(data_path)
             os.rmdir(data_dir)
         except OSError:
             pass
-    return load_run(out)
+    return load_run(out, _log_posterior=lp)
 
 
 def _read_samples(path):
@@ -137,12 +137,14 @@ def _attr(v):
     return v
 
 
-def load_run(dir):
+def load_run(dir, _log_posterior=None):
     """A ``langevin fit`` run folder as an ``arviz.InferenceData``.
 
     * ``posterior``: one variable per parameter (the names of ``samples.csv``),
       dims ``(chain, draw)``;
-    * ``sample_stats``: ``step_size`` (each chain's adapted step size, where
+    * ``sample_stats``: ``lp`` (the log posterior of each draw on the
+      training rows; from :func:`fit` only: a run folder does not keep it),
+      ``step_size`` (each chain's adapted step size, where
       the method has one) and ``diverging`` (all ``False``: the folder keeps
       per-chain divergence counts only, in the attribute ``divergences_per_chain``);
     * attributes: the held-out metrics (``test_accuracy``, ``test_nll``, ...),
@@ -169,6 +171,9 @@ def load_run(dir):
     draws = np.stack([p[:n_draws] for p in per_chain]) if per_chain else np.zeros((0, 0, len(names)))
     posterior = {name: draws[:, :, j] for j, name in enumerate(names)}
     stats = {"diverging": np.zeros((n_chains, n_draws), dtype=bool)}
+    if _log_posterior is not None and len(_log_posterior) == len(rows):
+        lp = np.asarray(_log_posterior, dtype=float)
+        stats["lp"] = np.stack([lp[chain_ids == c][:n_draws] for c in range(n_chains)])
     steps = (summary.get("adaptation") or {}).get("step_size_per_chain")
     if steps is not None and len(steps) == n_chains:
         stats["step_size"] = np.repeat(np.asarray(steps, dtype=float)[:, None], n_draws, axis=1)

@@ -125,20 +125,53 @@ struct FitCommand {
     args: langevin_cli::fit::FitArgs,
 }
 
+/// The log posterior (the model's, on the training rows, in f64) of every
+/// row of the run folder's `samples.csv`, in file order.
+fn draws_log_posterior(
+    d: &langevin_cli::fit::DataArgs,
+    out: &std::path::Path,
+) -> anyhow::Result<Vec<f64>> {
+    use candle_core::{DType, Device};
+    let prep = langevin_cli::fit::data::prepare(d)?;
+    let model = &prep.model;
+    let density = model.density(DType::F64, &Device::Cpu);
+    let batch = model.batch(&prep.train_x, &prep.train_y, DType::F64, &Device::Cpu)?;
+    let text = std::fs::read_to_string(out.join(langevin::run::SAMPLES_FILE))?;
+    let mut lp = Vec::new();
+    for line in text.lines().skip(1) {
+        let values: Vec<f64> = line
+            .split(',')
+            .skip(2)
+            .map(|v| v.parse::<f64>())
+            .collect::<Result<_, _>>()?;
+        let params = Params::new(model.layout().clone(), values)?;
+        lp.push(density.value(&params, &batch)?.0);
+    }
+    Ok(lp)
+}
+
 /// Run `langevin fit` with these command-line arguments (without `fit`),
 /// in-process, on a worker thread, with the GIL released. Ctrl-C (a signal
 /// seen by the calling thread) interrupts the run's samplers at their next
-/// poll and raises `KeyboardInterrupt`.
+/// poll and raises `KeyboardInterrupt`. Returns the log posterior of every
+/// draw (the rows of `samples.csv`) when `--out` is given.
 #[pyfunction]
-fn fit_cli(py: Python<'_>, argv: Vec<String>) -> PyResult<()> {
+fn fit_cli(py: Python<'_>, argv: Vec<String>) -> PyResult<Option<Vec<f64>>> {
     use clap::Parser;
     let cmd = FitCommand::try_parse_from(argv).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let (data_args, out_dir) = (cmd.args.d.clone(), cmd.args.out.clone());
     let (tx, rx) = mpsc::channel();
     let rx = Mutex::new(rx);
     let worker = std::thread::Builder::new()
         .name("langevin-fit".into())
         .spawn(move || {
-            let r = catch_unwind(AssertUnwindSafe(|| langevin_cli::fit::run(cmd.args)));
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                langevin_cli::fit::run(cmd.args)?;
+                match &out_dir {
+                    Some(out) => draws_log_posterior(&data_args, out).map(Some),
+                    None => Ok(None),
+                }
+            }));
             let _ = tx.send(());
             r
         })
@@ -165,7 +198,7 @@ fn fit_cli(py: Python<'_>, argv: Vec<String>) -> PyResult<()> {
         Err(p) => Err(p),
     };
     match result {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(lp)) => Ok(lp),
         Ok(Err(e)) => {
             let msg = format!("{e:#}");
             Err(match langevin_cli::exit::code_for(&e) {

@@ -37,6 +37,11 @@ def test_fit_logistic_inferencedata(cancer, tmp_path):
     assert post["x0"].dims == ("chain", "draw")
     assert post.sizes["chain"] == 2 and post.sizes["draw"] > 10
     assert "step_size" in idata.sample_stats and "diverging" in idata.sample_stats
+    lp = idata.sample_stats["lp"].values
+    assert lp.shape == post["x0"].shape and np.all(np.isfinite(lp)) and np.all(lp < 0)
+    # The log posterior is the model's: the MAP scores higher than the draws on average.
+    m = langevin.fit(X, y, method="map", seed=1, chains=1, steps=600)
+    assert m.sample_stats["lp"].values.max() >= lp.mean()
     attrs = post.attrs
     assert attrs["method"] and attrs["model"] == "logistic"
     assert isinstance(attrs["converged"], bool)
