@@ -137,15 +137,41 @@ fn draws_log_posterior(
     let density = model.density(DType::F64, &Device::Cpu);
     let batch = model.batch(&prep.train_x, &prep.train_y, DType::F64, &Device::Cpu)?;
     let text = std::fs::read_to_string(out.join(langevin::run::SAMPLES_FILE))?;
-    let mut lp = Vec::new();
-    for line in text.lines().skip(1) {
-        let values: Vec<f64> = line
-            .split(',')
-            .skip(2)
-            .map(|v| v.parse::<f64>())
-            .collect::<Result<_, _>>()?;
-        let params = Params::new(model.layout().clone(), values)?;
-        lp.push(density.value(&params, &batch)?.0);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    // Spread over the cores: a full-batch evaluation per draw.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = rows.len().div_ceil(threads).max(1);
+    let parts: Vec<anyhow::Result<Vec<f64>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rows
+            .chunks(chunk)
+            .map(|part| {
+                let (density, batch) = (&density, &batch);
+                scope.spawn(move || -> anyhow::Result<Vec<f64>> {
+                    let mut lp = Vec::with_capacity(part.len());
+                    for line in part {
+                        let values: Vec<f64> = line
+                            .split(',')
+                            .skip(2)
+                            .map(|v| v.parse::<f64>())
+                            .collect::<Result<_, _>>()?;
+                        let params = Params::new(model.layout().clone(), values)?;
+                        lp.push(density.value(&params, batch)?.0);
+                    }
+                    Ok(lp)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a log posterior thread panicked")))
+            })
+            .collect()
+    });
+    let mut lp = Vec::with_capacity(rows.len());
+    for p in parts {
+        lp.extend(p?);
     }
     Ok(lp)
 }
