@@ -15,10 +15,13 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use faer::Mat;
+use langevin::laplace::{DenseHessianConfig, DenseHessianLaplace, DenseLaplaceState};
+use langevin::optim::Optimizer;
 use langevin::sgmcmc::{
     Baoa, BaoaConfig, BaoaState, MomentaInit, Sghmc, SghmcConfig, SghmcState, Sgld, SgldConfig,
     SgldState, Sgnht, SgnhtConfig, SgnhtState,
 };
+use langevin::vi::{DiagVi, DiagViConfig, DiagViState};
 use langevin_core::{
     chain_rng, ChainRng, LogDensity, ParamLayout, Params, Transform, TransformState,
 };
@@ -614,6 +617,8 @@ enum Kind {
     Sghmc(Sghmc<Density>),
     Sgnht(Sgnht<Density>),
     Baoa(Baoa<Density>),
+    ViDiag(DiagVi<Density>),
+    LaplaceHessian(DenseHessianLaplace<Density>),
 }
 
 #[derive(Clone)]
@@ -622,6 +627,8 @@ enum AnyState {
     Sghmc(SghmcState),
     Sgnht(SgnhtState),
     Baoa(BaoaState),
+    ViDiag(DiagViState),
+    LaplaceHessian(DenseLaplaceState),
 }
 
 impl AnyState {
@@ -631,14 +638,16 @@ impl AnyState {
             AnyState::Sghmc(s) => s,
             AnyState::Sgnht(s) => s,
             AnyState::Baoa(s) => s,
+            AnyState::ViDiag(s) => s,
+            AnyState::LaplaceHessian(s) => s,
         }
     }
     fn momenta(&self) -> Option<&[f64]> {
         match self {
-            AnyState::Sgld(_) => None,
             AnyState::Sghmc(s) => Some(&s.momenta),
             AnyState::Sgnht(s) => Some(&s.momenta),
             AnyState::Baoa(s) => Some(&s.momenta),
+            _ => None,
         }
     }
 }
@@ -697,7 +706,34 @@ impl State {
     fn log_posterior(&self) -> f64 {
         self.inner.inner().log_density()
     }
-    /// Momenta, flattened (`None` for SGLD).
+    /// VI: the standard deviations of q, flattened (`None` otherwise).
+    #[getter]
+    fn sd<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f64>>> {
+        match &self.inner {
+            AnyState::ViDiag(s) => Some(PyArray1::from_vec(py, s.sd())),
+            _ => None,
+        }
+    }
+    /// VI: the last NELBO estimate (`None` otherwise).
+    #[getter]
+    fn nelbo(&self) -> Option<f64> {
+        match &self.inner {
+            AnyState::ViDiag(s) => Some(s.nelbo),
+            _ => None,
+        }
+    }
+    /// Laplace: the precision matrix (of the parameters, `(d, d)`), `None` otherwise.
+    #[getter]
+    fn prec<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyArray2<f64>>>> {
+        match &self.inner {
+            AnyState::LaplaceHessian(s) => {
+                let n = (s.prec.len() as f64).sqrt().round() as usize;
+                Ok(Some(PyArray1::from_slice(py, &s.prec).reshape([n, n])?))
+            }
+            _ => Ok(None),
+        }
+    }
+    /// Momenta, flattened (`None` for SGLD, VI and Laplace).
     #[getter]
     fn momenta<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f64>>> {
         self.inner.momenta().map(|m| PyArray1::from_slice(py, m))
@@ -778,6 +814,10 @@ impl PyTransform {
             (Kind::Sghmc(t), AnyState::Sghmc(s)) => t.step(s, batch, &mut state.rng).map(drop),
             (Kind::Sgnht(t), AnyState::Sgnht(s)) => t.step(s, batch, &mut state.rng).map(drop),
             (Kind::Baoa(t), AnyState::Baoa(s)) => t.step(s, batch, &mut state.rng).map(drop),
+            (Kind::ViDiag(t), AnyState::ViDiag(s)) => t.step(s, batch, &mut state.rng).map(drop),
+            (Kind::LaplaceHessian(t), AnyState::LaplaceHessian(s)) => {
+                t.step(s, batch, &mut state.rng).map(drop)
+            }
             _ => {
                 return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                     "a {} state given to a {} transform",
@@ -811,6 +851,8 @@ impl PyTransform {
             Kind::Sghmc(t) => t.init(params, &mut rng).map(AnyState::Sghmc),
             Kind::Sgnht(t) => t.init(params, &mut rng).map(AnyState::Sgnht),
             Kind::Baoa(t) => t.init(params, &mut rng).map(AnyState::Baoa),
+            Kind::ViDiag(t) => t.init(params, &mut rng).map(AnyState::ViDiag),
+            Kind::LaplaceHessian(t) => t.init(params, &mut rng).map(AnyState::LaplaceHessian),
         }
         .map_err(core_err)?;
         Ok(State {
@@ -883,10 +925,12 @@ impl PyTransform {
     }
 }
 
-/// Build an SGMCMC transform: `method` is `sgld`, `sghmc`, `sgnht` or
-/// `baoa`, with posteriors' hyper-parameter names.
+/// Build a transform: `method` is `sgld`, `sghmc`, `sgnht`, `baoa` (with
+/// posteriors' hyper-parameter names), `vi-diag` (Adam with step `lr`,
+/// `n_samples`, `stl`, `init_log_sds`) or `laplace-hessian` (`rescale`,
+/// `init_prec_diag`).
 #[pyfunction]
-#[pyo3(signature = (method, log_posterior, lr, alpha=0.01, beta=0.0, sigma=1.0, temperature=1.0, momenta=None, xi=None))]
+#[pyo3(signature = (method, log_posterior, lr=1e-3, alpha=0.01, beta=0.0, sigma=1.0, temperature=1.0, momenta=None, xi=None, n_samples=1, stl=true, init_log_sds=0.0, rescale=1.0, init_prec_diag=0.0))]
 #[allow(clippy::too_many_arguments)]
 fn build(
     method: &str,
@@ -898,6 +942,11 @@ fn build(
     temperature: f64,
     momenta: Option<f64>,
     xi: Option<f64>,
+    n_samples: usize,
+    stl: bool,
+    init_log_sds: f64,
+    rescale: f64,
+    init_prec_diag: f64,
 ) -> PyResult<PyTransform> {
     if !log_posterior.is_callable() {
         return Err(pyo3::exceptions::PyTypeError::new_err(format!(
@@ -968,9 +1017,35 @@ fn build(
             .map(Kind::Baoa),
             "baoa",
         ),
+        "vi-diag" => (
+            DiagVi::new(
+                d,
+                DiagViConfig {
+                    optimizer: Optimizer::adam(lr),
+                    temperature: temperature.into(),
+                    n_samples,
+                    stick_the_landing: stl,
+                    init_log_sd: init_log_sds,
+                },
+            )
+            .map(Kind::ViDiag),
+            "vi-diag",
+        ),
+        "laplace-hessian" => (
+            DenseHessianLaplace::new(
+                d,
+                DenseHessianConfig {
+                    init_prec_diag,
+                    rescale,
+                    ..DenseHessianConfig::default()
+                },
+            )
+            .map(Kind::LaplaceHessian),
+            "laplace-hessian",
+        ),
         other => {
             return Err(PyValueError::new_err(format!(
-                "unknown method `{other}` (sgld, sghmc, sgnht, baoa)"
+                "unknown method `{other}` (sgld, sghmc, sgnht, baoa, vi-diag, laplace-hessian)"
             )))
         }
     };
