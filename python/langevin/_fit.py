@@ -143,7 +143,8 @@ def load_run(dir, _log_posterior=None):
     * ``posterior``: one variable per parameter (the names of ``samples.csv``),
       dims ``(chain, draw)``;
     * ``sample_stats``: ``lp`` (the log posterior of each draw on the
-      training rows; from :func:`fit` only: a run folder does not keep it),
+      training rows, computed again from the run's data when it can still
+      be found: a bundled set, or the data file at the path the run used),
       ``step_size`` (each chain's adapted step size, where
       the method has one) and ``diverging`` (all ``False``: the folder keeps
       per-chain divergence counts only, in the attribute ``divergences_per_chain``);
@@ -171,6 +172,8 @@ def load_run(dir, _log_posterior=None):
     draws = np.stack([p[:n_draws] for p in per_chain]) if per_chain else np.zeros((0, 0, len(names)))
     posterior = {name: draws[:, :, j] for j, name in enumerate(names)}
     stats = {"diverging": np.zeros((n_chains, n_draws), dtype=bool)}
+    if _log_posterior is None:
+        _log_posterior = _langevin.run_log_posterior(os.path.abspath(dir))
     if _log_posterior is not None and len(_log_posterior) == len(rows):
         lp = np.asarray(_log_posterior, dtype=float)
         stats["lp"] = np.stack([lp[chain_ids == c][:n_draws] for c in range(n_chains)])

@@ -179,6 +179,60 @@ fn draws_log_posterior(
     Ok(lp)
 }
 
+/// The data options of a run folder's `run.json` (its resolved
+/// configuration), to prepare its data again; `None` when they cannot be
+/// read back.
+fn data_args_of(config: &serde_json::Value) -> Option<langevin_cli::fit::DataArgs> {
+    let c = config.as_object()?;
+    let data = c.get("data")?.as_str()?;
+    let data = data.strip_prefix("bundled:").unwrap_or(data);
+    let hidden: Vec<String> = c
+        .get("hidden")
+        .and_then(|h| h.as_array())
+        .map(|h| h.iter().map(|v| v.to_string()).collect())
+        .unwrap_or_default();
+    let json = serde_json::json!({
+        "data": data,
+        "target": c.get("target")?,
+        "model": c.get("model")?,
+        "task": c.get("task")?,
+        "hidden": if hidden.is_empty() { serde_json::Value::Null } else { hidden.join(",").into() },
+        "prior_sd": c.get("prior_sd")?,
+        "noise_sd": c.get("noise_sd").cloned().unwrap_or(serde_json::Value::Null),
+        "batch_size": serde_json::Value::Null,
+        "test_fraction": c.get("test_fraction")?,
+        "seed": c.get("seed")?,
+        "no_standardize": !c.get("standardize")?.as_bool()?,
+    });
+    serde_json::from_value(json).ok()
+}
+
+/// The log posterior of every draw of a `langevin fit` run folder (rows of
+/// `samples.csv`), from its data prepared again as `run.json` says (`None`
+/// when the data cannot be found or no longer gives the run's model and
+/// standardisation). The GIL is released.
+#[pyfunction]
+fn run_log_posterior(py: Python<'_>, dir: std::path::PathBuf) -> Option<Vec<f64>> {
+    py.allow_threads(move || {
+        catch_unwind(AssertUnwindSafe(|| -> Option<Vec<f64>> {
+            let meta = langevin_cli::rundir::read_meta(&dir).ok()?;
+            let d = data_args_of(&meta.config)?;
+            // Quietly: prepare() may print nothing, but check what it gives.
+            let prep = langevin_cli::fit::data::prepare(&d).ok()?;
+            if prep.model.spec() != &meta.model
+                || prep.model.param_names() != meta.param_names.as_slice()
+                || serde_json::to_value(&prep.meta_standardizer).ok()?
+                    != serde_json::to_value(&meta.standardizer).ok()?
+            {
+                return None;
+            }
+            draws_log_posterior(&d, &dir).ok()
+        }))
+        .ok()
+        .flatten()
+    })
+}
+
 /// Run `langevin fit` with these command-line arguments (without `fit`),
 /// in-process, on a worker thread, with the GIL released. Ctrl-C (a signal
 /// seen by the calling thread) interrupts the run's samplers at their next
@@ -1066,6 +1120,7 @@ fn _langevin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("DivergenceError", py.get_type::<DivergenceError>())?;
     m.add_function(wrap_pyfunction!(fit_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(run_log_posterior, m)?)?;
     m.add_function(wrap_pyfunction!(bundled_names, m)?)?;
     m.add_function(wrap_pyfunction!(bundled_load, m)?)?;
     m.add_function(wrap_pyfunction!(diag, m)?)?;

@@ -113,6 +113,8 @@ def test_fit_matches_the_cli(cancer, tmp_path):
         np.testing.assert_array_equal(cli.posterior[v].values, py.posterior[v].values)
     assert cli.posterior.attrs["converged"] == py.posterior.attrs["converged"]
     assert cli.posterior.attrs["test_accuracy"] == py.posterior.attrs["test_accuracy"]
+    # lp of the program's folder, computed again from the bundled set: the same.
+    np.testing.assert_array_equal(cli.sample_stats["lp"].values, py.sample_stats["lp"].values)
 
 
 def test_concurrent_fits(cancer):
