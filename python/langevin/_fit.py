@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -131,6 +132,44 @@ def _read_samples(path):
     return header[2:], rows.reshape(-1, len(header))
 
 
+_INDEXED = re.compile(r"^(.*)\[([0-9]+(?:,[0-9]+)*)\]$")
+
+
+def _group(names, draws):
+    """Variables from the flat parameter names: ``w[0,1]``-style names of one
+    base become one variable shaped by their indices (row-major, complete),
+    any other name a scalar variable."""
+    groups = {}
+    order = []
+    for j, name in enumerate(names):
+        m = _INDEXED.match(name)
+        key = m.group(1) if m else name
+        idx = tuple(int(i) for i in m.group(2).split(",")) if m else None
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append((idx, j))
+    out = {}
+    for key in order:
+        items = groups[key]
+        if any(idx is None for idx, _ in items):
+            if len(items) != 1:
+                raise ValueError(f"samples.csv: parameter `{key}` appears more than once")
+            out[key] = draws[:, :, items[0][1]]
+            continue
+        ndim = {len(idx) for idx, _ in items}
+        shape = tuple(max(idx[k] for idx, _ in items) + 1 for k in range(max(ndim)))
+        if len(ndim) != 1 or len(items) != int(np.prod(shape)) or len({i for i, _ in items}) != len(items):
+            for idx, j in items:  # not a complete array: one variable per name
+                out[names[j]] = draws[:, :, j]
+            continue
+        arr = np.empty(draws.shape[:2] + shape)
+        for idx, j in items:
+            arr[(slice(None), slice(None)) + idx] = draws[:, :, j]
+        out[key] = arr
+    return out
+
+
 def _attr(v):
     if isinstance(v, (dict, list)):
         return json.dumps(v)
@@ -140,8 +179,9 @@ def _attr(v):
 def load_run(dir, _log_posterior=None):
     """A ``langevin fit`` run folder as an ``arviz.InferenceData``.
 
-    * ``posterior``: one variable per parameter (the names of ``samples.csv``),
-      dims ``(chain, draw)``;
+    * ``posterior``: the parameters (the names of ``samples.csv``), dims
+      ``(chain, draw, *shape)``: indexed names (``w[0,1]``, ``x0[2]``) of one
+      base are one array variable, any other name a scalar;
     * ``sample_stats``: ``lp`` (the log posterior of each draw on the
       training rows, computed again from the run's data when it can still
       be found: a bundled set, or the data file at the path the run used),
@@ -170,7 +210,7 @@ def load_run(dir, _log_posterior=None):
     per_chain = [rows[chain_ids == c, 2:] for c in range(n_chains)]
     n_draws = min(len(p) for p in per_chain) if per_chain else 0
     draws = np.stack([p[:n_draws] for p in per_chain]) if per_chain else np.zeros((0, 0, len(names)))
-    posterior = {name: draws[:, :, j] for j, name in enumerate(names)}
+    posterior = _group(names, draws)
     stats = {"diverging": np.zeros((n_chains, n_draws), dtype=bool)}
     if _log_posterior is None:
         _log_posterior = _langevin.run_log_posterior(os.path.abspath(dir))

@@ -76,6 +76,14 @@ def test_fit_linear_and_softmax():
     X, y = langevin.datasets.load("iris")
     idata = langevin.fit(X, y, model="softmax", seed=0, chains=2, **FAST)
     assert idata.posterior.attrs["model"] == "softmax"
+    # indexed names become array variables: x0[0..2] -> x0 with a dim of 3
+    assert idata.posterior["x0"].shape[2:] == (3,)
+    idata = langevin.fit(X, y, model="mlp", hidden=[3], seed=0, chains=2, steps=300)
+    post = idata.posterior
+    assert post["layer0.weight"].shape[2:] == (4, 3) and post["layer1.bias"].shape[2:] == (3,)
+    n = sum(int(np.prod(v.shape[2:])) for v in post.data_vars.values())
+    assert n == 4 * 3 + 3 + 3 * 3 + 3
+    assert len(az.summary(idata)) == n
 
 
 def test_fit_same_seed_identical_and_array_like(cancer):
@@ -163,3 +171,14 @@ def test_load_run_of_fit(cancer, tmp_path):
     b = langevin.load_run(tmp_path / "r")
     np.testing.assert_array_equal(a.posterior["x1"].values, b.posterior["x1"].values)
     assert os.path.isfile(os.path.join(b.posterior.attrs["run_dir"], "samples.csv"))
+
+
+def test_grouping_of_indexed_names():
+    from langevin._fit import _group
+
+    draws = np.arange(2 * 3 * 5, dtype=float).reshape(2, 3, 5)
+    g = _group(["w[0,0]", "w[0,1]", "w[1,0]", "w[1,1]", "b"], draws)
+    assert list(g) == ["w", "b"] and g["w"].shape == (2, 3, 2, 2)
+    np.testing.assert_array_equal(g["w"][:, :, 1, 0], draws[:, :, 2])
+    g = _group(["a[0]", "a[2]", "c[0]", "c[1]", "d"], draws)  # a is incomplete
+    assert list(g) == ["a[0]", "a[2]", "c", "d"]
