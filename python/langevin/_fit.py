@@ -53,8 +53,8 @@ def fit(
     """Bayesian learning on ``X`` (rows x features) and ``y``: ``langevin fit``.
 
     Runs the program's own pipeline in-process, with its defaults, adaptation
-    and convergence rule: the data is written (exactly, as a CSV file) into
-    the run folder ``out`` (default: a temporary folder) and fitted as
+    and convergence rule: the data is written (exactly, as ``data.csv``) into
+    the run folder ``out`` (default: a new temporary folder) and fitted as
     ``langevin fit --data FILE --target y --model MODEL ...``. Any other
     option of ``langevin fit`` is a keyword: ``steps=2000``,
     ``step_size=0.01``, ``until_converged=True`` (``_`` for ``-``; ``True``
@@ -84,41 +84,36 @@ def fit(
     if out is None:
         out = tempfile.mkdtemp(prefix="langevin-fit-")
         os.rmdir(out)
-    out = os.fspath(out)
-    data_dir = tempfile.mkdtemp(prefix="langevin-data-")
-    data_path = os.path.join(data_dir, "data.csv")
-    try:
-        with open(data_path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(feature_names + [target])
-            # repr of a float round-trips exactly: the program reads the same numbers.
-            for row, t in zip(Xa.tolist(), ya.tolist()):
-                w.writerow([repr(v) for v in row] + [repr(t)])
-        argv = ["--data", data_path, "--target", target, "--model", str(model), "--out", out]
-        if method is not None:
-            argv += ["--method", str(method)]
-        if chains is not None:
-            argv += ["--chains", str(int(chains))]
-        if seed is not None:
-            argv += ["--seed", str(int(seed))]
-        options.setdefault("quiet", True)
-        options.setdefault("no_plots", True)
-        for key, value in options.items():
-            if value is None or value is False:
-                continue
-            if value is True:
-                argv.append(_flag(key))
-            elif isinstance(value, (list, tuple)):
-                argv += [_flag(key), ",".join(str(v) for v in value)]
-            else:
-                argv += [_flag(key), str(value)]
-        lp = _langevin.fit_cli(argv)
-    finally:
-        try:
-            os.remove(data_path)
-            os.rmdir(data_dir)
-        except OSError:
-            pass
+    out = os.path.abspath(os.fspath(out))
+    # The data goes into the run folder (kept: `langevin predict`, `--resume`
+    # and `load_run`'s log posterior read it from there).
+    os.makedirs(out, exist_ok=True)
+    data_path = os.path.join(out, "data.csv")
+    with open(data_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(feature_names + [target])
+        # repr of a float round-trips exactly: the program reads the same numbers.
+        for row, t in zip(Xa.tolist(), ya.tolist()):
+            w.writerow([repr(v) for v in row] + [repr(t)])
+    argv = ["--data", data_path, "--target", target, "--model", str(model), "--out", out]
+    if method is not None:
+        argv += ["--method", str(method)]
+    if chains is not None:
+        argv += ["--chains", str(int(chains))]
+    if seed is not None:
+        argv += ["--seed", str(int(seed))]
+    options.setdefault("quiet", True)
+    options.setdefault("no_plots", True)
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(_flag(key))
+        elif isinstance(value, (list, tuple)):
+            argv += [_flag(key), ",".join(str(v) for v in value)]
+        else:
+            argv += [_flag(key), str(value)]
+    lp = _langevin.fit_cli(argv)
     return load_run(out, _log_posterior=lp)
 
 

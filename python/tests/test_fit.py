@@ -182,3 +182,16 @@ def test_grouping_of_indexed_names():
     np.testing.assert_array_equal(g["w"][:, :, 1, 0], draws[:, :, 2])
     g = _group(["a[0]", "a[2]", "c[0]", "c[1]", "d"], draws)  # a is incomplete
     assert list(g) == ["a[0]", "a[2]", "c", "d"]
+
+
+def test_fit_folder_is_self_contained(cancer, tmp_path):
+    X, y, _, _ = cancer
+    a = langevin.fit(X, y, seed=8, chains=2, out=tmp_path / "r", **FAST)
+    assert (tmp_path / "r" / "data.csv").is_file()
+    b = langevin.load_run(tmp_path / "r")  # lp computed again from data.csv
+    np.testing.assert_array_equal(a.sample_stats["lp"].values, b.sample_stats["lp"].values)
+    exe = cli_binary()
+    if exe is not None:  # the program predicts from it
+        out = subprocess.run([exe, "predict", "--run", str(tmp_path / "r"), "--data", str(tmp_path / "r" / "data.csv")],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
