@@ -2,16 +2,16 @@
 
 use clap::{Parser, Subcommand};
 
+// The pipelines shared with the library (`src/lib.rs`, used by the Python
+// package); `crate::fit`, `crate::exit`, ... resolve through these imports.
 #[macro_use]
-mod exit;
+extern crate langevin_cli;
+use langevin_cli::{bail_input, evaluate, exit, fit, rundir, summary};
+
 mod compare;
 mod diagnose;
 mod emt;
-mod evaluate;
-mod fit;
 mod predict;
-mod rundir;
-mod summary;
 mod thermo;
 
 #[derive(Parser)]

@@ -210,6 +210,11 @@ impl SampleRun<'_> {
     }
 }
 
+/// Set by an in-process front end (the Python package, on Ctrl-C) to stop
+/// every sampler run in progress at its next poll ([`Observer::interrupted`],
+/// every 100 steps), as [`langevin::run::Stop::Interrupted`].
+pub static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The progress bar as an observer (hidden with `--quiet`).
 struct Progress {
     bar: ProgressBar,
@@ -242,6 +247,10 @@ impl<S, C> Observer<S, C> for Progress {
 
     fn on_progress(&self, steps: u64) {
         self.bar.inc(steps);
+    }
+
+    fn interrupted(&self) -> bool {
+        INTERRUPT.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn on_check(&mut self, v: &Verdict) {
