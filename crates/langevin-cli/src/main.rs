@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Bayesian learning on a CSV file or a bundled data set (default: bundled iris_virginica).
     Fit(Box<fit::FitArgs>),
+    /// Combine the parts of a run (`fit --chain-range`) into the folder the single run writes.
+    Merge(fit::merge::MergeArgs),
     /// Fit several methods on the same data and tabulate their held-out metrics.
     Compare(compare::CompareArgs),
     /// Posterior predictive of a fitted run for new rows.
@@ -47,6 +49,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Fit(a) => fit::run(*a),
+        Command::Merge(a) => fit::merge::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Diagnose(a) => diagnose::run(a),

@@ -67,6 +67,11 @@ pub enum Error {
     /// An error of one chain of a run.
     #[error("chain {chain}: {source}")]
     InChain { chain: usize, source: Box<Error> },
+
+    /// Another process of a run split over processes failed (the message is
+    /// its error's); every process ends the run with it.
+    #[error("rank {rank}: {message}")]
+    Remote { rank: usize, message: String },
 }
 
 impl Error {

@@ -23,6 +23,7 @@ pub mod args;
 pub mod cv;
 pub mod data;
 pub mod gaussian;
+pub mod merge;
 pub mod nuts;
 pub mod plan;
 pub mod report;
@@ -77,7 +78,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     // `--resume DIR`: every option comes from the checkpoint.
     let (args, saved, resume_lock) = match &args.resume {
         Some(dir) => {
-            if dir.join("summary.json").is_file() {
+            if dir.join("summary.json").is_file() || dir.join(merge::PART_FILE).is_file() {
                 if !args.quiet {
                     eprintln!("{}: the run is already complete", dir.display());
                 }
@@ -121,6 +122,13 @@ pub fn run(args: FitArgs) -> Result<()> {
     let cfg = plan::resolve(&args, &prep)?;
     let config_json = serde_json::to_value(&cfg)?;
     let fingerprint = prep.fingerprint();
+    let chains = match args.chain_range {
+        Some(r) => {
+            merge::check_chain_range(r, &cfg)?;
+            r.range()
+        }
+        None => 0..cfg.chains,
+    };
     let out_dir = args.out.clone().unwrap_or_else(default_out_dir);
     if let Some((s, _)) = &saved {
         if without_data(s.config.clone()) != without_data(config_json.clone())
@@ -155,6 +163,10 @@ pub fn run(args: FitArgs) -> Result<()> {
                 cfg.target
             );
         }
+        let part = match args.chain_range {
+            Some(r) => format!(" (chains {r} only: a part for `langevin merge`)"),
+            None => String::new(),
+        };
         let what = if let Some(u) = &cfg.until {
             format!(
                 "{} chains until converged (every R-hat <= {}, every ESS >= {}; warm-up {}, at most {} steps)",
@@ -171,7 +183,7 @@ pub fn run(args: FitArgs) -> Result<()> {
             )
         };
         eprintln!(
-            "fitting {} ({}) on {} ({} rows: {} train, {} test) with {}: {what}",
+            "fitting {} ({}) on {} ({} rows: {} train, {} test) with {}: {what}{part}",
             cfg.model,
             cfg.task,
             prep.data_name,
@@ -206,7 +218,10 @@ pub fn run(args: FitArgs) -> Result<()> {
         nuts::run(&report, args.threads)?
     } else if cfg.method.is_sampler() {
         let checkpoint = match args.checkpoint_every {
-            Some(every) => Some((every, checkpoint_data(&args, config_json, fingerprint)?)),
+            Some(every) => Some((
+                every,
+                checkpoint_data(&args, config_json.clone(), fingerprint)?,
+            )),
             None => None,
         };
         let sampled = sample::SampleRun {
@@ -217,8 +232,21 @@ pub fn run(args: FitArgs) -> Result<()> {
             threads: args.threads,
             checkpoint,
             resume: saved.is_some(),
+            chains: chains.clone(),
         }
         .run()?;
+        if let Some(r) = args.chain_range {
+            let saved = checkpoint_data(&args, config_json, fingerprint)?;
+            merge::write_part(&out_dir, r, saved, &sampled)?;
+            RunFiles::remove_checkpoint(&out_dir)?;
+            if !args.quiet {
+                println!(
+                    "wrote {} (chains {r}; combine the parts with `langevin merge`)",
+                    out_dir.display()
+                );
+            }
+            return Ok(());
+        }
         report::summarize_and_report(
             &report,
             &sampled.samples,

@@ -35,6 +35,8 @@ pub struct SampleRun<'a> {
     pub checkpoint: Option<(u64, serde_json::Value)>,
     /// Continue the checkpointed run in `out_dir`.
     pub resume: bool,
+    /// The chains to run (`0..cfg.chains`, or a part of the run).
+    pub chains: std::ops::Range<usize>,
 }
 
 /// The draws of a finished sampler run and its divergences per chain.
@@ -151,12 +153,21 @@ impl SampleRun<'_> {
             )?;
             // With control variates every chain starts at their centre (the
             // MAP), where their gradient noise is smallest (Baker et al.).
-            let start = Checkpoint::start(t, &batches, cfg.seed, cfg.chains, |_, rng| {
-                Ok(centre.cloned().unwrap_or_else(|| model.init(rng)))
-            })?;
+            let start =
+                Checkpoint::start_range(t, &batches, cfg.seed, self.chains.clone(), |_, rng| {
+                    Ok(centre.cloned().unwrap_or_else(|| model.init(rng)))
+                })?;
             (files, start, None)
         };
-        let mut observers = (files, Progress::new(self.quiet, cfg));
+        if start.chain_range() != self.chains {
+            anyhow::bail!(
+                "{}: the checkpoint holds chains {:?}, this run is of chains {:?}",
+                self.out_dir.display(),
+                start.chain_range(),
+                self.chains
+            );
+        }
+        let mut observers = (files, Progress::new(self.quiet, cfg, self.chains.len()));
         let out = match cfg.adapt_config() {
             Some(adapt) => langevin::run::run_adaptive(
                 t,
@@ -216,11 +227,11 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(quiet: bool, cfg: &FitConfig) -> Self {
+    fn new(quiet: bool, cfg: &FitConfig, chains: usize) -> Self {
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
-            let pb = ProgressBar::new(cfg.steps / 100 * 100 * cfg.chains as u64);
+            let pb = ProgressBar::new(cfg.steps / 100 * 100 * chains as u64);
             pb.set_style(
                 ProgressStyle::with_template(
                     "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({eta} left) {msg}",
