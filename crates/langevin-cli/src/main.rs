@@ -47,7 +47,19 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command {
+    // Under mpirun (cargo feature `mpi`), MPI lives until the end of `code`.
+    let code = {
+        let _mpi = fit::ranks::start();
+        match run(cli) {
+            Ok(()) => 0,
+            Err(e) => fit::ranks::fail(&e),
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Fit(a) => fit::run(*a),
         Command::Merge(a) => fit::merge::run(a),
         Command::Compare(a) => compare::run(a),
@@ -55,9 +67,5 @@ fn main() {
         Command::Diagnose(a) => diagnose::run(a),
         Command::Thermo(c) => thermo::run(c),
         Command::Emt(c) => emt::run(c),
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(exit::code_for(&e));
     }
 }

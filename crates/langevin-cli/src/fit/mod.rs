@@ -26,6 +26,7 @@ pub mod gaussian;
 pub mod merge;
 pub mod nuts;
 pub mod plan;
+pub mod ranks;
 pub mod report;
 pub mod sample;
 
@@ -75,6 +76,15 @@ pub fn run(args: FitArgs) -> Result<()> {
     if args.threads == Some(0) {
         crate::bail_input!("--threads must be at least 1");
     }
+    // Under mpirun: this process's rank; rank 0 writes the run folder.
+    let team = ranks::team();
+    let root = team.as_ref().is_none_or(|t| t.rank() == 0);
+    if team.is_some() && args.chain_range.is_some() {
+        crate::bail_input!(
+            "--chain-range is for runs without MPI (job arrays); under mpirun every rank \
+             runs its block of the --chains"
+        );
+    }
     // `--resume DIR`: every option comes from the checkpoint.
     let (args, saved, resume_lock) = match &args.resume {
         Some(dir) => {
@@ -87,8 +97,9 @@ pub fn run(args: FitArgs) -> Result<()> {
             if !dir.is_dir() {
                 crate::bail_input!("--resume {}: no such directory", dir.display());
             }
-            // Lock first, so the checkpoint cannot change under us.
-            let lock = lock_run_dir(dir)?;
+            // Lock first, so the checkpoint cannot change under us (rank 0
+            // holds the lock for the job).
+            let lock = if root { Some(lock_run_dir(dir)?) } else { None };
             if !dir.join(langevin::run::CHECKPOINT_FILE).is_file() {
                 crate::bail_input!(
                     "--resume {}: no {} in it; only a run started with --checkpoint-every \
@@ -111,10 +122,12 @@ pub fn run(args: FitArgs) -> Result<()> {
             a.no_plots = args.no_plots;
             a.threads = args.threads;
             a.require_converged |= args.require_converged;
-            (a, Some((saved, steps_done)), Some(lock))
+            (a, Some((saved, steps_done)), lock)
         }
         None => (args, None, None),
     };
+    let mut args = args;
+    args.quiet |= !root;
     if args.checkpoint_every == Some(0) {
         crate::bail_input!("--checkpoint-every must be at least 1");
     }
@@ -152,9 +165,18 @@ pub fn run(args: FitArgs) -> Result<()> {
         }
     }
     // Held until the run ends: no second process writes this directory.
+    if team.is_some() && !cfg.method.is_sampler() || cfg.method == MethodArg::Nuts && team.is_some()
+    {
+        crate::bail_input!(
+            "--method {}: under mpirun only the samplers on the run loop (sgld, sghmc, sgnht, \
+             baoa, map) spread their chains over the ranks",
+            cfg.method.name()
+        );
+    }
     let _lock = match resume_lock {
-        Some(lock) => lock,
-        None => prepare_out_dir(&out_dir)?,
+        Some(lock) => Some(lock),
+        None if root => Some(prepare_out_dir(&out_dir)?),
+        None => None,
     };
     if !args.quiet {
         if args.d.data.is_none() {
@@ -200,7 +222,7 @@ pub fn run(args: FitArgs) -> Result<()> {
             );
         }
     }
-    if saved.is_none() {
+    if saved.is_none() && root {
         write_json_atomic(
             &out_dir.join("run.json"),
             &prep.run_meta(config_json.clone()),
@@ -233,8 +255,13 @@ pub fn run(args: FitArgs) -> Result<()> {
             checkpoint,
             resume: saved.is_some(),
             chains: chains.clone(),
+            team: team.as_deref(),
         }
         .run()?;
+        if !root {
+            // Rank 0 writes the report.
+            return Ok(());
+        }
         if let Some(r) = args.chain_range {
             let saved = checkpoint_data(&args, config_json, fingerprint)?;
             merge::write_part(&out_dir, r, saved, &sampled)?;
