@@ -311,7 +311,14 @@ fn a_failing_rank_ends_the_run_on_every_rank() {
             assert!(matches!(e, Error::InChain { chain: 4, .. }), "{e}");
         } else {
             assert!(
-                matches!(e, Error::Remote { rank: 2, .. }),
+                matches!(
+                    e,
+                    Error::Remote {
+                        rank: 2,
+                        bad_input: true,
+                        ..
+                    }
+                ),
                 "rank {rank}: {e}"
             );
             assert!(e.to_string().contains("chain 4"), "{e}");

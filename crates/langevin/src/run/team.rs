@@ -114,15 +114,17 @@ struct WireDraw {
 struct Report<S, C> {
     draws: Vec<WireDraw>,
     chains: Vec<Chain<S, C>>,
-    error: Option<String>,
+    /// The message and whether it is bad input.
+    error: Option<(String, bool)>,
     interrupted: bool,
 }
 
 /// What rank 0 decides after a round.
 #[derive(Serialize, Deserialize, Default)]
 struct Decision {
-    /// The rank whose error ends the run, and the message.
-    error: Option<(usize, String)>,
+    /// The rank whose error ends the run, the message, and whether it is
+    /// bad input.
+    error: Option<(usize, String, bool)>,
     interrupted: bool,
     stop: Option<Stop>,
     converged: bool,
@@ -331,7 +333,7 @@ where
             error: match r {
                 Ok(()) => None,
                 Err(e) => {
-                    let msg = e.to_string();
+                    let msg = (e.to_string(), e.is_bad_input());
                     own_error = Some(e);
                     Some(msg)
                 }
@@ -358,7 +360,7 @@ where
                     Ok(()) => {}
                     Err(e) => {
                         if d.error.is_none() {
-                            d.error = Some((0, e.to_string()));
+                            d.error = Some((0, e.to_string(), e.is_bad_input()));
                         }
                         root_error = Some(e);
                     }
@@ -373,13 +375,17 @@ where
             Vec::new()
         };
         let decision: Decision = serde_json::from_slice(&team.broadcast(bytes)?).map_err(wire)?;
-        if let Some((r, message)) = decision.error {
+        if let Some((r, message, bad_input)) = decision.error {
             if r == rank {
                 if let Some(e) = own_error.or(root_error) {
                     return Err(e);
                 }
             }
-            return Err(Error::Remote { rank: r, message });
+            return Err(Error::Remote {
+                rank: r,
+                message,
+                bad_input,
+            });
         }
         if decision.interrupted {
             stop = Some(Stop::Interrupted);
@@ -475,8 +481,8 @@ where
     for (r, bytes) in all.iter().enumerate() {
         let rep: Report<S, C> = serde_json::from_slice(bytes).map_err(wire)?;
         if d.error.is_none() {
-            if let Some(e) = rep.error {
-                d.error = Some((r, e));
+            if let Some((e, bad)) = rep.error {
+                d.error = Some((r, e, bad));
             }
         }
         d.interrupted |= rep.interrupted;
