@@ -95,6 +95,9 @@ pub fn chains_of(rank: usize, size: usize, chains: usize) -> std::ops::Range<usi
     at(rank.min(size))..at((rank + 1).min(size))
 }
 
+/// Rank 0's view of the whole run: every chain's checkpoint and draws.
+type Whole<S, C> = (Checkpoint<S, C>, Samples);
+
 /// A draw on the wire (values as bits: exact, and NaN-safe).
 #[derive(Serialize, Deserialize)]
 struct WireDraw {
@@ -230,7 +233,7 @@ where
     let mine = chains_of(rank, size, n);
     let mut ck = global.slice(base + mine.start..base + mine.end)?;
     // Rank 0 keeps the whole run's checkpoint and draws.
-    let mut whole: Option<(Checkpoint<T::State, B::Cursor>, Samples)> = None;
+    let mut whole: Option<Whole<T::State, B::Cursor>> = None;
     if root {
         let samples = previous.unwrap_or_else(|| Samples::new(names.clone(), n));
         if samples.chains.len() != n || samples.dim() != dim {
@@ -532,7 +535,7 @@ where
     if let Some(until) = &config.until {
         let at_check = config
             .check_every()
-            .is_some_and(|c| gck.steps_done % c == 0)
+            .is_some_and(|c| gck.steps_done.is_multiple_of(c))
             || gck.steps_done == config.steps;
         if at_check && gck.steps_done >= config.thinning.burn_in {
             while samples.min_draws() > until.max_draws {
