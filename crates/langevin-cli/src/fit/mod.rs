@@ -89,7 +89,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     let (args, saved, resume_lock) = match &args.resume {
         Some(dir) => {
             if dir.join("summary.json").is_file() || dir.join(merge::PART_FILE).is_file() {
-                if !args.quiet {
+                if !args.quiet && root {
                     eprintln!("{}: the run is already complete", dir.display());
                 }
                 return Ok(());
@@ -165,8 +165,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         }
     }
     // Held until the run ends: no second process writes this directory.
-    if team.is_some() && !cfg.method.is_sampler() || cfg.method == MethodArg::Nuts && team.is_some()
-    {
+    if team.is_some() && (!cfg.method.is_sampler() || cfg.method == MethodArg::Nuts) {
         crate::bail_input!(
             "--method {}: under mpirun only the samplers on the run loop (sgld, sghmc, sgnht, \
              baoa, map) spread their chains over the ranks",

@@ -188,7 +188,12 @@ impl SampleRun<'_> {
                 self.chains
             );
         }
-        let mut observers = (files, Progress::new(self.quiet, cfg, self.chains.len()));
+        // Rank 0's progress bar counts the steps of its own chains.
+        let shown = match self.team {
+            Some(t) => langevin::run::chains_of(0, t.size(), self.chains.len()).len(),
+            None => self.chains.len(),
+        };
+        let mut observers = (files, Progress::new(self.quiet, cfg, shown));
         let out = match (cfg.adapt_config(), self.team) {
             (adapt, Some(team)) => {
                 let out = langevin::run::run_team(
@@ -305,6 +310,8 @@ impl<B: BatchSource> BatchSource for Failing<B> {
 /// The progress bar as an observer (hidden with `--quiet`).
 struct Progress {
     bar: ProgressBar,
+    /// Steps per chain.
+    steps: u64,
 }
 
 impl Progress {
@@ -321,14 +328,17 @@ impl Progress {
             );
             pb
         };
-        Self { bar }
+        Self {
+            bar,
+            steps: cfg.steps,
+        }
     }
 }
 
 impl<S, C> Observer<S, C> for Progress {
-    fn on_start(&mut self, info: &RunInfo<'_>, start: &Checkpoint<S, C>) -> langevin::Result<()> {
-        self.bar
-            .inc(start.steps_done / 100 * 100 * info.chains as u64);
+    fn on_start(&mut self, _info: &RunInfo<'_>, start: &Checkpoint<S, C>) -> langevin::Result<()> {
+        let shown = self.bar.length().unwrap_or(0) / (self.steps / 100 * 100).max(1);
+        self.bar.inc(start.steps_done / 100 * 100 * shown);
         Ok(())
     }
 
