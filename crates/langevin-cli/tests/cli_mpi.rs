@@ -224,3 +224,95 @@ fn bad_input_ends_the_job_without_a_hang() {
         "{err}"
     );
 }
+
+/// The processes whose parent is `parent` (from /proc).
+fn children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        if rest.split_whitespace().nth(1) == Some(&parent.to_string()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_the_run_resumes() {
+    let tmp = tempdir();
+    let run = [
+        "--steps",
+        "40000",
+        "--chains",
+        "4",
+        "--seed",
+        "8",
+        "--quiet",
+        "--no-plots",
+    ];
+    let single = tmp.path().join("single");
+    ok(&[&["fit"][..], &run, &["--out", path_str(&single)]].concat());
+    let dir = tmp.path().join("killed");
+    let d = path_str(&dir);
+    let mut mpirun = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .arg(env!("CARGO_BIN_EXE_langevin"))
+        .args(
+            [
+                &["fit"][..],
+                &run,
+                &["--out", d, "--checkpoint-every", "2000"],
+            ]
+            .concat(),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start mpirun: these tests need Open MPI");
+    let started = common::wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(dir.join("checkpoint.json"))
+            .map(|t| !t.contains("\"steps_done\": 0,"))
+            .unwrap_or(false)
+    });
+    assert!(started, "no checkpoint past step 0");
+    let ranks: Vec<u32> = children(mpirun.id())
+        .into_iter()
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .map(|c| c.contains("langevin"))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(!ranks.is_empty(), "no rank processes under mpirun");
+    let killed = Command::new("kill")
+        .args(["-9", &ranks[ranks.len() - 1].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The job ends (no rank waits forever) with a failure.
+    let ended = common::wait_until(Duration::from_secs(60), || {
+        mpirun.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = mpirun.kill();
+        panic!("mpirun did not end after a rank was killed");
+    }
+    let status = mpirun.wait().unwrap();
+    assert!(
+        !dir.join("summary.json").exists(),
+        "the run finished before the kill landed"
+    );
+    assert!(!status.success());
+    // The last checkpoint resumes, here without mpirun.
+    ok(&["fit", "--resume", d, "--quiet", "--no-plots"]);
+    assert_same_run(&single, &dir, &["samples.csv", "run.json"]);
+}
