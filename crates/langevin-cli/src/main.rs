@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Bayesian learning on a CSV file or a bundled data set (default: bundled iris_virginica).
     Fit(Box<fit::FitArgs>),
+    /// Combine the parts of a run (`fit --chain-range`) into the folder the single run writes.
+    Merge(fit::merge::MergeArgs),
     /// Fit several methods on the same data and tabulate their held-out metrics.
     Compare(compare::CompareArgs),
     /// Posterior predictive of a fitted run for new rows.
@@ -45,16 +47,25 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command {
+    // Under mpirun (cargo feature `mpi`), MPI lives until the end of `code`.
+    let code = {
+        let _mpi = fit::ranks::start();
+        match run(cli) {
+            Ok(()) => 0,
+            Err(e) => fit::ranks::fail(&e),
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Fit(a) => fit::run(*a),
+        Command::Merge(a) => fit::merge::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Diagnose(a) => diagnose::run(a),
         Command::Thermo(c) => thermo::run(c),
         Command::Emt(c) => emt::run(c),
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(exit::code_for(&e));
     }
 }

@@ -67,6 +67,16 @@ pub enum Error {
     /// An error of one chain of a run.
     #[error("chain {chain}: {source}")]
     InChain { chain: usize, source: Box<Error> },
+
+    /// Another process of a run split over processes failed (the message is
+    /// its error's, `bad_input` its [`Error::is_bad_input`]); every process
+    /// ends the run with it.
+    #[error("rank {rank}: {message}")]
+    Remote {
+        rank: usize,
+        message: String,
+        bad_input: bool,
+    },
 }
 
 impl Error {
@@ -89,6 +99,9 @@ impl Error {
     /// a size, a file, data, a saved run) rather than a failure of the
     /// computation: front ends map it to their "bad input" exit.
     pub fn is_bad_input(&self) -> bool {
+        if let Error::Remote { bad_input, .. } = self.root() {
+            return *bad_input;
+        }
         matches!(
             self.root(),
             Error::InvalidConfig { .. }

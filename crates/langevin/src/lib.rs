@@ -12,6 +12,9 @@ pub use langevin_core::{
     chain_rng, ChainRng, Error, FnDensity, LogDensity, ParamLayout, Params, Result, Schedule,
     Transform, TransformState,
 };
+/// rsmpi (cargo feature `mpi`): `langevin::mpi::initialize()` starts MPI.
+#[cfg(feature = "mpi")]
+pub use mpi;
 
 pub mod adapt;
 pub mod curvature;

@@ -331,6 +331,17 @@ impl Samples {
 
     /// [`Samples::read_csv`] of the first `len` bytes of the file (`None`: all).
     pub fn read_csv_prefix(path: impl AsRef<Path>, len: Option<u64>) -> Result<Self> {
+        Self::read_csv_from_chain(path, len, 0)
+    }
+
+    /// [`Samples::read_csv_prefix`] of a part of a run whose chains are
+    /// numbered from `first_chain` (`first_chain, first_chain + 1, ...`):
+    /// chain `first_chain + i` of the file is `chains[i]` of the result.
+    pub fn read_csv_from_chain(
+        path: impl AsRef<Path>,
+        len: Option<u64>,
+        first_chain: usize,
+    ) -> Result<Self> {
         let path = path.as_ref();
         let name = path.display().to_string();
         let file = File::open(path).map_err(|e| io_err(path, e))?;
@@ -387,6 +398,12 @@ impl Samples {
             if chain > 100_000 {
                 return Err(at(line, format!("chain index {chain} is too large")));
             }
+            let Some(chain) = chain.checked_sub(first_chain) else {
+                return Err(at(
+                    line,
+                    format!("chain {chain} is not in this part of the run (its chains start at {first_chain})"),
+                ));
+            };
             let mut vals = Vec::with_capacity(names.len());
             for j in 2..rec.len() {
                 let v = rec[j].parse::<f64>().map_err(|_| {
@@ -418,6 +435,7 @@ impl Samples {
         for (chain, draw, line, vals) in rows {
             let tr = &mut samples.chains[chain];
             if draw != tr.n_draws() {
+                let chain = chain + first_chain;
                 return Err(at(
                     line,
                     format!(
@@ -433,7 +451,11 @@ impl Samples {
             return Err(Error::Io {
                 path: name,
                 line: None,
-                message: format!("chain {c} has no draws (chains must be numbered 0, 1, ...)"),
+                message: format!(
+                    "chain {} has no draws (chains must be numbered {first_chain}, {}, ...)",
+                    c + first_chain,
+                    first_chain + 1
+                ),
             });
         }
         Ok(samples)

@@ -223,6 +223,12 @@ pub struct FitArgs {
     /// Number of chains, run in parallel (default 4; 1 for map).
     #[arg(long)]
     pub chains: Option<usize>,
+    /// Run only chains A..B (0-based, B excluded) of the --chains C run, as
+    /// one job of a job array: each chain's draws are those of the whole
+    /// run; the folder is a part for `langevin merge`. Needs --steps.
+    #[arg(long, value_name = "A..B")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_range: Option<ChainRange>,
     /// Output directory (default: runs/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -272,6 +278,7 @@ impl Default for FitArgs {
             require_converged: false,
             thin: None,
             chains: None,
+            chain_range: None,
             out: None,
             max_divergences: 100,
             no_plots: false,
@@ -281,6 +288,42 @@ impl Default for FitArgs {
             resume: None,
             cv: super::cv::CvArgs::default(),
         }
+    }
+}
+
+/// `--chain-range A..B`: chains `A, A + 1, ..., B - 1` of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainRange {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl ChainRange {
+    /// The chains as a range.
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start..self.end
+    }
+}
+
+impl std::fmt::Display for ChainRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..{}", self.start, self.end)
+    }
+}
+
+impl std::str::FromStr for ChainRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a range of chains A..B (for example 0..2)");
+        let (a, b) = s.split_once("..").ok_or_else(bad)?;
+        let start: usize = a.trim().parse().map_err(|_| bad())?;
+        let end: usize = b.trim().parse().map_err(|_| bad())?;
+        if start >= end {
+            return Err(format!(
+                "`{s}`: the range of chains is empty (A must be below B)"
+            ));
+        }
+        Ok(Self { start, end })
     }
 }
 
@@ -304,6 +347,7 @@ const RESUME_CONFLICTS: &[&str] = &[
     "target_rhat",
     "thin",
     "chains",
+    "chain_range",
     "batch_size",
     "test_fraction",
     "seed",

@@ -23,8 +23,10 @@ pub mod args;
 pub mod cv;
 pub mod data;
 pub mod gaussian;
+pub mod merge;
 pub mod nuts;
 pub mod plan;
+pub mod ranks;
 pub mod report;
 pub mod sample;
 
@@ -74,11 +76,20 @@ pub fn run(args: FitArgs) -> Result<()> {
     if args.threads == Some(0) {
         crate::bail_input!("--threads must be at least 1");
     }
+    // Under mpirun: this process's rank; rank 0 writes the run folder.
+    let team = ranks::team();
+    let root = team.as_ref().is_none_or(|t| t.rank() == 0);
+    if team.is_some() && args.chain_range.is_some() {
+        crate::bail_input!(
+            "--chain-range is for runs without MPI (job arrays); under mpirun every rank \
+             runs its block of the --chains"
+        );
+    }
     // `--resume DIR`: every option comes from the checkpoint.
     let (args, saved, resume_lock) = match &args.resume {
         Some(dir) => {
-            if dir.join("summary.json").is_file() {
-                if !args.quiet {
+            if dir.join("summary.json").is_file() || dir.join(merge::PART_FILE).is_file() {
+                if !args.quiet && root {
                     eprintln!("{}: the run is already complete", dir.display());
                 }
                 return Ok(());
@@ -86,8 +97,9 @@ pub fn run(args: FitArgs) -> Result<()> {
             if !dir.is_dir() {
                 crate::bail_input!("--resume {}: no such directory", dir.display());
             }
-            // Lock first, so the checkpoint cannot change under us.
-            let lock = lock_run_dir(dir)?;
+            // Lock first, so the checkpoint cannot change under us (rank 0
+            // holds the lock for the job).
+            let lock = if root { Some(lock_run_dir(dir)?) } else { None };
             if !dir.join(langevin::run::CHECKPOINT_FILE).is_file() {
                 crate::bail_input!(
                     "--resume {}: no {} in it; only a run started with --checkpoint-every \
@@ -110,10 +122,12 @@ pub fn run(args: FitArgs) -> Result<()> {
             a.no_plots = args.no_plots;
             a.threads = args.threads;
             a.require_converged |= args.require_converged;
-            (a, Some((saved, steps_done)), Some(lock))
+            (a, Some((saved, steps_done)), lock)
         }
         None => (args, None, None),
     };
+    let mut args = args;
+    args.quiet |= !root;
     if args.checkpoint_every == Some(0) {
         crate::bail_input!("--checkpoint-every must be at least 1");
     }
@@ -121,6 +135,13 @@ pub fn run(args: FitArgs) -> Result<()> {
     let cfg = plan::resolve(&args, &prep)?;
     let config_json = serde_json::to_value(&cfg)?;
     let fingerprint = prep.fingerprint();
+    let chains = match args.chain_range {
+        Some(r) => {
+            merge::check_chain_range(r, &cfg)?;
+            r.range()
+        }
+        None => 0..cfg.chains,
+    };
     let out_dir = args.out.clone().unwrap_or_else(default_out_dir);
     if let Some((s, _)) = &saved {
         if without_data(s.config.clone()) != without_data(config_json.clone())
@@ -144,9 +165,17 @@ pub fn run(args: FitArgs) -> Result<()> {
         }
     }
     // Held until the run ends: no second process writes this directory.
+    if team.is_some() && (!cfg.method.is_sampler() || cfg.method == MethodArg::Nuts) {
+        crate::bail_input!(
+            "--method {}: under mpirun only the samplers on the run loop (sgld, sghmc, sgnht, \
+             baoa, map) spread their chains over the ranks",
+            cfg.method.name()
+        );
+    }
     let _lock = match resume_lock {
-        Some(lock) => lock,
-        None => prepare_out_dir(&out_dir)?,
+        Some(lock) => Some(lock),
+        None if root => Some(prepare_out_dir(&out_dir)?),
+        None => None,
     };
     if !args.quiet {
         if args.d.data.is_none() {
@@ -155,6 +184,10 @@ pub fn run(args: FitArgs) -> Result<()> {
                 cfg.target
             );
         }
+        let part = match args.chain_range {
+            Some(r) => format!(" (chains {r} only: a part for `langevin merge`)"),
+            None => String::new(),
+        };
         let what = if let Some(u) = &cfg.until {
             format!(
                 "{} chains until converged (every R-hat <= {}, every ESS >= {}; warm-up {}, at most {} steps)",
@@ -171,7 +204,7 @@ pub fn run(args: FitArgs) -> Result<()> {
             )
         };
         eprintln!(
-            "fitting {} ({}) on {} ({} rows: {} train, {} test) with {}: {what}",
+            "fitting {} ({}) on {} ({} rows: {} train, {} test) with {}: {what}{part}",
             cfg.model,
             cfg.task,
             prep.data_name,
@@ -188,7 +221,7 @@ pub fn run(args: FitArgs) -> Result<()> {
             );
         }
     }
-    if saved.is_none() {
+    if saved.is_none() && root {
         write_json_atomic(
             &out_dir.join("run.json"),
             &prep.run_meta(config_json.clone()),
@@ -206,7 +239,10 @@ pub fn run(args: FitArgs) -> Result<()> {
         nuts::run(&report, args.threads)?
     } else if cfg.method.is_sampler() {
         let checkpoint = match args.checkpoint_every {
-            Some(every) => Some((every, checkpoint_data(&args, config_json, fingerprint)?)),
+            Some(every) => Some((
+                every,
+                checkpoint_data(&args, config_json.clone(), fingerprint)?,
+            )),
             None => None,
         };
         let sampled = sample::SampleRun {
@@ -217,8 +253,26 @@ pub fn run(args: FitArgs) -> Result<()> {
             threads: args.threads,
             checkpoint,
             resume: saved.is_some(),
+            chains: chains.clone(),
+            team: team.as_deref(),
         }
         .run()?;
+        if !root {
+            // Rank 0 writes the report.
+            return Ok(());
+        }
+        if let Some(r) = args.chain_range {
+            let saved = checkpoint_data(&args, config_json, fingerprint)?;
+            merge::write_part(&out_dir, r, saved, &sampled)?;
+            RunFiles::remove_checkpoint(&out_dir)?;
+            if !args.quiet {
+                println!(
+                    "wrote {} (chains {r}; combine the parts with `langevin merge`)",
+                    out_dir.display()
+                );
+            }
+            return Ok(());
+        }
         report::summarize_and_report(
             &report,
             &sampled.samples,

@@ -10,7 +10,8 @@ use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 use langevin::adapt::Adaptive;
 use langevin::run::{
-    Checkpoint, Observer, RunFiles, RunInfo, Samples, ShuffledIndices, Stop, Thinning, Verdict,
+    BatchRef, BatchSource, Checkpoint, Observer, RunFiles, RunInfo, Samples, ShuffledIndices, Stop,
+    Team, Thinning, Verdict,
 };
 use langevin::sgmcmc::{
     Baoa, BaoaConfig, MomentaInit, Sghmc, SghmcConfig, Sgld, SgldConfig, Sgnht, SgnhtConfig,
@@ -35,6 +36,10 @@ pub struct SampleRun<'a> {
     pub checkpoint: Option<(u64, serde_json::Value)>,
     /// Continue the checkpointed run in `out_dir`.
     pub resume: bool,
+    /// The chains to run (`0..cfg.chains`, or a part of the run).
+    pub chains: std::ops::Range<usize>,
+    /// Under mpirun: the ranks that share the chains (rank 0 writes).
+    pub team: Option<&'a dyn Team>,
 }
 
 /// The draws of a finished sampler run and its divergences per chain.
@@ -131,10 +136,28 @@ impl SampleRun<'_> {
             DType::F32,
             &Device::Cpu,
         )?;
-        let batches = Minibatches::new(full, cfg.batch_size)?;
+        let batches = Failing {
+            inner: Minibatches::new(full, cfg.batch_size)?,
+            from: failing_from(self.team),
+        };
         let config = cfg.run_config(self.checkpoint.as_ref().map(|c| c.0), self.threads);
         let names = model.param_names().to_vec();
         let n_train = cfg.n_train;
+        if let Some(team) = self.team.filter(|t| t.rank() > 0) {
+            // Another rank: its block of the chains, nothing written.
+            let out = langevin::run::run_team(
+                t,
+                &batches,
+                &config,
+                cfg.adapt_config().as_ref(),
+                None,
+                None,
+                &mut (),
+                team,
+            );
+            super::ranks::team_done();
+            return self.finish(out?);
+        }
         let (files, start, previous) = if self.resume {
             let (files, start, previous) = RunFiles::resume::<T::State, ShuffledIndices>(
                 self.out_dir,
@@ -151,14 +174,42 @@ impl SampleRun<'_> {
             )?;
             // With control variates every chain starts at their centre (the
             // MAP), where their gradient noise is smallest (Baker et al.).
-            let start = Checkpoint::start(t, &batches, cfg.seed, cfg.chains, |_, rng| {
-                Ok(centre.cloned().unwrap_or_else(|| model.init(rng)))
-            })?;
+            let start =
+                Checkpoint::start_range(t, &batches, cfg.seed, self.chains.clone(), |_, rng| {
+                    Ok(centre.cloned().unwrap_or_else(|| model.init(rng)))
+                })?;
             (files, start, None)
         };
-        let mut observers = (files, Progress::new(self.quiet, cfg));
-        let out = match cfg.adapt_config() {
-            Some(adapt) => langevin::run::run_adaptive(
+        if start.chain_range() != self.chains {
+            anyhow::bail!(
+                "{}: the checkpoint holds chains {:?}, this run is of chains {:?}",
+                self.out_dir.display(),
+                start.chain_range(),
+                self.chains
+            );
+        }
+        // Rank 0's progress bar counts the steps of its own chains.
+        let shown = match self.team {
+            Some(t) => langevin::run::chains_of(0, t.size(), self.chains.len()).len(),
+            None => self.chains.len(),
+        };
+        let mut observers = (files, Progress::new(self.quiet, cfg, shown));
+        let out = match (cfg.adapt_config(), self.team) {
+            (adapt, Some(team)) => {
+                let out = langevin::run::run_team(
+                    t,
+                    &batches,
+                    &config,
+                    adapt.as_ref(),
+                    Some(start),
+                    previous,
+                    &mut observers,
+                    team,
+                );
+                super::ranks::team_done();
+                out
+            }
+            (Some(adapt), None) => langevin::run::run_adaptive(
                 t,
                 &batches,
                 &config,
@@ -167,10 +218,17 @@ impl SampleRun<'_> {
                 previous,
                 &mut observers,
             ),
-            None => langevin::run::run(t, &batches, &config, start, previous, &mut observers),
+            (None, None) => {
+                langevin::run::run(t, &batches, &config, start, previous, &mut observers)
+            }
         };
         observers.1.bar.finish_and_clear();
-        let out = out?;
+        self.finish(out?)
+    }
+
+    /// The run's end: a divergence stop is an error (exit code 3).
+    fn finish<S: TransformState>(&self, out: langevin::run::RunOutput<S>) -> Result<Sampled> {
+        let names = self.prep.model.param_names().to_vec();
         if let Some(Stop::Divergences { limit, .. }) = &out.stop {
             let all_diverged = out
                 .divergences
@@ -215,17 +273,58 @@ impl SampleRun<'_> {
 /// every 100 steps), as [`langevin::run::Stop::Interrupted`].
 pub static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The step from which the batches of this rank fail: a fault injected by
+/// the tests of runs under mpirun (`LANGEVIN_TEST_FAIL_RANK=R`: rank R's
+/// chains fail after 1000 steps), `None` otherwise.
+fn failing_from(team: Option<&dyn Team>) -> Option<u64> {
+    let rank: usize = std::env::var("LANGEVIN_TEST_FAIL_RANK")
+        .ok()?
+        .parse()
+        .ok()?;
+    (team?.rank() == rank).then_some(1000)
+}
+
+/// The batch source, which fails from step `from` on (see [`failing_from`]).
+struct Failing<B> {
+    inner: B,
+    from: Option<u64>,
+}
+
+impl<B: BatchSource> BatchSource for Failing<B> {
+    type Batch = B::Batch;
+    type Cursor = B::Cursor;
+    fn cursor(&self, chain: usize) -> B::Cursor {
+        self.inner.cursor(chain)
+    }
+    fn next<'a>(
+        &'a self,
+        chain: usize,
+        step: u64,
+        cursor: &mut B::Cursor,
+        rng: &mut langevin_core::ChainRng,
+    ) -> langevin::Result<BatchRef<'a, B::Batch>> {
+        if self.from.is_some_and(|f| step >= f) {
+            return Err(langevin_core::Error::Data(format!(
+                "injected failure of chain {chain} at step {step} (LANGEVIN_TEST_FAIL_RANK)"
+            )));
+        }
+        self.inner.next(chain, step, cursor, rng)
+    }
+}
+
 /// The progress bar as an observer (hidden with `--quiet`).
 struct Progress {
     bar: ProgressBar,
+    /// Steps per chain.
+    steps: u64,
 }
 
 impl Progress {
-    fn new(quiet: bool, cfg: &FitConfig) -> Self {
+    fn new(quiet: bool, cfg: &FitConfig, chains: usize) -> Self {
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
-            let pb = ProgressBar::new(cfg.steps / 100 * 100 * cfg.chains as u64);
+            let pb = ProgressBar::new(cfg.steps / 100 * 100 * chains as u64);
             pb.set_style(
                 ProgressStyle::with_template(
                     "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({eta} left) {msg}",
@@ -234,14 +333,17 @@ impl Progress {
             );
             pb
         };
-        Self { bar }
+        Self {
+            bar,
+            steps: cfg.steps,
+        }
     }
 }
 
 impl<S, C> Observer<S, C> for Progress {
-    fn on_start(&mut self, info: &RunInfo<'_>, start: &Checkpoint<S, C>) -> langevin::Result<()> {
-        self.bar
-            .inc(start.steps_done / 100 * 100 * info.chains as u64);
+    fn on_start(&mut self, _info: &RunInfo<'_>, start: &Checkpoint<S, C>) -> langevin::Result<()> {
+        let shown = self.bar.length().unwrap_or(0) / (self.steps / 100 * 100).max(1);
+        self.bar.inc(start.steps_done / 100 * 100 * shown);
         Ok(())
     }
 

@@ -59,6 +59,8 @@ struct CheckpointFile<S, C> {
     chains: Vec<Chain<S, C>>,
     #[serde(default)]
     thin: Option<u64>,
+    #[serde(default)]
+    first_chain: usize,
 }
 
 /// The part of `checkpoint.json` that does not depend on the transform.
@@ -77,6 +79,8 @@ pub struct RunFiles {
     writer: CsvDrawWriter,
     /// `Some`: write checkpoints holding this.
     user: Option<serde_json::Value>,
+    /// The run index of the first chain written (set by `on_start`).
+    first_chain: usize,
 }
 
 impl RunFiles {
@@ -95,6 +99,7 @@ impl RunFiles {
             names: names.to_vec(),
             writer,
             user: checkpoint_user,
+            first_chain: 0,
         })
     }
 
@@ -133,6 +138,7 @@ impl RunFiles {
             steps_done: file.steps_done,
             chains: file.chains,
             thin: file.thin,
+            first_chain: file.first_chain,
         };
         ck.validate(config, names.len(), &shown)?;
         for (k, ch) in ck.chains.iter().enumerate() {
@@ -149,7 +155,7 @@ impl RunFiles {
         let samples = if ck.chains.iter().all(|c| c.draws == 0) {
             Samples::new(names.to_vec(), ck.chains.len())
         } else {
-            Samples::read_csv_prefix(&samples_path, Some(file.samples_len))?
+            Samples::read_csv_from_chain(&samples_path, Some(file.samples_len), ck.first_chain)?
         };
         let sp = samples_path.display().to_string();
         if samples.names != names {
@@ -189,6 +195,7 @@ impl RunFiles {
                 names: names.to_vec(),
                 writer,
                 user: Some(head.user),
+                first_chain: ck.first_chain,
             },
             ck,
             samples,
@@ -229,6 +236,8 @@ impl RunFiles {
             chains: &'a [Chain<S, C>],
             #[serde(skip_serializing_if = "Option::is_none")]
             thin: Option<u64>,
+            #[serde(skip_serializing_if = "super::is_zero")]
+            first_chain: usize,
         }
         write_json_atomic(
             &self.dir.join(CHECKPOINT_FILE),
@@ -240,6 +249,7 @@ impl RunFiles {
                 steps_done: ck.steps_done,
                 chains: &ck.chains,
                 thin: ck.thin,
+                first_chain: ck.first_chain,
             },
         )
     }
@@ -247,6 +257,7 @@ impl RunFiles {
 
 impl<S: Serialize, C: Serialize> Observer<S, C> for RunFiles {
     fn on_start(&mut self, _info: &RunInfo<'_>, start: &Checkpoint<S, C>) -> Result<()> {
+        self.first_chain = start.first_chain;
         self.writer.sync()?;
         if start.steps_done == 0 {
             self.save(start)?;
@@ -280,7 +291,7 @@ impl<S: Serialize, C: Serialize> Observer<S, C> for RunFiles {
         for i in 0..n {
             for (k, tr) in samples.chains.iter().enumerate() {
                 if i < tr.n_draws() {
-                    w.write(k, i, tr.draw(i))?;
+                    w.write(self.first_chain + k, i, tr.draw(i))?;
                 }
             }
         }

@@ -84,7 +84,10 @@
 
 mod converge;
 mod files;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod observer;
+mod team;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -95,7 +98,10 @@ pub use crate::samples::{Samples, Thinning, Trace};
 pub use converge::{Until, Verdict};
 pub use files::{read_checkpoint_user, write_json_atomic, RunFiles, CHECKPOINT_FILE, SAMPLES_FILE};
 pub use langevin_core::{BatchRef, BatchSource, FnBatches, FullBatch, ShuffledIndices};
+#[cfg(feature = "mpi")]
+pub use mpi::MpiTeam;
 pub use observer::{Draw, Observer, RunInfo};
+pub use team::{chains_of, run_team, Solo, Team};
 
 use crate::adapt::{AdaptConfig, Adaptive, Warmup, WarmupState, Windows};
 
@@ -238,6 +244,16 @@ pub struct Checkpoint<S, C> {
     /// (`None`: the configured one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thin: Option<u64>,
+    /// The index of the first chain held here: `chains[i]` is chain
+    /// `first_chain + i` of the run (its generator, batch stream and the
+    /// `chain` column of the draws). Nonzero for a part of a run
+    /// ([`Checkpoint::start_range`], [`Checkpoint::slice`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_chain: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl<S: TransformState, C> Checkpoint<S, C> {
@@ -249,17 +265,36 @@ impl<S: TransformState, C> Checkpoint<S, C> {
         batches: &B,
         seed: u64,
         n_chains: usize,
+        init: impl FnMut(usize, &mut ChainRng) -> Result<Params>,
+    ) -> Result<Self>
+    where
+        T: Transform<State = S>,
+        B: BatchSource<Cursor = C>,
+    {
+        Self::start_range(transform, batches, seed, 0..n_chains, init)
+    }
+
+    /// The start of chains `range` of a run (as [`Checkpoint::start`] makes
+    /// them: chain `k` draws from `chain_rng(seed, k)`), so that each chain
+    /// of a run split over processes computes exactly what it computes in
+    /// one process.
+    pub fn start_range<T, B>(
+        transform: &T,
+        batches: &B,
+        seed: u64,
+        range: std::ops::Range<usize>,
         mut init: impl FnMut(usize, &mut ChainRng) -> Result<Params>,
     ) -> Result<Self>
     where
         T: Transform<State = S>,
         B: BatchSource<Cursor = C>,
     {
-        if n_chains == 0 {
+        if range.is_empty() {
             return Err(Error::config("chains", "at least one chain is needed"));
         }
-        let mut chains = Vec::with_capacity(n_chains);
-        for k in 0..n_chains {
+        let first_chain = range.start;
+        let mut chains = Vec::with_capacity(range.len());
+        for k in range {
             let mut rng = chain_rng(seed, k as u64);
             let p0 = init(k, &mut rng)?;
             let state = transform.init(p0, &mut rng)?;
@@ -278,6 +313,38 @@ impl<S: TransformState, C> Checkpoint<S, C> {
             steps_done: 0,
             chains,
             thin: None,
+            first_chain,
+        })
+    }
+
+    /// The chain indices held here.
+    pub fn chain_range(&self) -> std::ops::Range<usize> {
+        self.first_chain..self.first_chain + self.chains.len()
+    }
+
+    /// Chains `range` (run indices, within [`Checkpoint::chain_range`]) as
+    /// a checkpoint of their own.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Result<Self>
+    where
+        S: Clone,
+        C: Clone,
+    {
+        let held = self.chain_range();
+        if range.start < held.start || range.end > held.end || range.start > range.end {
+            return Err(Error::config(
+                "chains",
+                format!(
+                    "chains {}..{} are not within the checkpoint's {}..{}",
+                    range.start, range.end, held.start, held.end
+                ),
+            ));
+        }
+        let (a, b) = (range.start - held.start, range.end - held.start);
+        Ok(Self {
+            steps_done: self.steps_done,
+            chains: self.chains[a..b].to_vec(),
+            thin: self.thin,
+            first_chain: range.start,
         })
     }
 
@@ -560,6 +627,7 @@ where
         }
     }
     let mut ck = start;
+    let first = ck.first_chain;
     observer.on_start(
         &RunInfo {
             names: &names,
@@ -586,6 +654,7 @@ where
             batches,
             config,
             thinning,
+            first,
             &mut ck.chains,
             &mut new,
             end,
@@ -605,8 +674,9 @@ where
             }
         }
         for d in &round_draws {
-            ck.chains[d.chain].draws += 1;
-            samples.chains[d.chain].push_with(&d.values, d.log_density, d.diverged)?;
+            let i = d.chain - first;
+            ck.chains[i].draws += 1;
+            samples.chains[i].push_with(&d.values, d.log_density, d.diverged)?;
         }
         observer.on_draws(&round_draws)?;
         r?;
@@ -615,7 +685,10 @@ where
             break;
         }
         ck.steps_done = end;
-        let stopped: Vec<usize> = (0..n).filter(|&k| ck.chains[k].stopped).collect();
+        let stopped: Vec<usize> = (0..n)
+            .filter(|&k| ck.chains[k].stopped)
+            .map(|k| first + k)
+            .collect();
         if !stopped.is_empty() {
             stop = Some(Stop::Divergences {
                 chains: stopped,
@@ -656,6 +729,7 @@ where
                 let ch = &ck.chains[k];
                 ch.step > 0 && ch.divergences == ch.step
             })
+            .map(|k| first + k)
             .collect();
         if !dead.is_empty() {
             stop = Some(Stop::Divergences {
@@ -688,13 +762,14 @@ where
 }
 
 /// Advance every chain to step `end` on `config.workers(K)` threads that take
-/// chains in order.
+/// chains in order; `chains[i]` is chain `first + i` of the run.
 #[allow(clippy::too_many_arguments)]
 fn advance_all<T, B, O, H>(
     transform: &T,
     batches: &B,
     config: &RunConfig,
     thinning: Thinning,
+    first: usize,
     chains: &mut [Chain<T::State, B::Cursor>],
     new: &mut [Vec<Draw>],
     end: u64,
@@ -717,7 +792,8 @@ where
             Ok(mut q) => q.next(),
             Err(_) => None,
         };
-        let Some((k, (ch, out))) = next else { break };
+        let Some((i, (ch, out))) = next else { break };
+        let k = first + i;
         let r = advance(
             transform,
             batches,
