@@ -13,6 +13,9 @@ Usage (in a virtual environment with posteriors and torch):
 
 import sys
 import time
+import warnings
+
+warnings.simplefilter("ignore", FutureWarning)
 
 import numpy as np
 import posteriors
@@ -40,13 +43,18 @@ def main(n_steps, rounds):
 
     transform = posteriors.sgmcmc.sghmc.build(log_posterior, lr=1e-4, alpha=1.0)
     state = transform.init(torch.zeros(d, dtype=torch.float64))
+
+    def update(state, batch):
+        out = transform.update(state, batch)
+        return out[0] if isinstance(out, tuple) else out  # (state, aux) in posteriors >= 0.1
+
     for i in range(1000):
-        state = transform.update(state, batches[i % len(batches)])
+        state = update(state, batches[i % len(batches)])
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
         for i in range(n_steps):
-            state = transform.update(state, batches[i % len(batches)])
+            state = update(state, batches[i % len(batches)])
         times.append((time.perf_counter() - t0) / n_steps)
     print(f"posteriors {posteriors.__version__} SGHMC, torch {torch.__version__}, "
           f"logistic d=20 batch 32: {1e6 * np.median(times):.1f} us/step "
