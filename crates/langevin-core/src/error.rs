@@ -64,9 +64,11 @@ pub enum Error {
         reason: String,
     },
 
-    /// An error of one chain of a run.
-    #[error("chain {chain}: {source}")]
-    InChain { chain: usize, source: Box<Error> },
+    /// An error of one chain of a run. (The wrapped error is shown in the
+    /// message and is not also the [`std::error::Error::source`], so that a
+    /// report of the whole chain of causes names it once.)
+    #[error("chain {chain}: {error}")]
+    InChain { chain: usize, error: Box<Error> },
 
     /// Another process of a run split over processes failed (the message is
     /// its error's, `bad_input` its [`Error::is_bad_input`]); every process
@@ -90,7 +92,7 @@ impl Error {
     /// The error itself, without [`Error::InChain`] wrappers.
     pub fn root(&self) -> &Error {
         match self {
-            Error::InChain { source, .. } => source.root(),
+            Error::InChain { error, .. } => error.root(),
             e => e,
         }
     }

@@ -196,6 +196,19 @@ pub fn load_csv_str_columns(name: &str, text: &str, cols: Columns<'_>) -> Result
 }
 
 fn parse<R: Read>(name: &str, reader: R, cols: Columns<'_>) -> Result<Dataset> {
+    parse_lines(name, reader, cols, 2, false)
+}
+
+/// [`parse`] where the first line after the header is line `first_line` of
+/// the file (a shard of it), and a text with no data row is allowed when
+/// `allow_empty` (a shard may hold none).
+fn parse_lines<R: Read>(
+    name: &str,
+    reader: R,
+    cols: Columns<'_>,
+    first_line: usize,
+    allow_empty: bool,
+) -> Result<Dataset> {
     let data_err = |message: String| ModelError::Data {
         path: name.to_string(),
         message,
@@ -208,7 +221,8 @@ fn parse<R: Read>(name: &str, reader: R, cols: Columns<'_>) -> Result<Dataset> {
         path: name.to_string(),
         message: format!("read error: {e}"),
     })?;
-    let lines = LineIndex::new(&bytes);
+    let mut lines = LineIndex::new(&bytes);
+    lines.shift = first_line.saturating_sub(2);
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -333,7 +347,7 @@ fn parse<R: Read>(name: &str, reader: R, cols: Columns<'_>) -> Result<Dataset> {
         }
         row_lines.push(line);
     }
-    if row_lines.is_empty() {
+    if row_lines.is_empty() && !allow_empty {
         return Err(data_err("no data rows after the header".into()));
     }
     debug_assert_eq!(x.len(), row_lines.len() * d);
@@ -352,6 +366,9 @@ struct LineIndex<'a> {
     bytes: &'a [u8],
     /// The byte offsets where lines start.
     starts: Vec<usize>,
+    /// Added to the numbers of the lines after the first (the header), for
+    /// the text of a shard of a file.
+    shift: usize,
 }
 
 impl<'a> LineIndex<'a> {
@@ -362,7 +379,11 @@ impl<'a> LineIndex<'a> {
                 starts.push(i + 1);
             }
         }
-        Self { bytes, starts }
+        Self {
+            bytes,
+            starts,
+            shift: 0,
+        }
     }
 
     /// The 1-based line of the record the csv crate says starts at `byte`.
@@ -375,7 +396,12 @@ impl<'a> LineIndex<'a> {
         while b < self.bytes.len() && matches!(self.bytes[b], b'\r' | b'\n') {
             b += 1;
         }
-        self.starts.partition_point(|&s| s <= b).max(1)
+        let line = self.starts.partition_point(|&s| s <= b).max(1);
+        if line > 1 {
+            line + self.shift
+        } else {
+            line
+        }
     }
 }
 
@@ -399,6 +425,87 @@ fn csv_err(name: &str, lines: &LineIndex<'_>, e: csv::Error) -> ModelError {
     }
 }
 
+/// The rows of a CSV file that one of `parts` processes reads (see
+/// [`read_csv_shard`]): the header line and the text of its rows.
+#[derive(Debug, Clone)]
+pub struct CsvShard {
+    name: String,
+    /// The header line, then the shard's rows.
+    text: Vec<u8>,
+    /// Where the rows start in `text`.
+    body: usize,
+}
+
+/// Read the header and shard `part` of `parts` of the CSV file at `path`,
+/// and nothing else of the file: the bytes after the header are cut into
+/// `parts` equal ranges, and a row belongs to the range its first byte is
+/// in (rows are split at `\n`, so quoted cells must not span lines). A
+/// shard may hold no row. Parse it with [`CsvShard::parse`] once the line
+/// numbers of the shards before it are known ([`CsvShard::line_ends`]).
+pub fn read_csv_shard(path: impl AsRef<Path>, part: usize, parts: usize) -> Result<CsvShard> {
+    use std::io::{BufRead, BufReader, Seek, SeekFrom};
+    let path = path.as_ref();
+    let name = path.display().to_string();
+    let io = |e: std::io::Error| ModelError::Io {
+        path: name.clone(),
+        message: format!("read error: {e}"),
+    };
+    if parts == 0 || part >= parts {
+        return Err(ModelError::config(
+            "shard",
+            format!("shard {part} of {parts} does not exist"),
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| ModelError::Io {
+        path: name.clone(),
+        message: format!("cannot open: {e}"),
+    })?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut r = BufReader::new(file);
+    let mut text = Vec::new();
+    r.read_until(b'\n', &mut text).map_err(io)?;
+    let header_end = text.len() as u64;
+    let body = text.len();
+    let span = size.saturating_sub(header_end);
+    let at = |k: usize| header_end + (u128::from(span) * k as u128 / parts as u128) as u64;
+    let (start, end) = (at(part), at(part + 1));
+    if start < end {
+        // The row that starts at or after `start` (the previous byte ends a
+        // line), up to the end of the line holding byte `end - 1`.
+        r.seek(SeekFrom::Start(start - 1)).map_err(io)?;
+        let mut skipped = Vec::new();
+        r.read_until(b'\n', &mut skipped).map_err(io)?;
+        let first = start - 1 + skipped.len() as u64;
+        if first < end {
+            let mut take = (&mut r).take(end - first);
+            take.read_to_end(&mut text).map_err(io)?;
+            if text.last() != Some(&b'\n') {
+                r.read_until(b'\n', &mut text).map_err(io)?;
+            }
+        }
+    }
+    Ok(CsvShard { name, text, body })
+}
+
+impl CsvShard {
+    /// The number of line ends in the shard's rows (`\n`, `\r\n` or a lone
+    /// `\r`, as line numbers count them): the line of the next shard's first
+    /// row is 2 plus the sum of this over the shards before it.
+    pub fn line_ends(&self) -> usize {
+        let b = &self.text[self.body..];
+        b.iter()
+            .enumerate()
+            .filter(|&(i, &c)| c == b'\n' || (c == b'\r' && b.get(i + 1) != Some(&b'\n')))
+            .count()
+    }
+
+    /// Parse the shard's rows, the first being line `first_line` of the
+    /// file (so messages name the file's own lines). The shard may hold no row.
+    pub fn parse(&self, cols: Columns<'_>, first_line: usize) -> Result<Dataset> {
+        parse_lines(&self.name, self.text.as_slice(), cols, first_line, true)
+    }
+}
+
 /// Per-column affine standardisation `(v - mean) / sd`, fitted on training data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Standardizer {
@@ -411,19 +518,37 @@ impl Standardizer {
     /// Fit to the columns of a row-major `n × d` matrix.
     pub fn fit(x: &[f64], d: usize) -> Self {
         let n = x.len().checked_div(d).unwrap_or(0);
+        let never = |_: &mut [f64]| -> std::result::Result<(), std::convert::Infallible> { Ok(()) };
+        match Self::fit_summed(x, d, n, never) {
+            Ok(s) => s,
+            Err(e) => match e {},
+        }
+    }
+
+    /// Fit to the columns of `n` rows of which `x` (row-major, `d` columns)
+    /// holds some: `sum` adds its buffer (column sums, then sums of squared
+    /// deviations) over the processes holding the others, in a fixed order.
+    /// With `x` every row and a `sum` that does nothing, [`Standardizer::fit`].
+    pub fn fit_summed<E>(
+        x: &[f64],
+        d: usize,
+        n: usize,
+        mut sum: impl FnMut(&mut [f64]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Self, E> {
         let mut mean = vec![0.0; d];
         let mut sd = vec![0.0; d];
-        if n == 0 {
-            return Self {
+        if n == 0 || d == 0 {
+            return Ok(Self {
                 mean,
                 sd: vec![1.0; d],
-            };
+            });
         }
         for row in x.chunks_exact(d) {
             for (m, v) in mean.iter_mut().zip(row) {
                 *m += v;
             }
         }
+        sum(&mut mean)?;
         for m in &mut mean {
             *m /= n as f64;
         }
@@ -432,13 +557,14 @@ impl Standardizer {
                 *s += (v - m) * (v - m);
             }
         }
+        sum(&mut sd)?;
         for (s, m) in sd.iter_mut().zip(&mean) {
             *s = (*s / n as f64).sqrt();
             if !s.is_finite() || *s <= 1e-12 * (1.0 + m.abs()) {
                 *s = 1.0;
             }
         }
-        Self { mean, sd }
+        Ok(Self { mean, sd })
     }
 
     /// The identity transform on `d` columns.
@@ -601,5 +727,64 @@ mod tests {
         assert!(Split::new(1, 0.5, 1).is_err());
         assert!(Split::new(5, 1.0, 1).is_err());
         assert!(Split::new(5, -0.1, 1).is_err());
+    }
+
+    /// The shards of a file, parsed with their first lines from the line
+    /// ends of the shards before, are the whole file's rows with the same
+    /// line numbers, for any number of shards, `\n` and `\r\n` line ends,
+    /// blank lines and a last line without an end; a bad cell is reported
+    /// at the file's own line.
+    #[test]
+    fn shards_are_the_file() {
+        let dir = std::env::temp_dir().join(format!("langevin-shards-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cols = || Columns {
+            features: None,
+            target: Some("y"),
+            require_target: true,
+        };
+        for (k, end) in ["\n", "\r\n"].into_iter().enumerate() {
+            let mut text = format!("a,b,y{end}");
+            for i in 0..37 {
+                text.push_str(&format!("{i},{}.5,{}{end}", i * 2, i % 3));
+                if i % 10 == 4 {
+                    text.push_str(end); // a blank line
+                }
+            }
+            text.push_str("99,98,1"); // no line end
+            let path = dir.join(format!("t{k}.csv"));
+            std::fs::write(&path, &text).unwrap();
+            let whole = load_csv_columns(&path, cols()).unwrap();
+            for parts in 1..=6 {
+                let shards: Vec<CsvShard> = (0..parts)
+                    .map(|p| read_csv_shard(&path, p, parts).unwrap())
+                    .collect();
+                let mut first = 2;
+                let (mut x, mut y, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+                for sh in &shards {
+                    let ds = sh.parse(cols(), first).unwrap();
+                    first += sh.line_ends();
+                    x.extend(ds.x);
+                    y.extend(ds.y);
+                    lines.extend(ds.lines);
+                }
+                assert_eq!(
+                    (&x, &y, &lines),
+                    (&whole.x, &whole.y, &whole.lines),
+                    "{parts}"
+                );
+            }
+        }
+        let bad = "a,y\n1,0\n2,1\n3,1\nx,0\n5,1\n";
+        let path = dir.join("bad.csv");
+        std::fs::write(&path, bad).unwrap();
+        let shards: Vec<CsvShard> = (0..2)
+            .map(|p| read_csv_shard(&path, p, 2).unwrap())
+            .collect();
+        let first = 2 + shards[0].line_ends();
+        let e = shards[1].parse(cols(), first).unwrap_err().to_string();
+        assert!(e.contains("bad.csv:5"), "{e}");
+        assert!(read_csv_shard(&path, 2, 2).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

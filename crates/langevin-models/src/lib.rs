@@ -27,8 +27,8 @@ pub mod error;
 pub mod mlp_fast;
 pub mod model;
 
-pub use batches::Minibatches;
-pub use data::{load_csv, load_csv_str, Dataset, Split, Standardizer};
+pub use batches::{Minibatches, ShardMinibatches};
+pub use data::{load_csv, load_csv_str, read_csv_shard, CsvShard, Dataset, Split, Standardizer};
 pub use error::{ModelError, Result};
 pub use mlp_fast::{MlpDensity, MlpLikelihood};
 pub use model::{Batch, Model, ModelKind, ModelSpec, Noise, PointPrediction, Task};

@@ -84,7 +84,7 @@ where
         let step = out.states[k].step();
         return Err(Error::InChain {
             chain: k,
-            source: Box::new(Error::NonFiniteLogDensity {
+            error: Box::new(Error::NonFiniteLogDensity {
                 step,
                 value: f64::NAN,
                 bad_grad: 0,

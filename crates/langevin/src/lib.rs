@@ -30,5 +30,6 @@ pub mod run;
 pub mod samples;
 mod scratch;
 pub mod sgmcmc;
+pub mod shard;
 pub mod tune;
 pub mod vi;

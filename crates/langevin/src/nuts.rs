@@ -339,7 +339,7 @@ where
         if let Ok(mut slot) = results[k].lock() {
             *slot = Some(r.map_err(|e| Error::InChain {
                 chain: k,
-                source: Box::new(e),
+                error: Box::new(e),
             }));
         }
     };

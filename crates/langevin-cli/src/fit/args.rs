@@ -229,6 +229,13 @@ pub struct FitArgs {
     #[arg(long, value_name = "A..B")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_range: Option<ChainRange>,
+    /// Split the rows over the processes of `mpirun` (cargo feature `mpi`):
+    /// each rank reads its shard of the CSV file and every rank runs every
+    /// chain, the gradients summed over the ranks (for one or a few chains
+    /// on data too large or slow for one process; docs/parallel.md).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub data_parallel: bool,
     /// Output directory (default: runs/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -279,6 +286,7 @@ impl Default for FitArgs {
             thin: None,
             chains: None,
             chain_range: None,
+            data_parallel: false,
             out: None,
             max_divergences: 100,
             no_plots: false,
@@ -348,6 +356,7 @@ const RESUME_CONFLICTS: &[&str] = &[
     "thin",
     "chains",
     "chain_range",
+    "data_parallel",
     "batch_size",
     "test_fraction",
     "seed",

@@ -26,6 +26,7 @@ use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use langevin::optim::LbfgsConfig;
 use langevin::sgmcmc::ControlVariates;
+use langevin::shard::{Allreduce, Shard, ShardedDensity};
 use langevin_core::{chain_rng, LogDensity, Params, Schedule};
 use langevin_models::model::ModelDensity;
 use langevin_models::Batch;
@@ -148,14 +149,14 @@ pub fn step_schedule(cfg: &FitConfig) -> Result<Schedule> {
     }
 }
 
-/// The density a sampler runs on: the model's f32 log posterior, or with
-/// `--control-variates` that density around the L-BFGS MAP.
-pub enum FitDensity {
-    Plain(ModelDensity),
-    Cv(ControlVariates<ModelDensity>),
+/// The density a sampler runs on: the model's f32 log posterior (`D`), or
+/// with `--control-variates` that density around the L-BFGS MAP.
+pub enum FitDensity<D = ModelDensity> {
+    Plain(D),
+    Cv(ControlVariates<D>),
 }
 
-impl FitDensity {
+impl<D: LogDensity> FitDensity<D> {
     /// The control variates' centre (`None` without them).
     pub fn centre(&self) -> Option<Params> {
         match self {
@@ -165,14 +166,14 @@ impl FitDensity {
     }
 }
 
-impl LogDensity for FitDensity {
-    type Batch = Batch;
+impl<D: LogDensity<Aux = ()>> LogDensity for FitDensity<D> {
+    type Batch = D::Batch;
     type Aux = ();
 
     fn value_and_grad(
         &self,
         params: &Params,
-        batch: &Batch,
+        batch: &D::Batch,
         grad: &mut [f64],
     ) -> langevin_core::Result<(f64, ())> {
         match self {
@@ -180,6 +181,19 @@ impl LogDensity for FitDensity {
             FitDensity::Cv(d) => d.value_and_grad(params, batch, grad),
         }
     }
+}
+
+/// The model's densities and full batches, in f64 (to find the centre)
+/// and f32 (to sample): the rows of one process, or a rank's shard.
+struct Densities<D64: LogDensity, D32: LogDensity>
+where
+    D64::Batch: Sized,
+    D32::Batch: Sized,
+{
+    f64: D64,
+    full64: D64::Batch,
+    f32: D32,
+    full32: D32::Batch,
 }
 
 /// Build the sampler's density (for `--control-variates`, find the centre
@@ -190,20 +204,75 @@ pub fn density(cfg: &FitConfig, prep: &Prepared, quiet: bool) -> Result<FitDensi
     if !cfg.cv.control_variates {
         return Ok(FitDensity::Plain(f32_density));
     }
-    let start = model.init(&mut chain_rng(cfg.seed, 0));
-    let full64 = model.batch(&prep.train_x, &prep.train_y, DType::F64, &Device::Cpu)?;
+    with_cv(
+        cfg,
+        prep,
+        quiet,
+        Densities {
+            f64: model.density(DType::F64, &Device::Cpu),
+            full64: model.batch(&prep.train_x, &prep.train_y, DType::F64, &Device::Cpu)?,
+            f32: f32_density,
+            full32: model.batch(&prep.train_x, &prep.train_y, DType::F32, &Device::Cpu)?,
+        },
+    )
+}
+
+/// The density of a rank of a data-parallel run (`fit --data-parallel`):
+/// the model's on the rank's rows, summed over the ranks with `reduce`.
+pub fn sharded_density<'r>(
+    cfg: &FitConfig,
+    prep: &Prepared,
+    quiet: bool,
+    reduce: &'r dyn Allreduce,
+) -> Result<FitDensity<ShardedDensity<ModelDensity, &'r dyn Allreduce>>> {
+    let model = &prep.model;
+    let sharded = |dtype| ShardedDensity::new(model.density(dtype, &Device::Cpu), reduce);
+    if !cfg.cv.control_variates {
+        return Ok(FitDensity::Plain(sharded(DType::F32)));
+    }
+    let full = |dtype| -> Result<Shard<Batch>> {
+        let local = prep.train_y.len();
+        Ok(Shard::new(
+            (local > 0)
+                .then(|| model.batch(&prep.train_x, &prep.train_y, dtype, &Device::Cpu))
+                .transpose()?,
+            local,
+            prep.n_train(),
+        ))
+    };
+    with_cv(
+        cfg,
+        prep,
+        quiet,
+        Densities {
+            f64: sharded(DType::F64),
+            full64: full(DType::F64)?,
+            f32: sharded(DType::F32),
+            full32: full(DType::F32)?,
+        },
+    )
+}
+
+/// Control variates around the MAP of `d.f64`, on `d.f32`.
+fn with_cv<D64, D32>(
+    cfg: &FitConfig,
+    prep: &Prepared,
+    quiet: bool,
+    d: Densities<D64, D32>,
+) -> Result<FitDensity<D32>>
+where
+    D64: LogDensity<Aux = ()>,
+    D32: LogDensity<Aux = ()>,
+    D64::Batch: Sized,
+    D32::Batch: Sized,
+{
+    let start = prep.model.init(&mut chain_rng(cfg.seed, 0));
     let lbfgs = LbfgsConfig {
         max_iters: CENTRE_MAX_ITERS,
         ..LbfgsConfig::default()
     };
-    let (cv64, search) = ControlVariates::at_mode(
-        model.density(DType::F64, &Device::Cpu),
-        start,
-        &full64,
-        &lbfgs,
-    )?;
-    let full32 = model.batch(&prep.train_x, &prep.train_y, DType::F32, &Device::Cpu)?;
-    let cv = ControlVariates::new(f32_density, cv64.centre().clone(), &full32)?;
+    let (cv64, search) = ControlVariates::at_mode(d.f64, start, &d.full64, &lbfgs)?;
+    let cv = ControlVariates::new(d.f32, cv64.centre().clone(), &d.full32)?;
     if !quiet {
         let r = &search.lbfgs;
         eprintln!(

@@ -38,11 +38,23 @@ pub struct Prepared {
     pub n_test: usize,
     /// `test`, or `train` when nothing is held out.
     pub metrics_on: &'static str,
+    /// In a data-parallel run: which training rows `train_x` holds.
+    pub shard: Option<TrainShard>,
+}
+
+/// The training rows of one rank of a data-parallel run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainShard {
+    /// Index (among all training rows) of this rank's first.
+    pub lo: usize,
+    /// Training rows over every rank.
+    pub n_train: usize,
 }
 
 impl Prepared {
+    /// Training rows (over every rank of a data-parallel run).
     pub fn n_train(&self) -> usize {
-        self.train_y.len()
+        self.shard.map_or(self.train_y.len(), |s| s.n_train)
     }
 
     pub fn classification(&self) -> bool {
@@ -177,6 +189,34 @@ fn check_size(spec: &ModelSpec, d: usize, data: &str) -> Result<()> {
 /// Load, split, standardise and build the model of `a`.
 pub fn prepare(a: &DataArgs) -> Result<Prepared> {
     let (ds, data_name) = load_data(a.data.as_deref(), a.target.as_deref())?;
+    build(a, ds, data_name, None)
+}
+
+/// A data-parallel preparation (`fit --data-parallel`, see
+/// [`super::shards`]): this rank's rows and what every rank agreed on.
+pub struct ShardView<'a> {
+    /// Summing over the ranks.
+    pub reduce: &'a dyn langevin::shard::Allreduce,
+    /// The rows of every rank: their number, and the first row of this one.
+    pub n_rows: usize,
+    pub first_row: usize,
+    /// The first occurrence of every distinct target value over all rows
+    /// (in row order; what the choice of model and the class labels read).
+    pub targets: Dataset,
+    /// This rank's held-out rows, gathered to rank 0 (`x` row-major, `y`):
+    /// called with the local ones, returns every rank's on rank 0 and
+    /// nothing on the others.
+    pub gather_eval: &'a dyn Fn(&Dataset) -> Result<Dataset>,
+}
+
+/// [`prepare`] on loaded rows: all of them (`shard` is `None`), or this
+/// rank's shard of a data-parallel run.
+pub fn build(
+    a: &DataArgs,
+    ds: Dataset,
+    data_name: String,
+    shard: Option<&ShardView<'_>>,
+) -> Result<Prepared> {
     check_positive("prior-sd", a.prior_sd)?;
     // The prior's precision 1/s² must be a normal number (s² neither
     // overflows nor underflows).
@@ -205,7 +245,8 @@ pub fn prepare(a: &DataArgs) -> Result<Prepared> {
     let hidden = parse_hidden(a.hidden.as_deref().unwrap_or(DEFAULT_HIDDEN))?;
 
     // Model and task.
-    let categorical = looks_categorical(&ds);
+    let targets = shard.map_or(&ds, |v| &v.targets);
+    let categorical = looks_categorical(targets);
     let kind = match a.model {
         Some(ModelArg::Linear) => ModelKind::Linear,
         Some(ModelArg::Logistic) => ModelKind::Logistic,
@@ -244,7 +285,7 @@ pub fn prepare(a: &DataArgs) -> Result<Prepared> {
         );
     }
     let class_labels = if classification {
-        ds.class_labels().map_err(bad_input)?
+        targets.class_labels().map_err(bad_input)?
     } else {
         Vec::new()
     };
@@ -257,19 +298,36 @@ pub fn prepare(a: &DataArgs) -> Result<Prepared> {
     };
 
     // Split and standardise.
-    let split = Split::new(ds.n(), a.test_fraction, a.seed)
+    let (n_rows, first) = shard.map_or((ds.n(), 0), |v| (v.n_rows, v.first_row));
+    let split = Split::new(n_rows, a.test_fraction, a.seed)
         .map_err(|e| bad_input(format!("{data_name}: {e}")))?;
-    let train = ds.subset(&split.train);
-    let (eval, metrics_on) = if split.test.is_empty() {
-        (train.clone(), "train")
-    } else {
-        (ds.subset(&split.test), "test")
+    // This process's rows of the split (all of them in one process).
+    let local = |idx: &[usize]| -> Vec<usize> {
+        let lo = idx.partition_point(|&i| i < first);
+        let hi = idx.partition_point(|&i| i < first + ds.n());
+        idx[lo..hi].iter().map(|&i| i - first).collect()
     };
+    let train_idx = local(&split.train);
+    let train_lo = split.train.partition_point(|&i| i < first);
+    let train = ds.subset(&train_idx);
+    let (eval, metrics_on) = match (shard, split.test.is_empty()) {
+        (None, true) => (train.clone(), "train"),
+        (None, false) => (ds.subset(&split.test), "test"),
+        (Some(_), true) => crate::bail_input!(
+            "--data-parallel needs held-out rows for the metrics (--test-fraction > 0)"
+        ),
+        (Some(v), false) => ((v.gather_eval)(&ds.subset(&local(&split.test)))?, "test"),
+    };
+    let sum = |buf: &mut [f64]| match shard {
+        Some(v) => v.reduce.sum(buf),
+        None => Ok(()),
+    };
+    let n_train = split.train.len();
     let standardize = !a.no_standardize;
     let mut train_x = train.x.clone();
     let mut eval_x = eval.x.clone();
     let standardizer = if standardize {
-        let s = Standardizer::fit(&train_x, ds.d());
+        let s = Standardizer::fit_summed(&train_x, ds.d(), n_train, sum)?;
         if let Some(j) = (0..ds.d()).find(|&j| !(s.mean[j].is_finite() && s.sd[j].is_finite())) {
             crate::bail_input!(
                 "{data_name}: column `{}` has values too large to standardise (its mean or \
@@ -289,7 +347,7 @@ pub fn prepare(a: &DataArgs) -> Result<Prepared> {
         (ty, ey.clone(), ey, None)
     } else {
         let scaler = if standardize {
-            let s = Standardizer::fit(&train.y, 1);
+            let s = Standardizer::fit_summed(&train.y, 1, n_train, sum)?;
             if !(s.mean[0].is_finite() && s.sd[0].is_finite()) {
                 crate::bail_input!(
                     "{data_name}: target `{}` has values too large to standardise (its mean \
@@ -306,7 +364,6 @@ pub fn prepare(a: &DataArgs) -> Result<Prepared> {
         let ey = eval.y.iter().map(|y| (y - m) / sd).collect();
         (ty, ey, eval.y.clone(), scaler)
     };
-    let n_train = train.n();
     if classification && class_labels.len() > n_train {
         crate::bail_input!(
             "{data_name}: target `{}` has {} classes but only {n_train} training rows \
@@ -314,7 +371,7 @@ pub fn prepare(a: &DataArgs) -> Result<Prepared> {
              one training row per class",
             ds.target_name,
             class_labels.len(),
-            ds.n(),
+            n_rows,
             split.test.len(),
             a.test_fraction
         );
@@ -349,8 +406,12 @@ pub fn prepare(a: &DataArgs) -> Result<Prepared> {
         eval_x,
         eval_y,
         eval_y_raw,
-        n_rows: ds.n(),
+        n_rows,
         n_test: split.test.len(),
         metrics_on,
+        shard: shard.map(|_| TrainShard {
+            lo: train_lo,
+            n_train,
+        }),
     })
 }

@@ -29,6 +29,7 @@ pub mod plan;
 pub mod ranks;
 pub mod report;
 pub mod sample;
+pub mod shards;
 
 use std::path::Path;
 use std::time::Instant;
@@ -76,10 +77,17 @@ pub fn run(args: FitArgs) -> Result<()> {
     if args.threads == Some(0) {
         crate::bail_input!("--threads must be at least 1");
     }
-    // Under mpirun: this process's rank; rank 0 writes the run folder.
-    let team = ranks::team();
-    let root = team.as_ref().is_none_or(|t| t.rank() == 0);
-    if team.is_some() && args.chain_range.is_some() {
+    // Under mpirun: this process's rank; rank 0 writes the run folder. The
+    // ranks share the chains, or with --data-parallel the rows.
+    let world = ranks::team();
+    let root = world.as_ref().is_none_or(|t| t.rank() == 0);
+    if args.data_parallel && args.chain_range.is_some() {
+        crate::bail_input!(
+            "--chain-range and --data-parallel do not go together: a job array splits the \
+             chains, --data-parallel the rows"
+        );
+    }
+    if world.is_some() && args.chain_range.is_some() {
         crate::bail_input!(
             "--chain-range is for runs without MPI (job arrays); under mpirun every rank \
              runs its block of the --chains"
@@ -128,13 +136,52 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
     let mut args = args;
     args.quiet |= !root;
+    let (team, shard_team) = match world {
+        Some(t) if args.data_parallel => (None, t),
+        t => (
+            t,
+            Box::new(langevin::run::Solo) as Box<dyn langevin::run::Team>,
+        ),
+    };
+    let reduce = ranks::reduce();
     if args.checkpoint_every == Some(0) {
         crate::bail_input!("--checkpoint-every must be at least 1");
     }
-    let prep = data::prepare(&args.d)?;
+    if args.data_parallel {
+        if !matches!(
+            args.method,
+            MethodArg::Sgld
+                | MethodArg::Sghmc
+                | MethodArg::Sgnht
+                | MethodArg::Baoa
+                | MethodArg::Map
+        ) {
+            crate::bail_input!(
+                "--data-parallel: only the samplers on the run loop (sgld, sghmc, sgnht, baoa, \
+                 map) sum their gradients over the ranks, not --method {}",
+                args.method.name()
+            );
+        }
+        if args.adapt == Some(args::AdaptArg::None) && args.step_size.is_none() {
+            crate::bail_input!(
+                "--data-parallel with --adapt none needs a --step-size (the default one is \
+                 found from every row's curvature, which no rank has)"
+            );
+        }
+    }
+    let prep = if args.data_parallel {
+        shards::prepare(&args.d, shard_team.as_ref(), reduce.as_ref())?
+    } else {
+        data::prepare(&args.d)?
+    };
     let cfg = plan::resolve(&args, &prep)?;
     let config_json = serde_json::to_value(&cfg)?;
-    let fingerprint = prep.fingerprint();
+    let fingerprint = if args.data_parallel {
+        // Every rank's rows: the same on every rank (for as many ranks).
+        shards::fingerprint(shard_team.as_ref(), prep.fingerprint())?
+    } else {
+        prep.fingerprint()
+    };
     let chains = match args.chain_range {
         Some(r) => {
             merge::check_chain_range(r, &cfg)?;
@@ -147,10 +194,18 @@ pub fn run(args: FitArgs) -> Result<()> {
         if without_data(s.config.clone()) != without_data(config_json.clone())
             || s.data_fingerprint != fingerprint
         {
+            // Every rank of the job sees the same (the checkpoint and every
+            // rank's rows): rank 0 reports it.
+            ranks::team_done();
             crate::bail_input!(
                 "--resume {}: the data or the resolved configuration differ from the \
-                 checkpoint's (was the data file changed?); cannot continue this run",
-                out_dir.display()
+                 checkpoint's (was the data file changed?{}); cannot continue this run",
+                out_dir.display(),
+                if args.data_parallel {
+                    " a --data-parallel run resumes with as many ranks as it started with"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -255,6 +310,10 @@ pub fn run(args: FitArgs) -> Result<()> {
             resume: saved.is_some(),
             chains: chains.clone(),
             team: team.as_deref(),
+            shards: args.data_parallel.then(|| sample::Shards {
+                team: shard_team.as_ref(),
+                reduce: reduce.as_ref(),
+            }),
         }
         .run()?;
         if !root {

@@ -73,6 +73,16 @@ pub fn team() -> Option<Box<dyn Team>> {
     None
 }
 
+/// What sums a data-parallel run's gradients: the ranks of
+/// `MPI_COMM_WORLD` under a launcher, else this process alone.
+pub fn reduce() -> Box<dyn langevin::shard::Allreduce> {
+    #[cfg(feature = "mpi")]
+    if STARTED.load(Ordering::SeqCst) {
+        return Box::new(langevin::run::MpiAllreduce);
+    }
+    Box::new(langevin::run::Solo)
+}
+
 /// Report `err` as this process should and return the exit code (or end
 /// the whole job when other ranks may be waiting for this one).
 pub fn fail(err: &anyhow::Error) -> i32 {

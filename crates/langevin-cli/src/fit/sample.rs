@@ -16,8 +16,9 @@ use langevin::run::{
 use langevin::sgmcmc::{
     Baoa, BaoaConfig, MomentaInit, Sghmc, SghmcConfig, Sgld, SgldConfig, Sgnht, SgnhtConfig,
 };
-use langevin_core::{Params, TransformState, Tuning};
-use langevin_models::{Batch, Minibatches};
+use langevin::shard::{Allreduce, Shard};
+use langevin_core::{LogDensity, Params, TransformState, Tuning};
+use langevin_models::{Batch, Minibatches, ShardMinibatches};
 
 use super::args::MethodArg;
 use super::data::Prepared;
@@ -40,6 +41,17 @@ pub struct SampleRun<'a> {
     pub chains: std::ops::Range<usize>,
     /// Under mpirun: the ranks that share the chains (rank 0 writes).
     pub team: Option<&'a dyn Team>,
+    /// `--data-parallel`: the ranks that share the rows (every rank runs
+    /// every chain; rank 0 writes).
+    pub shards: Option<Shards<'a>>,
+}
+
+/// The ranks of a data-parallel run.
+pub struct Shards<'a> {
+    /// For the start of the run (rank 0 sends a checkpoint to resume).
+    pub team: &'a dyn Team,
+    /// For the gradients.
+    pub reduce: &'a dyn Allreduce,
 }
 
 /// The draws of a finished sampler run and its divergences per chain.
@@ -59,14 +71,43 @@ impl SampleRun<'_> {
     /// Build the method's transform and run it.
     pub fn run(&self) -> Result<Sampled> {
         let cfg = self.cfg;
-        let density = super::cv::density(cfg, self.prep, self.quiet)?;
-        let centre = density.centre();
+        let (model, prep) = (&self.prep.model, self.prep);
+        let full = model.batch(&prep.train_x, &prep.train_y, DType::F32, &Device::Cpu)?;
+        match (&self.shards, prep.shard) {
+            (Some(sh), Some(rows)) => {
+                let density = super::cv::sharded_density(cfg, prep, self.quiet, sh.reduce)?;
+                let batches = FailingShards {
+                    inner: ShardMinibatches::new(full, rows.lo, rows.n_train, cfg.batch_size)?,
+                    from: failing_from(Some(sh.team)),
+                };
+                self.methods(&density, density.centre(), &batches)
+            }
+            (None, None) => {
+                let density = super::cv::density(cfg, prep, self.quiet)?;
+                let batches = Failing {
+                    inner: Minibatches::new(full, cfg.batch_size)?,
+                    from: failing_from(self.team),
+                };
+                self.methods(&density, density.centre(), &batches)
+            }
+            _ => anyhow::bail!("internal error: a data-parallel run without its shard"),
+        }
+    }
+
+    /// The method's transform on `density`, run over `batches`.
+    fn methods<D, B>(&self, density: &D, centre: Option<Params>, batches: &B) -> Result<Sampled>
+    where
+        D: LogDensity<Aux = ()>,
+        B: BatchSource<Batch = D::Batch, Cursor = ShuffledIndices>,
+    {
+        let cfg = self.cfg;
         let (eps, temp) = (super::cv::step_schedule(cfg)?, cfg.temperature.into());
+        let centre = centre.as_ref();
         match cfg.method {
             MethodArg::Sgld => self.drive(
-                centre.as_ref(),
+                centre,
                 &Sgld::new(
-                    &density,
+                    density,
                     SgldConfig {
                         step_size: eps,
                         temperature: temp,
@@ -74,11 +115,12 @@ impl SampleRun<'_> {
                     },
                 )
                 .map_err(bad_input)?,
+                batches,
             ),
             MethodArg::Sghmc | MethodArg::Map => self.drive(
-                centre.as_ref(),
+                centre,
                 &Sghmc::new(
-                    &density,
+                    density,
                     SghmcConfig {
                         step_size: eps,
                         temperature: temp,
@@ -93,11 +135,12 @@ impl SampleRun<'_> {
                     },
                 )
                 .map_err(bad_input)?,
+                batches,
             ),
             MethodArg::Sgnht => self.drive(
-                centre.as_ref(),
+                centre,
                 &Sgnht::new(
-                    &density,
+                    density,
                     SgnhtConfig {
                         step_size: eps,
                         temperature: temp,
@@ -109,11 +152,12 @@ impl SampleRun<'_> {
                     },
                 )
                 .map_err(bad_input)?,
+                batches,
             ),
             MethodArg::Baoa => self.drive(
-                centre.as_ref(),
+                centre,
                 &Baoa::new(
-                    &density,
+                    density,
                     BaoaConfig {
                         step_size: eps,
                         temperature: temp,
@@ -123,31 +167,31 @@ impl SampleRun<'_> {
                     },
                 )
                 .map_err(bad_input)?,
+                batches,
             ),
             m => anyhow::bail!("internal error: --method {m:?} is not a sampler"),
         }
     }
 
-    fn drive<T: Adaptive<Batch = Batch>>(&self, centre: Option<&Params>, t: &T) -> Result<Sampled> {
+    fn drive<T, B>(&self, centre: Option<&Params>, t: &T, batches: &B) -> Result<Sampled>
+    where
+        T: Adaptive,
+        B: BatchSource<Batch = T::Batch, Cursor = ShuffledIndices>,
+    {
         let (cfg, model) = (self.cfg, &self.prep.model);
-        let full = model.batch(
-            &self.prep.train_x,
-            &self.prep.train_y,
-            DType::F32,
-            &Device::Cpu,
-        )?;
-        let batches = Failing {
-            inner: Minibatches::new(full, cfg.batch_size)?,
-            from: failing_from(self.team),
-        };
-        let config = cfg.run_config(self.checkpoint.as_ref().map(|c| c.0), self.threads);
+        let mut config = cfg.run_config(self.checkpoint.as_ref().map(|c| c.0), self.threads);
+        if self.shards.is_some() {
+            // Every evaluation is a collective: the chains take turns on one
+            // thread, in the same order on every rank.
+            config.threads = Some(1);
+        }
         let names = model.param_names().to_vec();
         let n_train = cfg.n_train;
         if let Some(team) = self.team.filter(|t| t.rank() > 0) {
             // Another rank: its block of the chains, nothing written.
             let out = langevin::run::run_team(
                 t,
-                &batches,
+                batches,
                 &config,
                 cfg.adapt_config().as_ref(),
                 None,
@@ -158,6 +202,41 @@ impl SampleRun<'_> {
             super::ranks::team_done();
             return self.finish(out?);
         }
+        let fresh = || {
+            // With control variates every chain starts at their centre (the
+            // MAP), where their gradient noise is smallest (Baker et al.).
+            Checkpoint::start_range(t, batches, cfg.seed, self.chains.clone(), |_, rng| {
+                Ok(centre.cloned().unwrap_or_else(|| model.init(rng)))
+            })
+        };
+        if let Some(sh) = self.shards.as_ref().filter(|s| s.team.rank() > 0) {
+            // Another rank of a data-parallel run: every chain, with its
+            // shard of the rows, nothing written; rank 0 sends the start.
+            let (start, previous) = if self.resume {
+                let bytes = sh.team.broadcast(Vec::new())?;
+                let (start, previous): (Checkpoint<T::State, ShuffledIndices>, Samples) =
+                    serde_json::from_slice(&bytes)?;
+                (start, Some(previous))
+            } else {
+                (fresh()?, None)
+            };
+            let out = match cfg.adapt_config() {
+                Some(adapt) => langevin::run::run_adaptive(
+                    t,
+                    batches,
+                    &config,
+                    &adapt,
+                    start,
+                    previous,
+                    &mut (),
+                ),
+                None => langevin::run::run(t, batches, &config, start, previous, &mut ()),
+            };
+            // Every rank ends the run the same way (the density's sums make
+            // the chains identical); rank 0 reports it.
+            super::ranks::team_done();
+            return self.finish(out?);
+        }
         let (files, start, previous) = if self.resume {
             let (files, start, previous) = RunFiles::resume::<T::State, ShuffledIndices>(
                 self.out_dir,
@@ -165,6 +244,12 @@ impl SampleRun<'_> {
                 &names,
                 |c| c.is_valid_for(n_train),
             )?;
+            if let Some(sh) = &self.shards {
+                sh.team
+                    .broadcast(serde_json::to_vec(&(&start, &previous)).map_err(|e| {
+                        anyhow::anyhow!("cannot send the checkpoint to the other ranks: {e}")
+                    })?)?;
+            }
             (files, start, Some(previous))
         } else {
             let files = RunFiles::create(
@@ -172,13 +257,7 @@ impl SampleRun<'_> {
                 &names,
                 self.checkpoint.as_ref().map(|c| c.1.clone()),
             )?;
-            // With control variates every chain starts at their centre (the
-            // MAP), where their gradient noise is smallest (Baker et al.).
-            let start =
-                Checkpoint::start_range(t, &batches, cfg.seed, self.chains.clone(), |_, rng| {
-                    Ok(centre.cloned().unwrap_or_else(|| model.init(rng)))
-                })?;
-            (files, start, None)
+            (files, fresh()?, None)
         };
         if start.chain_range() != self.chains {
             anyhow::bail!(
@@ -198,7 +277,7 @@ impl SampleRun<'_> {
             (adapt, Some(team)) => {
                 let out = langevin::run::run_team(
                     t,
-                    &batches,
+                    batches,
                     &config,
                     adapt.as_ref(),
                     Some(start),
@@ -211,7 +290,7 @@ impl SampleRun<'_> {
             }
             (Some(adapt), None) => langevin::run::run_adaptive(
                 t,
-                &batches,
+                batches,
                 &config,
                 &adapt,
                 start,
@@ -219,9 +298,14 @@ impl SampleRun<'_> {
                 &mut observers,
             ),
             (None, None) => {
-                langevin::run::run(t, &batches, &config, start, previous, &mut observers)
+                langevin::run::run(t, batches, &config, start, previous, &mut observers)
             }
         };
+        if self.shards.is_some() && matches!(&out, Ok(_) | Err(langevin::Error::InChain { .. })) {
+            // The other ranks ended the same way: no need to end the job
+            // (an error of rank 0's own files ends it with MPI_Abort).
+            super::ranks::team_done();
+        }
         observers.1.bar.finish_and_clear();
         self.finish(out?)
     }
@@ -309,6 +393,40 @@ impl<B: BatchSource> BatchSource for Failing<B> {
             )));
         }
         self.inner.next(chain, step, cursor, rng)
+    }
+}
+
+/// [`Failing`] for a data-parallel run: the failing rank's batches carry
+/// the failure, so that every rank's evaluation fails at the same step
+/// (a rank that left the evaluation would leave the others waiting).
+struct FailingShards {
+    inner: ShardMinibatches,
+    from: Option<u64>,
+}
+
+impl BatchSource for FailingShards {
+    type Batch = Shard<Batch>;
+    type Cursor = ShuffledIndices;
+    fn cursor(&self, chain: usize) -> ShuffledIndices {
+        self.inner.cursor(chain)
+    }
+    fn next<'a>(
+        &'a self,
+        chain: usize,
+        step: u64,
+        cursor: &mut ShuffledIndices,
+        rng: &mut langevin_core::ChainRng,
+    ) -> langevin::Result<BatchRef<'a, Shard<Batch>>> {
+        let b = self.inner.next(chain, step, cursor, rng)?;
+        if self.from.is_some_and(|f| step >= f) {
+            return Ok(BatchRef::Owned(Shard::failed(
+                b.global,
+                format!(
+                    "injected failure of chain {chain} at step {step} (LANGEVIN_TEST_FAIL_RANK)"
+                ),
+            )));
+        }
+        Ok(b)
     }
 }
 

@@ -99,7 +99,7 @@ pub use converge::{Until, Verdict};
 pub use files::{read_checkpoint_user, write_json_atomic, RunFiles, CHECKPOINT_FILE, SAMPLES_FILE};
 pub use langevin_core::{BatchRef, BatchSource, FnBatches, FullBatch, ShuffledIndices};
 #[cfg(feature = "mpi")]
-pub use mpi::MpiTeam;
+pub use mpi::{MpiAllreduce, MpiTeam};
 pub use observer::{Draw, Observer, RunInfo};
 pub use team::{chains_of, run_team, Solo, Team};
 
@@ -813,7 +813,7 @@ where
             if let Ok(mut slot) = first_err.lock() {
                 slot.get_or_insert(Error::InChain {
                     chain: k,
-                    source: Box::new(e),
+                    error: Box::new(e),
                 });
             }
         }

@@ -94,3 +94,42 @@ impl Team for MpiTeam {
         Ok(buf)
     }
 }
+
+/// The ranks of `MPI_COMM_WORLD` summing a data-parallel run's gradients
+/// ([`crate::shard::Allreduce`]): one `MPI_Allgather` of every rank's
+/// buffer, then the sum in rank order on every rank (MPI's own
+/// `MPI_Allreduce` may add in any order; this gives the same bits on every
+/// rank and for every run with the same number of ranks). Calls must come
+/// from one thread at a time (a data-parallel run advances its chains on
+/// one thread).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MpiAllreduce;
+
+impl crate::shard::Allreduce for MpiAllreduce {
+    fn rank(&self) -> usize {
+        SimpleCommunicator::world().rank() as usize
+    }
+
+    fn size(&self) -> usize {
+        SimpleCommunicator::world().size() as usize
+    }
+
+    fn sum(&self, buf: &mut [f64]) -> Result<()> {
+        let world = SimpleCommunicator::world();
+        let k = world.size() as usize;
+        if k == 1 {
+            return Ok(());
+        }
+        let n = buf.len();
+        Count::try_from(n * k).map_err(|_| too_big(8 * n * k))?;
+        let mut all = vec![0.0f64; n * k];
+        world.all_gather_into(&buf[..], &mut all[..]);
+        buf.copy_from_slice(&all[..n]);
+        for part in all.chunks_exact(n).skip(1) {
+            for (b, v) in buf.iter_mut().zip(part) {
+                *b += v;
+            }
+        }
+        Ok(())
+    }
+}
