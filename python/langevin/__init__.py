@@ -3,7 +3,10 @@
 * :func:`fit` -- ``langevin fit`` on arrays, as an ``arviz.InferenceData``;
 * :func:`load_run` -- a ``langevin fit`` run folder as ``InferenceData``;
 * :mod:`langevin.sgmcmc`, :mod:`langevin.vi`, :mod:`langevin.laplace` -- posteriors-style
-  transforms over your own log posterior;
+  transforms over your own log posterior (SGLD, SGHMC, SGNHT, BAOA; diagonal
+  and dense VI; diagonal/dense Fisher and GGN and dense Hessian Laplace);
+* :mod:`langevin.torch_adapter` -- torch log posteriors and models as those
+  callbacks (imported on demand: needs ``torch``);
 * :mod:`langevin.thermo` -- thermox-style OU sampling and thermodynamic linear algebra;
 * :func:`ess`, :func:`rhat`, :func:`mcse`, :func:`ksd` -- diagnostics on ``(chain, draw, ...)`` arrays;
 * :mod:`langevin.datasets` -- the bundled data sets.

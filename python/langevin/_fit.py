@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import tempfile
 
 import numpy as np
@@ -54,13 +55,18 @@ def fit(
 
     Runs the program's own pipeline in-process, with its defaults, adaptation
     and convergence rule: the data is written (exactly, as ``data.csv``) into
-    the run folder ``out`` (default: a new temporary folder) and fitted as
+    the run folder ``out`` and fitted as
     ``langevin fit --data FILE --target y --model MODEL ...``. Any other
     option of ``langevin fit`` is a keyword: ``steps=2000``,
     ``step_size=0.01``, ``until_converged=True`` (``_`` for ``-``; ``True``
     for a flag). ``model``: ``logistic``, ``linear``, ``softmax`` or ``mlp``;
     ``method``: any of ``langevin fit --method`` (``sghmc``, ``nuts``,
     ``vi``, ``laplace-diag-fisher``, ...; default: the program's).
+
+    ``out``: a folder to keep the run in (``langevin predict``,
+    ``langevin diagnose``, ``--resume`` and :func:`load_run` read it); by
+    default the run happens in a temporary folder that is removed once its
+    results are in memory.
 
     Returns an ``arviz.InferenceData`` (:func:`load_run` of the folder).
     The GIL is released during the run; Ctrl-C stops the samplers and raises
@@ -81,10 +87,23 @@ def fit(
         raise ValueError(f"feature_names: {len(feature_names)} names for {d} columns")
     if target in feature_names or len(set(feature_names)) != d:
         raise ValueError("feature_names and target must be distinct")
-    if out is None:
+    temporary = out is None
+    if temporary:
         out = tempfile.mkdtemp(prefix="langevin-fit-")
         os.rmdir(out)
     out = os.path.abspath(os.fspath(out))
+    try:
+        idata = _fit_in(out, Xa, ya, feature_names, target, model, method, chains, seed, options)
+    finally:
+        if temporary:
+            shutil.rmtree(out, ignore_errors=True)
+    if temporary:
+        for attrs in [idata.attrs] + [getattr(idata, g).attrs for g in idata.groups()]:
+            attrs.pop("run_dir", None)
+    return idata
+
+
+def _fit_in(out, Xa, ya, feature_names, target, model, method, chains, seed, options):
     # The data goes into the run folder (kept: `langevin predict`, `--resume`
     # and `load_run`'s log posterior read it from there).
     os.makedirs(out, exist_ok=True)

@@ -15,13 +15,17 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use faer::Mat;
-use langevin::laplace::{DenseHessianConfig, DenseHessianLaplace, DenseLaplaceState};
+use langevin::curvature::OutputLikelihood;
+use langevin::laplace::{
+    DenseFisherLaplace, DenseGgnLaplace, DenseHessianConfig, DenseHessianLaplace,
+    DenseLaplaceState, DiagFisherLaplace, DiagGgnLaplace, DiagLaplaceState, LaplaceConfig,
+};
 use langevin::optim::Optimizer;
 use langevin::sgmcmc::{
     Baoa, BaoaConfig, BaoaState, MomentaInit, Sghmc, SghmcConfig, SghmcState, Sgld, SgldConfig,
     SgldState, Sgnht, SgnhtConfig, SgnhtState,
 };
-use langevin::vi::{DiagVi, DiagViConfig, DiagViState};
+use langevin::vi::{DenseVi, DenseViConfig, DenseViState, DiagVi, DiagViConfig, DiagViState};
 use langevin_core::{
     chain_rng, ChainRng, LogDensity, ParamLayout, Params, Transform, TransformState,
 };
@@ -29,7 +33,10 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+mod curvature;
+use curvature::{report, ErrorSlot, Outer, PyOutputModel, PyPerExample};
 
 create_exception!(
     _langevin,
@@ -546,7 +553,25 @@ fn thermo_linalg<'py>(
 
 /// The name of the single parameter of a layout built from an array (the
 /// density then sees an array, not a dict).
-const ARRAY_PARAM: &str = "__array__";
+pub(crate) const ARRAY_PARAM: &str = "__array__";
+
+/// Parameters as the Python callables see them: a dict of arrays shaped as
+/// in the layout, or one array when the layout is one array ([`ARRAY_PARAM`]).
+pub(crate) fn params_to_py<'py>(py: Python<'py>, p: &Params) -> PyResult<Bound<'py, PyAny>> {
+    let layout = p.layout();
+    let specs = layout.specs();
+    if specs.len() == 1 && specs[0].name == ARRAY_PARAM {
+        let a = PyArray1::from_slice(py, p.values());
+        return Ok(a.reshape(specs[0].shape.clone())?.into_any());
+    }
+    let dict = PyDict::new(py);
+    for (k, s) in specs.iter().enumerate() {
+        let off = layout.offset(k);
+        let a = PyArray1::from_slice(py, &p.values()[off..off + s.numel()]);
+        dict.set_item(&s.name, a.reshape(s.shape.clone())?)?;
+    }
+    Ok(dict.into_any())
+}
 
 /// A Python callable `log_posterior(params, batch) -> (value, grads)` as a
 /// log density. `params` and `grads` are a dict of arrays (or one array),
@@ -555,26 +580,10 @@ const ARRAY_PARAM: &str = "__array__";
 /// sampler as [`langevin_core::Error::Density`].
 struct PyDensity {
     f: Py<PyAny>,
-    error: Mutex<Option<PyErr>>,
+    error: ErrorSlot,
 }
 
 impl PyDensity {
-    fn params_to_py<'py>(&self, py: Python<'py>, p: &Params) -> PyResult<Bound<'py, PyAny>> {
-        let layout = p.layout();
-        let specs = layout.specs();
-        if specs.len() == 1 && specs[0].name == ARRAY_PARAM {
-            let a = PyArray1::from_slice(py, p.values());
-            return Ok(a.reshape(specs[0].shape.clone())?.into_any());
-        }
-        let dict = PyDict::new(py);
-        for (k, s) in specs.iter().enumerate() {
-            let off = layout.offset(k);
-            let a = PyArray1::from_slice(py, &p.values()[off..off + s.numel()]);
-            dict.set_item(&s.name, a.reshape(s.shape.clone())?)?;
-        }
-        Ok(dict.into_any())
-    }
-
     fn call(
         &self,
         py: Python<'_>,
@@ -585,7 +594,7 @@ impl PyDensity {
         let out = self
             .f
             .bind(py)
-            .call1((self.params_to_py(py, p)?, batch.bind(py)))?;
+            .call1((params_to_py(py, p)?, batch.bind(py)))?;
         let tuple = out.downcast::<PyTuple>().map_err(|_| {
             pyo3::exceptions::PyTypeError::new_err(
                 "log_posterior must return a tuple (value, grads)",
@@ -651,16 +660,9 @@ impl LogDensity for PyDensity {
         batch: &Py<PyAny>,
         grad: &mut [f64],
     ) -> langevin_core::Result<(f64, ())> {
-        Python::with_gil(|py| match self.call(py, params, batch, grad) {
-            Ok(v) => Ok((v, ())),
-            Err(e) => {
-                let msg = e.to_string();
-                if let Ok(mut slot) = self.error.lock() {
-                    *slot = Some(e);
-                }
-                Err(langevin_core::Error::Density(msg))
-            }
-        })
+        Python::with_gil(|py| self.call(py, params, batch, grad))
+            .map(|v| (v, ()))
+            .map_err(|e| report(&self.error, e))
     }
 }
 
@@ -672,7 +674,12 @@ enum Kind {
     Sgnht(Sgnht<Density>),
     Baoa(Baoa<Density>),
     ViDiag(DiagVi<Density>),
+    ViDense(DenseVi<Density>),
     LaplaceHessian(DenseHessianLaplace<Density>),
+    LaplaceDiagFisher(DiagFisherLaplace<PyPerExample>),
+    LaplaceDenseFisher(DenseFisherLaplace<PyPerExample>),
+    LaplaceDiagGgn(DiagGgnLaplace<PyOutputModel>),
+    LaplaceDenseGgn(DenseGgnLaplace<PyOutputModel>),
 }
 
 #[derive(Clone)]
@@ -682,7 +689,11 @@ enum AnyState {
     Sgnht(SgnhtState),
     Baoa(BaoaState),
     ViDiag(DiagViState),
-    LaplaceHessian(DenseLaplaceState),
+    ViDense(DenseViState),
+    /// Every dense Laplace variant (Hessian, Fisher, GGN).
+    LaplaceDense(DenseLaplaceState),
+    /// Every diagonal Laplace variant (Fisher, GGN).
+    LaplaceDiag(DiagLaplaceState),
 }
 
 impl AnyState {
@@ -693,7 +704,9 @@ impl AnyState {
             AnyState::Sgnht(s) => s,
             AnyState::Baoa(s) => s,
             AnyState::ViDiag(s) => s,
-            AnyState::LaplaceHessian(s) => s,
+            AnyState::ViDense(s) => s,
+            AnyState::LaplaceDense(s) => s,
+            AnyState::LaplaceDiag(s) => s,
         }
     }
     fn momenta(&self) -> Option<&[f64]> {
@@ -739,11 +752,7 @@ impl State {
     /// The parameters (a dict of arrays, or an array, as given to `init`).
     #[getter]
     fn params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let d = PyDensity {
-            f: py.None(),
-            error: Mutex::new(None),
-        };
-        d.params_to_py(py, self.inner.inner().params())
+        params_to_py(py, self.inner.inner().params())
     }
     /// The parameters, flattened (ravel order of the dict's entries).
     #[getter]
@@ -760,11 +769,23 @@ impl State {
     fn log_posterior(&self) -> f64 {
         self.inner.inner().log_density()
     }
-    /// VI: the standard deviations of q, flattened (`None` otherwise).
+    /// VI: the standard deviations of q, flattened (the square roots of
+    /// the covariance's diagonal for dense VI); diagonal Laplace: `1/sqrt(P)`
+    /// (temperature 1; `None` while a precision entry is not positive);
+    /// `None` otherwise.
     #[getter]
     fn sd<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f64>>> {
         match &self.inner {
             AnyState::ViDiag(s) => Some(PyArray1::from_vec(py, s.sd())),
+            AnyState::ViDense(s) => {
+                let d = s.params.len();
+                let c = s.covariance();
+                Some(PyArray1::from_vec(
+                    py,
+                    (0..d).map(|j| c[j * d + j].sqrt()).collect(),
+                ))
+            }
+            AnyState::LaplaceDiag(s) => s.sd(1.0).ok().map(|v| PyArray1::from_vec(py, v)),
             _ => None,
         }
     }
@@ -773,19 +794,67 @@ impl State {
     fn nelbo(&self) -> Option<f64> {
         match &self.inner {
             AnyState::ViDiag(s) => Some(s.nelbo),
+            AnyState::ViDense(s) => Some(s.nelbo),
             _ => None,
         }
     }
-    /// Laplace: the precision matrix (of the parameters, `(d, d)`), `None` otherwise.
+    /// Dense Laplace: the precision matrix `(m, m)` over the approximated
+    /// parameters (all `d`, or the `subset`'s), `None` otherwise.
     #[getter]
     fn prec<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyArray2<f64>>>> {
         match &self.inner {
-            AnyState::LaplaceHessian(s) => {
-                let n = (s.prec.len() as f64).sqrt().round() as usize;
+            AnyState::LaplaceDense(s) => {
+                let n = s.subset.len();
                 Ok(Some(PyArray1::from_slice(py, &s.prec).reshape([n, n])?))
             }
             _ => Ok(None),
         }
+    }
+    /// Diagonal Laplace: the precision's diagonal `(m,)` over the
+    /// approximated parameters, `None` otherwise.
+    #[getter]
+    fn prec_diag<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f64>>> {
+        match &self.inner {
+            AnyState::LaplaceDiag(s) => Some(PyArray1::from_slice(py, &s.prec_diag)),
+            _ => None,
+        }
+    }
+    /// Laplace: the flat indices (ravel order of the parameters) that the
+    /// precision covers, `None` otherwise.
+    #[getter]
+    fn subset_indices<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<u64>>> {
+        let idx = match &self.inner {
+            AnyState::LaplaceDiag(s) => s.subset.indices(),
+            AnyState::LaplaceDense(s) => s.subset.indices(),
+            _ => return None,
+        };
+        Some(PyArray1::from_vec(
+            py,
+            idx.iter().map(|&i| i as u64).collect(),
+        ))
+    }
+    /// Dense VI: the lower-triangular factor `L` of the covariance `L L^T`
+    /// (`(d, d)`; posteriors' `L_factor`), `None` otherwise.
+    #[getter(L_factor)]
+    fn l_factor<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyArray2<f64>>>> {
+        match &self.inner {
+            AnyState::ViDense(s) => {
+                let d = s.params.len();
+                Ok(Some(PyArray1::from_slice(py, &s.chol).reshape([d, d])?))
+            }
+            _ => Ok(None),
+        }
+    }
+    /// The covariance of the approximation at temperature 1: dense VI's
+    /// `L L^T`, dense Laplace's `P^-1` (over the subset); `None` otherwise.
+    #[getter]
+    fn cov<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyArray2<f64>>>> {
+        let (c, m) = match &self.inner {
+            AnyState::ViDense(s) => (s.covariance(), s.params.len()),
+            AnyState::LaplaceDense(s) => (s.covariance(1.0).map_err(core_err)?, s.subset.len()),
+            _ => return Ok(None),
+        };
+        Ok(Some(PyArray1::from_vec(py, c).reshape([m, m])?))
     }
     /// Momenta, flattened (`None` for SGLD, VI and Laplace).
     #[getter]
@@ -802,11 +871,12 @@ impl State {
     }
 }
 
-/// An SGMCMC transform over a Python log density (posteriors' `build`).
+/// A transform over Python callables (posteriors' `build`).
 #[pyclass(frozen, module = "langevin._langevin")]
 struct PyTransform {
     kind: Kind,
-    density: Density,
+    /// The callables' last Python exception.
+    error: ErrorSlot,
     method: &'static str,
 }
 
@@ -869,7 +939,20 @@ impl PyTransform {
             (Kind::Sgnht(t), AnyState::Sgnht(s)) => t.step(s, batch, &mut state.rng).map(drop),
             (Kind::Baoa(t), AnyState::Baoa(s)) => t.step(s, batch, &mut state.rng).map(drop),
             (Kind::ViDiag(t), AnyState::ViDiag(s)) => t.step(s, batch, &mut state.rng).map(drop),
-            (Kind::LaplaceHessian(t), AnyState::LaplaceHessian(s)) => {
+            (Kind::ViDense(t), AnyState::ViDense(s)) => t.step(s, batch, &mut state.rng).map(drop),
+            (Kind::LaplaceHessian(t), AnyState::LaplaceDense(s)) => {
+                t.step(s, batch, &mut state.rng).map(drop)
+            }
+            (Kind::LaplaceDenseFisher(t), AnyState::LaplaceDense(s)) => {
+                t.step(s, batch, &mut state.rng).map(drop)
+            }
+            (Kind::LaplaceDenseGgn(t), AnyState::LaplaceDense(s)) => {
+                t.step(s, batch, &mut state.rng).map(drop)
+            }
+            (Kind::LaplaceDiagFisher(t), AnyState::LaplaceDiag(s)) => {
+                t.step(s, batch, &mut state.rng).map(drop)
+            }
+            (Kind::LaplaceDiagGgn(t), AnyState::LaplaceDiag(s)) => {
                 t.step(s, batch, &mut state.rng).map(drop)
             }
             _ => {
@@ -884,7 +967,7 @@ impl PyTransform {
 
     /// The Python exception of the density if it raised, else the library's.
     fn raise(&self, _py: Python<'_>, e: langevin_core::Error) -> PyErr {
-        let kept = self.density.error.lock().ok().and_then(|mut s| s.take());
+        let kept = self.error.lock().ok().and_then(|mut s| s.take());
         match (kept, e.root()) {
             (Some(err), langevin_core::Error::Density(_)) => err,
             _ => core_err(e),
@@ -906,7 +989,12 @@ impl PyTransform {
             Kind::Sgnht(t) => t.init(params, &mut rng).map(AnyState::Sgnht),
             Kind::Baoa(t) => t.init(params, &mut rng).map(AnyState::Baoa),
             Kind::ViDiag(t) => t.init(params, &mut rng).map(AnyState::ViDiag),
-            Kind::LaplaceHessian(t) => t.init(params, &mut rng).map(AnyState::LaplaceHessian),
+            Kind::ViDense(t) => t.init(params, &mut rng).map(AnyState::ViDense),
+            Kind::LaplaceHessian(t) => t.init(params, &mut rng).map(AnyState::LaplaceDense),
+            Kind::LaplaceDenseFisher(t) => t.init(params, &mut rng).map(AnyState::LaplaceDense),
+            Kind::LaplaceDenseGgn(t) => t.init(params, &mut rng).map(AnyState::LaplaceDense),
+            Kind::LaplaceDiagFisher(t) => t.init(params, &mut rng).map(AnyState::LaplaceDiag),
+            Kind::LaplaceDiagGgn(t) => t.init(params, &mut rng).map(AnyState::LaplaceDiag),
         }
         .map_err(core_err)?;
         Ok(State {
@@ -925,7 +1013,8 @@ impl PyTransform {
     }
 
     /// `n_steps` steps in Rust, batch `i % len(batches)` at step `i` (a
-    /// list or tuple; anything else is the batch of every step). Returns
+    /// list; anything else, a tuple `(x, y)` included, is the batch of
+    /// every step). Returns
     /// `(state, trace)`, `trace` a dict of `params` (kept draws x flat
     /// parameters) and `log_posterior`, every `thin`-th step kept. On an
     /// error nothing is returned (the given state is unchanged).
@@ -941,10 +1030,10 @@ impl PyTransform {
         if thin == 0 {
             return Err(PyValueError::new_err("thin must be at least 1"));
         }
+        // Only a list is a sequence of batches: a tuple is one batch, as
+        // posteriors' `(x, y)` batches are.
         let list: Vec<Py<PyAny>> = if let Ok(l) = batches.downcast::<PyList>() {
             l.iter().map(|b| b.unbind()).collect()
-        } else if let Ok(t) = batches.downcast::<PyTuple>() {
-            t.iter().map(|b| b.unbind()).collect()
         } else {
             vec![batches.clone().unbind()]
         };
@@ -979,16 +1068,99 @@ impl PyTransform {
     }
 }
 
+/// `n` draws `(n, d)` (flat parameters) from the approximation of a VI
+/// or Laplace state at `temperature` (Laplace; VI's q has its own
+/// temperature built in and refuses another), with the generator
+/// `chain_rng(seed, chain)`. Parameters outside a Laplace `subset`
+/// stay at the mean.
+#[pyfunction]
+#[pyo3(signature = (state, n, temperature=1.0, seed=0, chain=0))]
+fn sample_state<'py>(
+    py: Python<'py>,
+    state: &State,
+    n: usize,
+    temperature: f64,
+    seed: u64,
+    chain: u64,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let mut rng = chain_rng(seed, chain);
+    let draws = match &state.inner {
+        AnyState::ViDiag(_) | AnyState::ViDense(_) if temperature != 1.0 => {
+            return Err(PyValueError::new_err(
+                "temperature: VI's q is sampled as fitted (its temperature is the transform's)",
+            ))
+        }
+        AnyState::ViDiag(s) => s.sample(n, &mut rng),
+        AnyState::ViDense(s) => s.sample(n, &mut rng),
+        AnyState::LaplaceDiag(s) => s.sample(n, temperature, &mut rng).map_err(core_err)?,
+        AnyState::LaplaceDense(s) => s.sample(n, temperature, &mut rng).map_err(core_err)?,
+        _ => {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "sample: a {} state is a chain, not an approximation (VI or Laplace)",
+                state.method
+            )))
+        }
+    };
+    let d = state.inner.inner().params().len();
+    let flat: Vec<f64> = draws
+        .iter()
+        .flat_map(|p| p.values().iter().copied())
+        .collect();
+    PyArray1::from_vec(py, flat).reshape([n, d])
+}
+
+/// The outer likelihood of a GGN transform: `bernoulli`, `categorical`,
+/// `gaussian` (with `noise_var`) or a callable `(outputs, batch) -> (n, k, k)`
+/// Hessians of `-log p(y | f)`.
+fn outer_of(outer: Option<&Bound<'_, PyAny>>, noise_var: f64) -> PyResult<Outer> {
+    let Some(o) = outer else {
+        return Err(PyValueError::new_err(
+            "outer_log_likelihood is required: \"bernoulli\", \"categorical\", \"gaussian\" or a callable (outputs, batch) -> Hessians",
+        ));
+    };
+    if let Ok(name) = o.downcast::<PyString>() {
+        let name = name.to_cow()?;
+        return match name.as_ref() {
+            "bernoulli" => Ok(Outer::Known(OutputLikelihood::Bernoulli)),
+            "categorical" => Ok(Outer::Known(OutputLikelihood::Categorical)),
+            "gaussian" => {
+                if !(noise_var.is_finite() && noise_var > 0.0) {
+                    return Err(PyValueError::new_err(format!(
+                        "noise_var must be finite and > 0, got {noise_var}"
+                    )));
+                }
+                Ok(Outer::Known(OutputLikelihood::Gaussian {
+                    variance: noise_var,
+                }))
+            }
+            other => Err(PyValueError::new_err(format!(
+                "outer_log_likelihood `{other}`: expected \"bernoulli\", \"categorical\", \"gaussian\" or a callable"
+            ))),
+        };
+    }
+    if o.is_callable() {
+        return Ok(Outer::Callable(o.clone().unbind()));
+    }
+    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        "outer_log_likelihood must be a name or a callable, got {}",
+        o.get_type().name()?
+    )))
+}
+
 /// Build a transform: `method` is `sgld`, `sghmc`, `sgnht`, `baoa` (with
 /// posteriors' hyper-parameter names), `vi-diag` (Adam with step `lr`,
-/// `n_samples`, `stl`, `init_log_sds`) or `laplace-hessian` (`rescale`,
-/// `init_prec_diag`).
+/// `n_samples`, `stl`, `init_log_sds`), `vi-dense` (`init_scale`: `L`
+/// starts at `init_scale * I`), `laplace-hessian` (`rescale`,
+/// `init_prec_diag`), `laplace-diag-fisher` / `laplace-dense-fisher` (`f`
+/// is a per-example log posterior; `init_prec_diag`, `subset`) or
+/// `laplace-diag-ggn` / `laplace-dense-ggn` (`f` is the model's forward
+/// with its Jacobian; `outer`, `noise_var`, `init_prec_diag`, `subset`).
 #[pyfunction]
-#[pyo3(signature = (method, log_posterior, lr=1e-3, alpha=0.01, beta=0.0, sigma=1.0, temperature=1.0, momenta=None, xi=None, n_samples=1, stl=true, init_log_sds=0.0, rescale=1.0, init_prec_diag=0.0))]
+#[pyo3(signature = (method, f, lr=1e-3, alpha=0.01, beta=0.0, sigma=1.0, temperature=1.0, momenta=None, xi=None, n_samples=1, stl=true, init_log_sds=0.0, rescale=1.0, init_prec_diag=0.0, init_scale=1.0, subset=None, outer=None, noise_var=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn build(
     method: &str,
-    log_posterior: Bound<'_, PyAny>,
+    f: Bound<'_, PyAny>,
     lr: f64,
     alpha: f64,
     beta: f64,
@@ -1001,18 +1173,55 @@ fn build(
     init_log_sds: f64,
     rescale: f64,
     init_prec_diag: f64,
+    init_scale: f64,
+    subset: Option<Vec<String>>,
+    outer: Option<Bound<'_, PyAny>>,
+    noise_var: f64,
 ) -> PyResult<PyTransform> {
-    if !log_posterior.is_callable() {
+    let what = match method {
+        "laplace-diag-fisher" | "laplace-dense-fisher" => {
+            "log_posterior must be callable (params, batch) -> (values per example, grads per example)"
+        }
+        "laplace-diag-ggn" | "laplace-dense-ggn" => {
+            "forward must be callable (params, batch) -> (outputs, jacobian)"
+        }
+        _ => "log_posterior must be callable (params, batch) -> (value, grads)",
+    };
+    if !f.is_callable() {
         return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-            "log_posterior must be callable (params, batch) -> (value, grads), got {}",
-            log_posterior.get_type().name()?
+            "{what}, got {}",
+            f.get_type().name()?
         )));
     }
-    let density: Density = Arc::new(PyDensity {
-        f: log_posterior.unbind(),
-        error: Mutex::new(None),
+    let error: ErrorSlot = Arc::new(Mutex::new(None));
+    let d: Density = Arc::new(PyDensity {
+        f: f.clone().unbind(),
+        error: error.clone(),
     });
-    let d = density.clone();
+    let laplace = LaplaceConfig {
+        init_prec_diag,
+        subset: subset.clone(),
+    };
+    let per_example = || PyPerExample {
+        f: f.clone().unbind(),
+        error: error.clone(),
+    };
+    let output_model = || -> PyResult<PyOutputModel> {
+        Ok(PyOutputModel {
+            forward: f.clone().unbind(),
+            outer: outer_of(outer.as_ref(), noise_var)?,
+            error: error.clone(),
+        })
+    };
+    let curvature_model = matches!(
+        method,
+        "laplace-diag-fisher" | "laplace-dense-fisher" | "laplace-diag-ggn" | "laplace-dense-ggn"
+    );
+    if subset.is_some() && !curvature_model {
+        return Err(PyValueError::new_err(format!(
+            "subset: not an option of {method} (the Fisher and GGN Laplace variants have it)"
+        )));
+    }
     let (kind, method) = match method {
         "sgld" => (
             Sgld::new(
@@ -1085,6 +1294,20 @@ fn build(
             .map(Kind::ViDiag),
             "vi-diag",
         ),
+        "vi-dense" => (
+            DenseVi::new(
+                d,
+                DenseViConfig {
+                    optimizer: Optimizer::adam(lr),
+                    temperature: temperature.into(),
+                    n_samples,
+                    stick_the_landing: stl,
+                    init_scale,
+                },
+            )
+            .map(Kind::ViDense),
+            "vi-dense",
+        ),
         "laplace-hessian" => (
             DenseHessianLaplace::new(
                 d,
@@ -1097,15 +1320,32 @@ fn build(
             .map(Kind::LaplaceHessian),
             "laplace-hessian",
         ),
+        "laplace-diag-fisher" => (
+            DiagFisherLaplace::new(per_example(), laplace).map(Kind::LaplaceDiagFisher),
+            "laplace-diag-fisher",
+        ),
+        "laplace-dense-fisher" => (
+            DenseFisherLaplace::new(per_example(), laplace).map(Kind::LaplaceDenseFisher),
+            "laplace-dense-fisher",
+        ),
+        "laplace-diag-ggn" => (
+            DiagGgnLaplace::new(output_model()?, laplace).map(Kind::LaplaceDiagGgn),
+            "laplace-diag-ggn",
+        ),
+        "laplace-dense-ggn" => (
+            DenseGgnLaplace::new(output_model()?, laplace).map(Kind::LaplaceDenseGgn),
+            "laplace-dense-ggn",
+        ),
         other => {
             return Err(PyValueError::new_err(format!(
-                "unknown method `{other}` (sgld, sghmc, sgnht, baoa, vi-diag, laplace-hessian)"
+                "unknown method `{other}` (sgld, sghmc, sgnht, baoa, vi-diag, vi-dense, laplace-hessian, \
+                 laplace-diag-fisher, laplace-dense-fisher, laplace-diag-ggn, laplace-dense-ggn)"
             )))
         }
     };
     Ok(PyTransform {
         kind: kind.map_err(core_err)?,
-        density,
+        error,
         method,
     })
 }
@@ -1129,6 +1369,7 @@ fn _langevin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ou_log_prob, m)?)?;
     m.add_function(wrap_pyfunction!(thermo_linalg, m)?)?;
     m.add_function(wrap_pyfunction!(build, m)?)?;
+    m.add_function(wrap_pyfunction!(sample_state, m)?)?;
     m.add_class::<State>()?;
     m.add_class::<PyTransform>()?;
     Ok(())

@@ -195,3 +195,18 @@ def test_fit_folder_is_self_contained(cancer, tmp_path):
         out = subprocess.run([exe, "predict", "--run", str(tmp_path / "r"), "--data", str(tmp_path / "r" / "data.csv")],
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
+
+
+def test_fit_without_out_leaves_no_folder(cancer, tmp_path, monkeypatch):
+    # Without `out` the run happens in a temporary folder, removed afterwards,
+    # also when the run fails; the results are in memory.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    X, y, _, _ = cancer
+    idata = langevin.fit(X, y, seed=3, chains=2, **FAST)
+    assert idata.posterior.sizes["draw"] > 0 and "lp" in idata.sample_stats
+    assert "run_dir" not in idata.posterior.attrs and "run_dir" not in idata.attrs
+    with pytest.raises(ValueError, match="step-size"):
+        langevin.fit(X, y, step_size=-1.0)
+    assert os.listdir(tmp_path) == []

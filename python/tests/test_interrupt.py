@@ -16,6 +16,25 @@ try:
 except KeyboardInterrupt:
     print("interrupted", flush=True)
 """,
+    # the methods that do not go through the run loop poll the same flag
+    "nuts": """
+import langevin
+X, y = langevin.datasets.load("breast_cancer")
+print("start", flush=True)
+try:
+    langevin.fit(X, y, seed=0, chains=2, method="nuts", steps=10_000_000)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+""",
+    "vi": """
+import langevin
+X, y = langevin.datasets.load("breast_cancer")
+print("start", flush=True)
+try:
+    langevin.fit(X, y, seed=0, method="vi", steps=500_000_000)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+""",
     "run": """
 import numpy as np
 from langevin import sgmcmc

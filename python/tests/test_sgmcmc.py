@@ -174,3 +174,20 @@ def test_bad_params():
         sgmcmc.sghmc.build(gaussian, lr=0.1).update(t.init({"x": np.ones(2)}), None)
     with pytest.raises(ValueError):
         t.run(t.init({"x": np.ones(2)}), [], 10)
+
+
+def test_run_batches_list_is_a_sequence_a_tuple_is_one_batch():
+    seen = []
+
+    def lp(p, batch):
+        seen.append(batch)
+        return -0.5 * p @ p, -p
+
+    t = sgmcmc.sgld.build(lp, lr=0.01)
+    s = t.init(np.zeros(2))
+    a, b = np.zeros(3), np.ones(3)
+    t.run(s, [a, b], 4)
+    assert [x[0] for x in seen] == [0.0, 1.0, 0.0, 1.0]
+    seen.clear()
+    t.run(s, (a, b), 3)  # posteriors' (x, y) batch: the same one at every step
+    assert len(seen) == 3 and all(isinstance(x, tuple) and x[1] is b for x in seen)

@@ -889,6 +889,14 @@ impl LogDensity for ModelDensity {
             ModelDensity::Mlp(d) => d.value_and_grad(params, batch, grad),
         }
     }
+
+    /// The value without a backward pass where the density has one.
+    fn value(&self, params: &Params, batch: &Batch) -> Result<(f64, ())> {
+        match self {
+            ModelDensity::Candle(d) => d.value(params, batch),
+            ModelDensity::Mlp(d) => d.value(params, batch),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1033,6 +1041,40 @@ mod tests {
             ModelDensity::Candle(_)
         ));
         assert!(MlpDensity::for_model(&glm, DType::F32).is_err());
+    }
+
+    #[test]
+    fn model_density_value_is_the_value_of_value_and_grad() {
+        // `value` skips the backward pass (candle) but not the number:
+        // every model kind, both routes, f64.
+        for kind in [
+            ModelKind::Linear,
+            ModelKind::Logistic,
+            ModelKind::Softmax,
+            ModelKind::Mlp,
+        ] {
+            let (base, rows) = cases().remove(0);
+            let task = match kind {
+                ModelKind::Linear => Task::Regression,
+                ModelKind::Logistic => Task::Classification { n_classes: 2 },
+                _ => base.spec().task,
+            };
+            let m = Model::new(crate::ModelSpec {
+                kind,
+                task,
+                ..base.spec().clone()
+            })
+            .unwrap();
+            let (x, y, p) = data(&m, rows, 3);
+            let b = m.batch(&x, &y, DType::F64, &Device::Cpu).unwrap();
+            let dens = m.density(DType::F64, &Device::Cpu);
+            let (v, _) = grad_of(&dens, &p, &b);
+            let (w, ()) = dens.value(&p, &b).unwrap();
+            assert!(
+                (v - w).abs() <= 1e-12 * v.abs().max(1.0),
+                "{kind:?}: {v} vs {w}"
+            );
+        }
     }
 
     #[test]

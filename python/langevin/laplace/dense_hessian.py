@@ -1,6 +1,9 @@
 """Dense Hessian Laplace, posteriors' ``laplace.dense_hessian.build``."""
 
+from .._approx import sample
 from .._langevin import build as _build
+
+__all__ = ["build", "sample"]
 
 
 def build(log_posterior, rescale=1.0, init_prec_diag=0.0):

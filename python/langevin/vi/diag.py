@@ -1,6 +1,9 @@
 """Diagonal-Gaussian VI, posteriors' ``vi.diag.build`` (the optimiser is Adam)."""
 
+from .._approx import sample
 from .._langevin import build as _build
+
+__all__ = ["build", "sample"]
 
 
 def build(log_posterior, lr=1e-2, temperature=1.0, n_samples=1, stl=True, init_log_sds=0.0):

@@ -240,6 +240,7 @@ impl Fitter<'_> {
         divergences: &mut u64,
     ) -> Result<()> {
         for step in 0..self.steps {
+            super::sample::check_interrupt(step)?;
             let b = batcher.next(full, rng)?;
             match t.step(state, &b, rng) {
                 Ok(_) => {}
@@ -549,7 +550,8 @@ impl Fitter<'_> {
         if dense {
             let t = DenseEkf::new(&pe, config)?;
             let mut state = t.init(start, rng)?;
-            for _ in 0..steps {
+            for step in 0..steps {
+                super::sample::check_interrupt(step)?;
                 let b = batcher.next(full, rng)?;
                 accumulate(&t, &mut state, std::slice::from_ref(&b), rng, &name)?;
             }
@@ -568,7 +570,8 @@ impl Fitter<'_> {
         } else {
             let t = DiagEkf::new(&pe, config)?;
             let mut state = t.init(start, rng)?;
-            for _ in 0..steps {
+            for step in 0..steps {
+                super::sample::check_interrupt(step)?;
                 let b = batcher.next(full, rng)?;
                 accumulate(&t, &mut state, std::slice::from_ref(&b), rng, &name)?;
             }
@@ -596,7 +599,8 @@ fn accumulate<T: Transform<Batch = Batch>>(
     rng: &mut ChainRng,
     name: &str,
 ) -> Result<()> {
-    for b in batches {
+    for (i, b) in batches.iter().enumerate() {
+        super::sample::check_interrupt(i as u64)?;
         t.step(state, b, rng).map_err(|e| curvature_err(e, name))?;
     }
     Ok(())

@@ -250,4 +250,7 @@ impl NutsMonitor for Progress {
     fn on_draw(&self, _chain: usize, _draw: u64, _warmup: bool) {
         self.bar.inc(1);
     }
+    fn interrupted(&self) -> bool {
+        super::sample::INTERRUPT.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

@@ -357,6 +357,16 @@ impl SampleRun<'_> {
 /// every 100 steps), as [`langevin::run::Stop::Interrupted`].
 pub static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// An "interrupted" error once [`INTERRUPT`] is set, checked every 100th
+/// `step`: the polls of the loops outside the run loop (the Gaussian
+/// methods' optimisers, curvature passes and filters).
+pub fn check_interrupt(step: u64) -> anyhow::Result<()> {
+    if step.is_multiple_of(100) && INTERRUPT.load(std::sync::atomic::Ordering::Relaxed) {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}
+
 /// The step from which the batches of this rank fail: a fault injected by
 /// the tests of runs under mpirun (`LANGEVIN_TEST_FAIL_RANK=R`: rank R's
 /// chains fail after 1000 steps), `None` otherwise.
