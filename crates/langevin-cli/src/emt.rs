@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use langevin_emt::needle::{evaluate, make_items, markdown_table, Condition};
 use langevin_emt::{
     citations, generate, EmtConfig, EmtError, GenerateConfig, Llama, Memory, MemoryBank,
-    MemoryOptions, Tokenizer, Uncertainty, WeightFormat, DEFAULT_MODEL_PATH,
+    MemoryOptions, Tokenizer, Uncertainty, WeightFormat,
 };
 
 #[derive(Subcommand)]
@@ -31,8 +31,9 @@ pub struct AskArgs {
     /// The question.
     #[arg(long)]
     question: String,
-    /// Memories retrieved per query and head.
-    #[arg(long, default_value_t = 10)]
+    /// Memories retrieved per query and head (2, as the paper: one-fact recall on generated
+    /// documents was 70-77% with k = 2 against 50-55% with k = 10, bench/emt/recall_defaults.py).
+    #[arg(long, default_value_t = 2)]
     top_k: usize,
     /// Maximum number of generated tokens.
     #[arg(long, default_value_t = 48)]
@@ -46,9 +47,11 @@ pub struct AskArgs {
     /// Print JSON: {"answer", "citations": [{"text", "score"}], "tokens_per_second"}.
     #[arg(long)]
     json: bool,
-    /// The GGUF model (fetched by scripts/fetch-smollm2.sh).
-    #[arg(long, default_value = DEFAULT_MODEL_PATH)]
-    model: PathBuf,
+    /// The GGUF model. Default: $LANGEVIN_EMT_MODEL, else the user cache folder
+    /// ($XDG_CACHE_HOME/langevin/models or ~/.cache/langevin/models, where
+    /// scripts/fetch-smollm2.sh puts it), else the repository's .cache/models.
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     temperature: f64,
@@ -64,8 +67,17 @@ pub struct AskArgs {
     /// The larger k for uncertainty-triggered retrieval.
     #[arg(long, default_value_t = 32)]
     uncertainty_top_k: usize,
-    /// Use the model's chat template instead of the "Question: ...\nAnswer:" prompt.
+    /// The plain completion prompt ("Question: ...\nAnswer:") instead of the model's chat
+    /// template (the default for a model whose GGUF has one), with a system prompt that
+    /// asks for a short answer from what the model remembers.
     #[arg(long)]
+    plain: bool,
+    /// The system prompt of the chat format (default: a short answer from what the model
+    /// remembers of the document).
+    #[arg(long, conflicts_with = "plain")]
+    system: Option<String>,
+    /// The chat template (the default; kept for older scripts).
+    #[arg(long, hide = true, conflicts_with = "plain")]
     chat: bool,
     /// Text the answer starts with (e.g. "Marta lives in"): small models answer far better
     /// when completing a sentence. It is part of the prompt and of the printed answer.
@@ -91,9 +103,9 @@ pub struct BenchArgs {
     /// k for the memory conditions.
     #[arg(long, default_value_t = 2)]
     top_k: usize,
-    /// The GGUF model (fetched by scripts/fetch-smollm2.sh).
-    #[arg(long, default_value = DEFAULT_MODEL_PATH)]
-    model: PathBuf,
+    /// The GGUF model (default: as `emt ask` finds it).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Also write the full report as JSON here.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -109,19 +121,14 @@ pub fn run(cmd: EmtCommand) -> anyhow::Result<()> {
     }
 }
 
-fn load(path: &Path, quantized: bool) -> anyhow::Result<(Llama, Tokenizer)> {
-    if !path.is_file() {
-        bail_input!(
-            "model file not found: {} (run scripts/fetch-smollm2.sh to fetch SmolLM2-135M-Instruct)",
-            path.display()
-        );
-    }
+fn load(explicit: Option<&Path>, quantized: bool) -> anyhow::Result<(Llama, Tokenizer)> {
+    let path = langevin_emt::find_model(explicit).map_err(crate::exit::bad_input)?;
     let format = if quantized {
         WeightFormat::Quantized
     } else {
         WeightFormat::Dequantized
     };
-    match Llama::load_with(path, format) {
+    match Llama::load_with(&path, format) {
         Ok(m) => Ok(m),
         Err(
             e @ (EmtError::ModelNotFound { .. }
@@ -133,23 +140,57 @@ fn load(path: &Path, quantized: bool) -> anyhow::Result<(Llama, Tokenizer)> {
     }
 }
 
-fn prompt_for(question: &str, document: Option<&str>, chat: bool, prefix: Option<&str>) -> String {
+/// The system prompt of the chat format: short answers, from memory when
+/// the document is held as memories.
+fn system_prompt(memories: bool, in_context: bool) -> &'static str {
+    if memories {
+        "You have read a document and remember it. Answer the question in one short sentence \
+         with the fact you remember from the document."
+    } else if in_context {
+        "Answer the question in one short sentence, from the document."
+    } else {
+        "Answer the question in one short sentence."
+    }
+}
+
+/// The prompt, and whether it is the chat format: the model's chat template
+/// (system prompt, then the document if in context and the question as the
+/// user's turn) unless `plain` or the model has none; else
+/// `"[document\n\n]Question: ...\nAnswer:"`. An answer prefix starts the answer.
+fn prompt_for(
+    tok: &Tokenizer,
+    question: &str,
+    document: Option<&str>,
+    system: &str,
+    plain: bool,
+    prefix: Option<&str>,
+) -> anyhow::Result<(String, bool)> {
+    if !plain {
+        let user = match document {
+            Some(d) => format!("{d}\n\n{question}"),
+            None => question.to_string(),
+        };
+        if let Some(p) = tok.apply_chat_template(&[("system", system), ("user", &user)], true)? {
+            return Ok((
+                match prefix {
+                    Some(x) => format!("{p}{x}"),
+                    None => p,
+                },
+                true,
+            ));
+        }
+    }
     let q = match document {
-        Some(d) if chat => format!("{d}\n\n{question}"),
         Some(d) => format!("{d}\n\nQuestion: {question}\nAnswer:"),
-        None if chat => question.to_string(),
         None => format!("Question: {question}\nAnswer:"),
     };
-    let p = if chat {
-        format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n")
-    } else {
-        q
-    };
-    match prefix {
-        Some(x) if chat => format!("{p}{x}"),
-        Some(x) => format!("{p} {x}"),
-        None => p,
-    }
+    Ok((
+        match prefix {
+            Some(x) => format!("{q} {x}"),
+            None => q,
+        },
+        false,
+    ))
 }
 
 fn ask(a: AskArgs) -> anyhow::Result<()> {
@@ -186,7 +227,7 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
     if doc.as_deref().is_some_and(|d| d.trim().is_empty()) && !a.no_memory {
         bail_input!("the memory document is empty");
     }
-    let (model, tok) = load(&a.model, a.quantized)?;
+    let (model, tok) = load(a.model.as_deref(), a.quantized)?;
     let context = model.config().max_position;
     if a.max_tokens > context {
         bail_input!(
@@ -200,12 +241,16 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(str::trim)
         .filter(|p| !p.is_empty());
-    let prompt = prompt_for(
+    let (prompt, chat) = prompt_for(
+        &tok,
         &a.question,
         if a.in_context { doc.as_deref() } else { None },
-        a.chat,
+        a.system
+            .as_deref()
+            .unwrap_or_else(|| system_prompt(use_memory, a.in_context)),
+        a.plain,
         prefix,
-    );
+    )?;
     let ids = tok.encode(&prompt)?;
     let bank = match (use_memory, &doc) {
         (true, Some(d)) => Some(build_bank(&model, &tok, d, a.quiet)?),
@@ -220,7 +265,7 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
         bank: b,
         config: &ec,
     });
-    let eos = if a.chat {
+    let eos = if chat {
         tok.token_id("<|im_end|>").or(tok.eos_id())
     } else {
         tok.eos_id()
@@ -242,7 +287,7 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
     })?;
     let raw = tok.decode(&g.tokens, true)?;
     // The completion format runs on into a next "Question:"; keep the answer line.
-    let body = if a.chat {
+    let body = if chat {
         raw.as_str()
     } else if prefix.is_some() {
         raw.split('\n').next().unwrap_or("")
@@ -278,7 +323,14 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
     if let Some(why) = &empty_reason {
         eprintln!(
             "notice: the model produced no answer text: {why}; try --answer-prefix \
-             (e.g. the start of the expected sentence), --chat, or a rephrased --question"
+             (e.g. the start of the expected sentence), {}a rephrased --question",
+            if chat {
+                "--plain, "
+            } else if tok.chat_template().is_some() {
+                "the chat format (without --plain), "
+            } else {
+                ""
+            }
         );
     }
     let cites = bank.as_ref().map_or_else(Vec::new, |b| citations(b, &g, 3));
@@ -387,7 +439,7 @@ fn bench(b: BenchArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let (model, tok) = load(&b.model, b.quantized)?;
+    let (model, tok) = load(b.model.as_deref(), b.quantized)?;
     let items = make_items(b.items, 20, b.seed)?;
     let k = b.top_k;
     let conditions = [

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use langevin_emt::needle::{evaluate, make_items, markdown_table, Condition};
-use langevin_emt::{Llama, WeightFormat, DEFAULT_MODEL_PATH};
+use langevin_emt::{Llama, WeightFormat};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,15 +25,7 @@ fn main() -> anyhow::Result<()> {
         .context("N_ITEMS")?;
     let seed: u64 = args.get(1).map_or(Ok(0), |s| s.parse()).context("SEED")?;
     let out = args.get(2).map(PathBuf::from);
-    let model_path = std::env::var("LANGEVIN_EMT_MODEL").unwrap_or_else(|_| {
-        // Examples run from the crate directory under cargo; look in the workspace root.
-        let here = PathBuf::from(DEFAULT_MODEL_PATH);
-        if here.exists() {
-            DEFAULT_MODEL_PATH.to_string()
-        } else {
-            format!("{}/../../{DEFAULT_MODEL_PATH}", env!("CARGO_MANIFEST_DIR"))
-        }
-    });
+    let model_path = langevin_emt::find_model(None)?;
     let format = match args.get(3).map(String::as_str) {
         Some("quantized") => WeightFormat::Quantized,
         None | Some("dequantized") => WeightFormat::Dequantized,

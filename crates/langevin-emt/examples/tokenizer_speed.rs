@@ -9,12 +9,11 @@
 #[path = "../tests/handwritten/mod.rs"]
 mod handwritten;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use candle_core::quantized::gguf_file;
-use langevin_emt::{Tokenizer, DEFAULT_MODEL_PATH};
+use langevin_emt::Tokenizer;
 
 /// ~`target` bytes: needle-benchmark documents (English prose with numbers) interleaved
 /// with code, chat markup and non-Latin text.
@@ -60,16 +59,7 @@ fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<(Duration, D
 }
 
 fn main() -> Result<()> {
-    let path = std::env::var("LANGEVIN_EMT_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../..")
-                .join(DEFAULT_MODEL_PATH)
-        });
-    if !path.is_file() {
-        bail!("{} not found: run scripts/fetch-smollm2.sh", path.display());
-    }
+    let path = langevin_emt::find_model(None)?;
     let mut f = std::fs::File::open(&path)?;
     let ct = gguf_file::Content::read(&mut f)?;
 

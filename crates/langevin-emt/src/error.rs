@@ -6,9 +6,10 @@ use std::path::PathBuf;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum EmtError {
-    /// The GGUF model file does not exist.
-    #[error("model file not found: {path} (run scripts/fetch-smollm2.sh to fetch SmolLM2-135M-Instruct)")]
-    ModelNotFound { path: PathBuf },
+    /// The GGUF model file does not exist (`looked`: every place looked, see
+    /// [`crate::locate`]).
+    #[error("model file not found; looked in: {looked}; {hint}", hint = crate::locate::FETCH_HINT)]
+    ModelNotFound { path: PathBuf, looked: String },
     /// Reading a file failed.
     #[error("cannot read {path}: {source}")]
     Io {

@@ -18,6 +18,7 @@ pub mod attention;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod locate;
 pub mod memory;
 pub mod model;
 pub mod needle;
@@ -26,10 +27,11 @@ pub mod tokenizer;
 pub use config::{EmtConfig, LlamaConfig};
 pub use error::{EmtError, Result};
 pub use generate::{citations, generate, Citation, GenerateConfig, Generation, Uncertainty};
+pub use locate::{find_model, MODEL_ENV, MODEL_FILE};
 pub use memory::{MemoryBank, MemoryOptions};
 pub use model::{KvCache, Llama, Memory, RetrievalCounts, WeightFormat};
 pub use tokenizer::Tokenizer;
 
-/// Default location of the SmolLM2-135M-Instruct GGUF, relative to the repository root
-/// (fetched by `scripts/fetch-smollm2.sh`).
+/// The SmolLM2-135M-Instruct GGUF relative to the repository root (one of the places
+/// [`find_model`] looks; `scripts/fetch-smollm2.sh` now fetches into the user cache folder).
 pub const DEFAULT_MODEL_PATH: &str = ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -159,6 +159,7 @@ impl Llama {
         if !path.is_file() {
             return Err(EmtError::ModelNotFound {
                 path: path.to_path_buf(),
+                looked: path.display().to_string(),
             });
         }
         let io = |source| EmtError::Io {

@@ -51,6 +51,8 @@ pub struct Tokenizer {
     /// Bytes whose byte-alphabet symbol is not in the vocabulary (empty for real ones).
     missing_bytes: Vec<u8>,
     eos_id: Option<u32>,
+    /// The GGUF's `tokenizer.chat_template` (Jinja), if any.
+    chat_template: Option<String>,
 }
 
 fn tok_err(e: impl std::fmt::Display) -> EmtError {
@@ -153,6 +155,7 @@ impl Tokenizer {
             special_ids: special.to_vec(),
             missing_bytes,
             eos_id,
+            chat_template: None,
         })
     }
 
@@ -194,7 +197,70 @@ impl Tokenizer {
             .metadata
             .get("tokenizer.ggml.eos_token_id")
             .and_then(|v| v.to_u32().ok());
-        Self::new(tokens, &merges, &special, eos)
+        let mut tok = Self::new(tokens, &merges, &special, eos)?;
+        tok.chat_template = content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .filter(|t| !t.trim().is_empty())
+            .cloned();
+        Ok(tok)
+    }
+
+    /// The model's chat template (the GGUF's `tokenizer.chat_template`, Jinja).
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    /// Set (or remove) the chat template.
+    pub fn set_chat_template(&mut self, template: Option<String>) {
+        self.chat_template = template;
+    }
+
+    /// `messages` (`(role, content)` pairs) rendered with the model's chat
+    /// template, as Hugging Face's `apply_chat_template` does, ending with the
+    /// assistant's turn when `add_generation_prompt`; `None` when the model has
+    /// no template. A template that does not render is
+    /// [`EmtError::Tokenizer`].
+    pub fn apply_chat_template(
+        &self,
+        messages: &[(&str, &str)],
+        add_generation_prompt: bool,
+    ) -> Result<Option<String>> {
+        let Some(template) = &self.chat_template else {
+            return Ok(None);
+        };
+        let mut env = minijinja::Environment::new();
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        let render_err = |e: minijinja::Error| tok_err(format!("chat template: {e}"));
+        env.add_template("chat", template).map_err(render_err)?;
+        let msgs: Vec<std::collections::BTreeMap<&str, &str>> = messages
+            .iter()
+            .map(|(role, content)| [("role", *role), ("content", *content)].into())
+            .collect();
+        let eos = self
+            .eos_id
+            .and_then(|e| self.tokens.get(e as usize))
+            .map_or("", String::as_str);
+        let out = env
+            .get_template("chat")
+            .map_err(render_err)?
+            .render(minijinja::context! {
+                messages => msgs,
+                add_generation_prompt => add_generation_prompt,
+                eos_token => eos,
+                bos_token => "",
+            })
+            .map_err(render_err)?;
+        Ok(Some(out))
     }
 
     /// Vocabulary size.
@@ -315,6 +381,38 @@ pub(crate) mod tests {
             tokens.push(m.replace(' ', ""));
         }
         Tokenizer::new(tokens, &merges, &[0], Some(0)).unwrap()
+    }
+
+    /// SmolLM2-Instruct's template, as its GGUF holds it.
+    pub(crate) const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn chat_template_renders_as_hugging_face_does() {
+        let mut t = toy();
+        assert_eq!(
+            t.apply_chat_template(&[("user", "hi")], true).unwrap(),
+            None
+        );
+        t.set_chat_template(Some(CHATML.into()));
+        // transformers' apply_chat_template on this template gives exactly these strings
+        assert_eq!(
+            t.apply_chat_template(&[("system", "Be brief."), ("user", "Where?")], true)
+                .unwrap()
+                .unwrap(),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhere?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert_eq!(
+            t.apply_chat_template(&[("user", "Where?")], false).unwrap().unwrap(),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhere?<|im_end|>\n"
+        );
+        t.set_chat_template(Some("{{ raise_exception('no system role') }}".into()));
+        let e = t
+            .apply_chat_template(&[("user", "x")], true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no system role"), "{e}");
+        t.set_chat_template(Some("{% for %}".into()));
+        assert!(t.apply_chat_template(&[("user", "x")], true).is_err());
     }
 
     #[test]

@@ -1,40 +1,30 @@
 //! Tests on the real SmolLM2-135M-Instruct GGUF (fetched by scripts/fetch-smollm2.sh).
 //!
-//! The fast ones skip with a message when the file is absent; the behavioural one is
-//! `#[ignore]`d (minutes on CPU):
-//! `cargo test --release -p langevin-emt --test real_model -- --ignored --nocapture`.
+//! All are `#[ignore]`d by default (the README's test command needs no model); `.ci/run`
+//! fetches the model and runs the fast ones:
+//! `cargo test -p langevin-emt --test real_model -- --ignored --skip needle_benchmark`.
+//! The behavioural one takes minutes on CPU:
+//! `cargo test --release -p langevin-emt --test real_model -- --ignored --nocapture needle`.
 
 use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use langevin_emt::needle::{evaluate, make_items, markdown_table, Condition};
-use langevin_emt::{KvCache, Llama, Tokenizer, WeightFormat, DEFAULT_MODEL_PATH};
+use langevin_emt::{KvCache, Llama, Tokenizer, WeightFormat};
 
-fn model_path() -> Option<PathBuf> {
-    let p = std::env::var("LANGEVIN_EMT_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../..")
-                .join(DEFAULT_MODEL_PATH)
-        });
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: {} not found; run scripts/fetch-smollm2.sh to enable the real-model tests",
-            p.display()
-        );
-        None
-    }
+/// The model as `langevin emt` finds it ([`langevin_emt::find_model`]). These tests are
+/// `#[ignore]`d by default (`cargo test` lists them as ignored); `.ci/run` fetches the
+/// model and runs them with `--ignored`, where a missing model fails, naming every
+/// place looked.
+fn model_path() -> PathBuf {
+    langevin_emt::find_model(None).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
+#[ignore = "needs the model (scripts/fetch-smollm2.sh); .ci/run runs it"]
 fn plain_model_matches_candle_quantized_llama() -> anyhow::Result<()> {
-    let Some(path) = model_path() else {
-        return Ok(());
-    };
+    let path = model_path();
     let (ours, tok) = Llama::load(&path)?;
     let cfg = ours.config();
     assert_eq!(
@@ -82,10 +72,9 @@ fn plain_model_matches_candle_quantized_llama() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs the model (scripts/fetch-smollm2.sh); .ci/run runs it"]
 fn dequantized_weights_agree_with_quantized() -> anyhow::Result<()> {
-    let Some(path) = model_path() else {
-        return Ok(());
-    };
+    let path = model_path();
     let (q, tok) = Llama::load_with(&path, WeightFormat::Quantized)?;
     let (f, _) = Llama::load_with(&path, WeightFormat::Dequantized)?;
     let ids =
@@ -104,10 +93,9 @@ fn dequantized_weights_agree_with_quantized() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs the model (scripts/fetch-smollm2.sh); .ci/run runs it"]
 fn tokenizer_matches_reference_ids() -> anyhow::Result<()> {
-    let Some(path) = model_path() else {
-        return Ok(());
-    };
+    let path = model_path();
     let mut f = std::fs::File::open(&path)?;
     let ct = gguf_file::Content::read(&mut f)?;
     let tok = Tokenizer::from_gguf(&ct)?;
@@ -153,9 +141,7 @@ fn tokenizer_matches_reference_ids() -> anyhow::Result<()> {
 #[test]
 #[ignore = "needs the model file and several minutes of CPU"]
 fn needle_benchmark_meets_acceptance() -> anyhow::Result<()> {
-    let Some(path) = model_path() else {
-        return Ok(());
-    };
+    let path = model_path();
     let (model, tok) = Llama::load_with(&path, WeightFormat::Dequantized)?;
     let items = make_items(30, 20, 0)?;
     let conditions = [
