@@ -3,7 +3,8 @@
 //! the 256 byte symbols, and an all-zero output layer so that greedy decoding picks
 //! token 0, the end-of-text token, at every step) exercises the CLI's paths that do
 //! not depend on what the model says: the empty-answer notice, the memory-bank work
-//! estimate, and the up-front guards.
+//! estimate, the up-front guards, and saved memory banks (`emt index`, `ask --bank`).
+//! The same with the real SmolLM2: `cli_emt_real.rs`.
 
 mod common;
 
@@ -18,11 +19,16 @@ use langevin_emt::{Llama, LlamaConfig};
 /// token) is declared the end token; without, the model has no end token and
 /// generates token 0 until `--max-tokens`.
 fn toy_model(path: &Path, eos: bool) {
+    toy_model_seeded(path, eos, 3)
+}
+
+/// [`toy_model`] with other random weights for another `seed`.
+fn toy_model_seeded(path: &Path, eos: bool, seed: u64) {
     let cfg = LlamaConfig {
         vocab_size: 257,
         ..LlamaConfig::tiny()
     };
-    let bytes = Llama::random_gguf(&cfg, 3).unwrap();
+    let bytes = Llama::random_gguf(&cfg, seed).unwrap();
     let mut r = std::io::Cursor::new(bytes);
     let ct = gguf_file::Content::read(&mut r).unwrap();
     let dev = Device::Cpu;
@@ -255,4 +261,181 @@ fn absurd_sizes_and_bad_report_paths_are_refused_up_front() {
         2,
         &["--items 100000000000", "at most 10000"],
     );
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The answer and citations of `emt ask ... --json` (not the speed).
+fn answer_and_citations(args: &[&str]) -> (serde_json::Value, serde_json::Value) {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (v["answer"].clone(), v["citations"].clone())
+}
+
+#[test]
+fn a_saved_bank_answers_as_its_document_and_other_models_are_refused() {
+    let tmp = common::tempdir();
+    let t = tmp.path();
+    // No end token: the toy model generates 4 control tokens, each retrieving memories,
+    // so there are citations to compare.
+    let model_a = t.join("a.gguf");
+    let model_b = t.join("b.gguf");
+    toy_model_seeded(&model_a, false, 3);
+    toy_model_seeded(&model_b, false, 4);
+    let (a, b) = (path_str(&model_a), path_str(&model_b));
+    let doc = write(
+        t,
+        "doc.txt",
+        "The mill by the river was rebuilt. Marta lives in Oslo. The bakery opens at six.",
+    );
+    let ask = |source: &[&str], model: &str| -> Vec<String> {
+        let mut v: Vec<String> = ["emt", "ask", "--question", "Where does Marta live?"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(source.iter().map(|s| s.to_string()));
+        v.extend(
+            [
+                "--max-tokens",
+                "4",
+                "--json",
+                "--threads",
+                "1",
+                "--model",
+                model,
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        v
+    };
+    let from_doc = answer_and_citations(&strs(&ask(&["--memory", &doc], a)));
+    assert!(
+        from_doc.1.as_array().is_some_and(|c| !c.is_empty()),
+        "the toy run should cite something: {from_doc:?}"
+    );
+    for (name, extra) in [("f32.bank", None), ("f16.bank", Some("--f16"))] {
+        let bank = t.join(name);
+        let bank_s = path_str(&bank);
+        let mut args = vec![
+            "emt", "index", &doc, "--out", bank_s, "--json", "--model", a,
+        ];
+        args.extend(extra);
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        // Byte vocabulary, no special token in the text: one memory per byte.
+        assert_eq!(v["memories"], 80, "{v}");
+        assert_eq!(v["document_tokens"], 80, "{v}");
+        assert_eq!(v["bytes"], std::fs::metadata(&bank).unwrap().len(), "{v}");
+        assert_eq!(v["dtype"], if extra.is_some() { "f16" } else { "f32" });
+        assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0, "{v}");
+        // The same answer and citations as from the document (f16 too, on this toy
+        // model: no near-tie in its retrieval).
+        let from_bank = answer_and_citations(&strs(&ask(&["--bank", bank_s], a)));
+        assert_eq!(from_bank, from_doc, "{name}");
+        // Another model's bank: refused, naming the file.
+        expect(
+            &strs(&ask(&["--bank", bank_s], b)),
+            2,
+            &[bank_s, "was made with another model", "weights differ"],
+        );
+    }
+    // The text summary line.
+    let bank = t.join("text.bank");
+    let (code, out, err) = run(&["emt", "index", &doc, "--out", path_str(&bank), "--model", a]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("80 memories from 80 document tokens") && out.contains("tokens/s"),
+        "{out}"
+    );
+    // A truncated bank: refused, naming the file.
+    let bytes = std::fs::read(&bank).unwrap();
+    let cut = t.join("cut.bank");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    expect(
+        &strs(&ask(&["--bank", path_str(&cut)], a)),
+        2,
+        &[path_str(&cut), "truncated or corrupt"],
+    );
+    // Not a file; both --bank and --memory; an --out folder that does not exist.
+    let missing = t.join("none.bank");
+    expect(
+        &strs(&ask(&["--bank", path_str(&missing)], a)),
+        2,
+        &["none.bank", "no such file"],
+    );
+    expect(
+        &strs(&ask(&["--bank", path_str(&bank), "--memory", &doc], a)),
+        2,
+        &["cannot be used with"],
+    );
+    let nowhere = t.join("no/such/dir/x.bank");
+    expect(
+        &[
+            "emt",
+            "index",
+            &doc,
+            "--out",
+            path_str(&nowhere),
+            "--model",
+            a,
+        ],
+        2,
+        &["does not exist"],
+    );
+    expect(
+        &["emt", "index", &doc, "--out", path_str(t), "--model", a],
+        2,
+        &["is a directory"],
+    );
+}
+
+#[test]
+fn weight_format_and_thread_flags() {
+    let tmp = common::tempdir();
+    let model = tmp.path().join("m.gguf");
+    toy_model(&model, true);
+    let m = path_str(&model);
+    let q = [
+        "emt",
+        "ask",
+        "--no-memory",
+        "--question",
+        "q",
+        "--max-tokens",
+        "2",
+    ];
+    // Quantized is the default; --dequantize and the old --quantized both run.
+    for extra in [
+        &[][..],
+        &["--dequantize"],
+        &["--quantized"],
+        &["--threads", "2"],
+    ] {
+        let (code, _, err) = run(&[&q[..], extra, &["--model", m]].concat());
+        assert_eq!(code, 0, "{extra:?}: {err}");
+    }
+    expect(
+        &[&q[..], &["--dequantize", "--quantized", "--model", m]].concat(),
+        2,
+        &["cannot be used with"],
+    );
+    expect(
+        &[&q[..], &["--threads", "0", "--model", m]].concat(),
+        2,
+        &["--threads must be at least 1"],
+    );
+    // The hidden alias stays out of the help; the new flag is in it.
+    let (_, help, _) = run(&["emt", "ask", "--help"]);
+    assert!(
+        help.contains("--dequantize") && help.contains("--threads"),
+        "{help}"
+    );
+    assert!(!help.contains("--quantized"), "{help}");
+    let (_, help, _) = run(&["emt", "index", "--help"]);
+    assert!(help.contains("--out") && help.contains("--f16"), "{help}");
 }

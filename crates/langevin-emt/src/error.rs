@@ -38,6 +38,14 @@ pub enum EmtError {
     /// A token id outside the vocabulary.
     #[error("token id {id} out of range (vocabulary size {vocab})")]
     TokenOutOfRange { id: u32, vocab: usize },
+    /// A memory-bank file is not one this program can read: not a safetensors file,
+    /// truncated, corrupt (a checksum differs), another format or version, or its
+    /// contents disagree with each other.
+    #[error("memory bank {path}: {reason}")]
+    BankFormat { path: PathBuf, reason: String },
+    /// A memory-bank file was made with another model (other dimensions or weights).
+    #[error("memory bank {path} was made with another model: {reason}")]
+    BankModelMismatch { path: PathBuf, reason: String },
     /// An error from candle.
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),

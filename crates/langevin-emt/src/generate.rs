@@ -96,16 +96,17 @@ impl Generation {
 
 /// Entropy (nats) of `softmax(logits)`.
 pub fn entropy(logits: &[f32]) -> f32 {
+    // H = -Σ p ln p with p = e / Z, e = exp(l - max): H = ln Z - Σ e (l - max) / Z, one
+    // exponential per entry (this runs for every generated token over the vocabulary).
     let mx = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let z: f64 = logits.iter().map(|&l| ((l - mx) as f64).exp()).sum();
-    let mut h = 0.0;
+    let (mut z, mut s) = (0f64, 0f64);
     for &l in logits {
-        let p = ((l - mx) as f64).exp() / z;
-        if p > 0.0 {
-            h -= p * p.ln();
-        }
+        let x = l - mx;
+        let e = x.exp();
+        z += e as f64;
+        s += (e * x) as f64;
     }
-    h as f32
+    (z.ln() - s / z) as f32
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -238,10 +239,14 @@ pub fn generate(
     let mut input: Vec<u32> = prompt.to_vec();
     let mut bg: Option<Vec<f32>> = None;
     while out.tokens.len() < cfg.max_tokens {
-        let snapshot = cache.clone();
+        // A copy of the cache to redo the step with more memories (only when that can
+        // happen: the copy costs the whole cache).
+        let snapshot = wide_cfg.as_ref().map(|_| cache.clone());
         let (mut logits, mut counts) = step(model, &input, &mut cache, memory)?;
         let mut h = entropy(&logits);
-        if let (Some(u), Some(wide), Some(m)) = (&cfg.uncertainty, &wide_cfg, memory) {
+        if let (Some(u), Some(wide), Some(m), Some(snapshot)) =
+            (&cfg.uncertainty, &wide_cfg, memory, snapshot)
+        {
             if h > u.entropy_threshold {
                 cache = snapshot;
                 let wm = Memory {

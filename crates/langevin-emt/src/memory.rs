@@ -42,16 +42,21 @@ impl Default for MemoryOptions {
 }
 
 /// Cached key/value memories of a document.
+///
+/// [`MemoryBank::save`] writes one to a safetensors file and [`MemoryBank::load`] reads
+/// it back for the same model (see [`crate::bank_io`]).
 #[derive(Debug, Clone)]
 pub struct MemoryBank {
     /// Per layer: keys, unit-norm keys, values, each `[H_kv, M, d]`.
-    layers: Vec<(Tensor, Tensor, Tensor)>,
-    n_kv_heads: usize,
-    head_dim: usize,
-    token_ids: Vec<u32>,
-    positions: Vec<usize>,
-    spans: Vec<(usize, usize)>,
-    text: String,
+    pub(crate) layers: Vec<(Tensor, Tensor, Tensor)>,
+    pub(crate) n_kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) token_ids: Vec<u32>,
+    pub(crate) positions: Vec<usize>,
+    pub(crate) spans: Vec<(usize, usize)>,
+    pub(crate) text: String,
+    /// How the bank was built (`None` for [`MemoryBank::from_tensors`]).
+    pub(crate) options: Option<MemoryOptions>,
 }
 
 impl MemoryBank {
@@ -116,9 +121,15 @@ impl MemoryBank {
             let end = (b + max_len).min(n);
             let trg = end - prev_end;
             let win = end - b;
+            // Copies of the kept positions: a narrowed view would keep each window's
+            // whole key/value buffers alive until the end (6x the bank at stride 512).
             for (l, (k, v)) in model.keys_values(&ids[b..end])?.into_iter().enumerate() {
-                per_layer[l].0.push(k.narrow(1, win - trg, trg)?);
-                per_layer[l].1.push(v.narrow(1, win - trg, trg)?);
+                per_layer[l]
+                    .0
+                    .push(k.narrow(1, win - trg, trg)?.force_contiguous()?);
+                per_layer[l]
+                    .1
+                    .push(v.narrow(1, win - trg, trg)?.force_contiguous()?);
             }
             prev_end = end;
             done += 1;
@@ -150,6 +161,7 @@ impl MemoryBank {
             positions: keep,
             spans: Vec::new(),
             text: String::new(),
+            options: Some(opts.clone()),
         };
         if opts.rotate_keys {
             bank.with_rotated_keys(model)
@@ -163,6 +175,9 @@ impl MemoryBank {
     pub fn with_rotated_keys(&self, model: &Llama) -> Result<Self> {
         self.check_compatible(model.config())?;
         let mut out = self.clone();
+        if let Some(o) = out.options.as_mut() {
+            o.rotate_keys = true;
+        }
         if self.is_empty() {
             return Ok(out);
         }
@@ -244,6 +259,7 @@ impl MemoryBank {
             positions: (0..m).collect(),
             spans: Vec::new(),
             text: String::new(),
+            options: None,
         })
     }
 
@@ -275,6 +291,27 @@ impl MemoryBank {
     /// Byte span of memory `j` in [`MemoryBank::text`], when built from text.
     pub fn span(&self, j: usize) -> Option<(usize, usize)> {
         self.spans.get(j).copied()
+    }
+
+    /// The options the bank was built with (`None` when made by
+    /// [`MemoryBank::from_tensors`]).
+    pub fn options(&self) -> Option<&MemoryOptions> {
+        self.options.as_ref()
+    }
+
+    /// Number of layers.
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Key/value heads per layer.
+    pub fn n_kv_heads(&self) -> usize {
+        self.n_kv_heads
+    }
+
+    /// Dimension of each key and value.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
     }
 
     /// Layer `l`'s keys, unit keys and values.

@@ -18,31 +18,94 @@ use crate::attention::{emt_attention, LayerMemory, Retrieved};
 use crate::config::{EmtConfig, LlamaConfig};
 use crate::error::{EmtError, Result};
 use crate::memory::MemoryBank;
+use crate::quant::{QMatrix, QuantizedActs};
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone)]
 struct Block {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
     ffn_norm: Tensor,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
+}
+
+/// A linear layer: this crate's block kernels ([`crate::quant`]) for Q4_1/Q8_0 weights,
+/// else candle's.
+#[derive(Debug, Clone)]
+enum Linear {
+    Blocks(std::sync::Arc<QMatrix>),
+    Candle(QMatMul),
+}
+
+impl Linear {
+    fn new(q: QTensor, format: WeightFormat, device: &Device) -> Result<Self> {
+        Ok(match format {
+            WeightFormat::Quantized => match QMatrix::from_qtensor(&q)? {
+                Some(m) if device.is_cpu() => Linear::Blocks(std::sync::Arc::new(m)),
+                _ => Linear::Candle(QMatMul::from_qtensor(q)?),
+            },
+            WeightFormat::CandleQuantized => Linear::Candle(QMatMul::from_qtensor(q)?),
+            WeightFormat::Dequantized => Linear::Candle(QMatMul::Tensor(q.dequantize(device)?)),
+        })
+    }
+
+    /// `x [.., in] → [.., out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Candle(m) => Ok(m.forward(x)?),
+            Linear::Blocks(_) => Ok(Self::forward_shared(x, &[self])?.remove(0)),
+        }
+    }
+
+    /// `x` through several layers with the same input: block-kernel layers share one
+    /// quantization of `x` (q/k/v, gate/up).
+    fn forward_shared(x: &Tensor, layers: &[&Linear]) -> Result<Vec<Tensor>> {
+        let dims = x.dims();
+        let cols = *dims.last().unwrap_or(&0);
+        let mut acts: Option<QuantizedActs> = None;
+        layers
+            .iter()
+            .map(|l| match l {
+                Linear::Candle(m) => Ok(m.forward(x)?),
+                Linear::Blocks(m) => {
+                    if cols != m.cols() {
+                        return Err(EmtError::DimensionMismatch {
+                            expected: format!("{} inputs", m.cols()),
+                            got: format!("{cols}"),
+                        });
+                    }
+                    if acts.is_none() {
+                        let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                        acts = Some(QuantizedActs::new(&xs, cols));
+                    }
+                    let y = m.matmul(acts.as_ref().expect("quantized above"))?;
+                    let mut out_dims = dims.to_vec();
+                    *out_dims.last_mut().expect("non-empty") = m.rows();
+                    Ok(Tensor::from_vec(y, out_dims, x.device())?)
+                }
+            })
+            .collect()
+    }
 }
 
 /// How the linear-layer weights are held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum WeightFormat {
-    /// As stored in the GGUF (e.g. Q4_1): activations are quantized to 8 bits per block
-    /// in each matmul, exactly as candle's (and llama.cpp's) quantized llama.
+    /// As stored in the GGUF (e.g. Q4_1), multiplied by this crate's block kernels
+    /// ([`crate::quant`]: AVX-512 VNNI / AVX2, activations quantized to 8 bits per block
+    /// as llama.cpp does); formats without a kernel there go through candle's.
     #[default]
     Quantized,
-    /// Dequantized to f32 at load (same weights, f32 activations): about 4x the memory
-    /// (~0.6 GB for SmolLM2-135M) but on x86 much faster, since candle 0.11 has no SIMD
-    /// kernel for Q4_1 dot products.
+    /// As stored in the GGUF, through candle's own quantized matmul (the reference the
+    /// tests compare with; candle 0.11 has no SIMD kernel for Q4_1, so it is slow).
+    CandleQuantized,
+    /// Dequantized to f32 at load (same weights, f32 activations, candle's matmul):
+    /// about 5.6x the memory (~0.6 GB for SmolLM2-135M).
     Dequantized,
 }
 
@@ -53,17 +116,40 @@ pub struct Llama {
     embed: Tensor,
     blocks: Vec<Block>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
     device: Device,
 }
 
-/// Local key/value cache for generation: per layer rotated keys and values `[H_kv, S, d]`.
-#[derive(Debug, Clone, Default)]
+/// Local key/value cache for generation: per layer rotated keys and values in buffers
+/// `[H_kv, capacity, d]` of which the first `len` positions are filled. A step writes
+/// its new positions in place (capacity doubles when full), so a generated token copies
+/// only its own keys and values, not the whole cache. Cloning copies the filled part:
+/// clones never share a buffer.
+#[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
+}
+
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        let copy = |t: &Tensor| -> Tensor {
+            // `narrow` + `copy` of an in-memory CPU tensor cannot fail for in-range sizes.
+            t.narrow(1, 0, self.len)
+                .and_then(|n| n.copy())
+                .expect("copying a KV cache buffer")
+        };
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| l.as_ref().map(|(k, v)| (copy(k), copy(v))))
+                .collect(),
+            len: self.len,
+        }
+    }
 }
 
 impl KvCache {
@@ -81,6 +167,38 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// Write `new` (`[H, T, d]`) at positions `start..start + T` of `buf` (`[H, cap, d]`, the
+/// first `start` positions filled), growing it (doubling, at most `max`) when needed.
+/// Returns the buffer and a view of its filled part `[H, start + T, d]`.
+fn append_kv(
+    buf: Option<&Tensor>,
+    new: &Tensor,
+    start: usize,
+    max: usize,
+) -> Result<(Tensor, Tensor)> {
+    let (h, t, d) = new.dims3()?;
+    let need = start + t;
+    let buf = match buf {
+        Some(b) if b.dim(1)? >= need => b.clone(),
+        old => {
+            let cap = need
+                .max(2 * old.map_or(0, |b| b.dim(1).unwrap_or(0)))
+                .max(64)
+                .min(max.max(need));
+            let grown = Tensor::zeros((h, cap, d), new.dtype(), new.device())?;
+            if let Some(o) = old {
+                if start > 0 {
+                    grown.slice_set(&o.narrow(1, 0, start)?.contiguous()?, 1, 0)?;
+                }
+            }
+            grown
+        }
+    };
+    buf.slice_set(&new.contiguous()?, 1, start)?;
+    let filled = buf.narrow(1, 0, need)?;
+    Ok((buf, filled))
 }
 
 /// Memories for a forward pass.
@@ -197,12 +315,7 @@ impl Llama {
         device: &Device,
         format: WeightFormat,
     ) -> Result<Self> {
-        let mm = |q: QTensor| -> Result<QMatMul> {
-            Ok(match format {
-                WeightFormat::Quantized => QMatMul::from_qtensor(q)?,
-                WeightFormat::Dequantized => QMatMul::Tensor(q.dequantize(device)?),
-            })
-        };
+        let mm = |q: QTensor| -> Result<Linear> { Linear::new(q, format, device) };
         let md = |k: &str| {
             ct.metadata
                 .get(k)
@@ -259,7 +372,7 @@ impl Llama {
         for l in 0..n_layers {
             let p = format!("blk.{l}");
             let qm =
-                |r: &mut R, n: &str| -> Result<QMatMul> { mm(get(r, &format!("{p}.{n}.weight"))?) };
+                |r: &mut R, n: &str| -> Result<Linear> { mm(get(r, &format!("{p}.{n}.weight"))?) };
             let gate = get(r, &format!("{p}.ffn_gate.weight"))?;
             intermediate = gate.shape().dims2()?.0;
             blocks.push(Block {
@@ -302,7 +415,18 @@ impl Llama {
     /// Write a GGUF file (in memory, f32 tensors) with random weights for `cfg`:
     /// used by tests to check this model against candle's own quantized llama.
     pub fn random_gguf(cfg: &LlamaConfig, seed: u64) -> Result<Vec<u8>> {
+        Self::random_gguf_as(cfg, seed, GgmlDType::F32)
+    }
+
+    /// [`Llama::random_gguf`] with the linear weights stored as `weights` (e.g. Q4_1, whose
+    /// rows need a multiple of 32 columns) and, when that is not F32, the embeddings as
+    /// Q8_0, the layout of llama.cpp's Q4_1 files. Norm weights stay F32.
+    pub fn random_gguf_as(cfg: &LlamaConfig, seed: u64, weights: GgmlDType) -> Result<Vec<u8>> {
         cfg.validate()?;
+        let embed_dtype = match weights {
+            GgmlDType::F32 => GgmlDType::F32,
+            _ => GgmlDType::Q8_0,
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let dev = Device::Cpu;
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
@@ -311,12 +435,14 @@ impl Llama {
                 let v: Vec<f32> = (0..rows * cols)
                     .map(|_| offset + scale * rng.random_range(-1.0f32..1.0))
                     .collect();
-                let t = if rows == 1 {
-                    Tensor::from_vec(v, cols, &dev)?
+                let (t, dtype) = if rows == 1 {
+                    (Tensor::from_vec(v, cols, &dev)?, GgmlDType::F32)
+                } else if name == "token_embd.weight" {
+                    (Tensor::from_vec(v, (rows, cols), &dev)?, embed_dtype)
                 } else {
-                    Tensor::from_vec(v, (rows, cols), &dev)?
+                    (Tensor::from_vec(v, (rows, cols), &dev)?, weights)
                 };
-                tensors.push((name, QTensor::quantize(&t, GgmlDType::F32)?));
+                tensors.push((name, QTensor::quantize(&t, dtype)?));
                 Ok(())
             };
         let (h, i, kvd) = (
@@ -370,15 +496,49 @@ impl Llama {
 
     /// Build a model with random weights (see [`Llama::random_gguf`]).
     pub fn random(cfg: &LlamaConfig, seed: u64) -> Result<Self> {
-        let bytes = Self::random_gguf(cfg, seed)?;
+        Self::random_as(cfg, seed, GgmlDType::F32, WeightFormat::Quantized)
+    }
+
+    /// Build a model with random weights stored as `weights` (see
+    /// [`Llama::random_gguf_as`]), held as `format`.
+    pub fn random_as(
+        cfg: &LlamaConfig,
+        seed: u64,
+        weights: GgmlDType,
+        format: WeightFormat,
+    ) -> Result<Self> {
+        let bytes = Self::random_gguf_as(cfg, seed, weights)?;
         let mut r = std::io::Cursor::new(bytes);
         let ct = gguf_file::Content::read(&mut r)?;
-        Self::from_gguf(&ct, &mut r, &Device::Cpu)
+        Self::from_gguf_with(&ct, &mut r, &Device::Cpu, format)
     }
 
     /// The model's dimensions.
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
+    }
+
+    /// Bytes of weights one generated token reads: every linear layer and the output
+    /// head, as held (the token's embedding row and the norms are negligible).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let lin = |l: &Linear| match l {
+            Linear::Blocks(m) => m.bytes(),
+            Linear::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            Linear::Candle(QMatMul::Tensor(t)) | Linear::Candle(QMatMul::TensorF16(t)) => {
+                t.elem_count() * t.dtype().size_in_bytes()
+            }
+        };
+        lin(&self.lm_head)
+            + self
+                .blocks
+                .iter()
+                .map(|b| {
+                    [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]
+                        .into_iter()
+                        .map(lin)
+                        .sum::<usize>()
+                })
+                .sum::<usize>()
     }
 
     /// The device the weights live on.
@@ -447,7 +607,8 @@ impl Llama {
             m.config.validate(self.cfg.n_layers)?;
             m.bank.check_compatible(&self.cfg)?;
         }
-        // Work on a copy so that a failed pass leaves the cache untouched.
+        // New positions are written past `cache.len` (or into new buffers), and the cache
+        // takes the buffers only at the end: a failed pass leaves it as it was.
         let mut layers = if cache.layers.is_empty() && start == 0 {
             vec![None; self.cfg.n_layers]
         } else if cache.layers.len() == self.cfg.n_layers {
@@ -467,32 +628,25 @@ impl Llama {
         let mut x = self.embed.index_select(&ids_t, 0)?.unsqueeze(0)?; // [1, T, hidden]
         for (l, b) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, &b.attn_norm, eps)?;
-            let q =
-                b.wq.forward(&h)?
-                    .reshape((1, t, nh, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
-            let k =
-                b.wk.forward(&h)?
-                    .reshape((1, t, nkv, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
-            let v =
-                b.wv.forward(&h)?
-                    .reshape((1, t, nkv, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
+            let qkv = Linear::forward_shared(&h, &[&b.wq, &b.wk, &b.wv])?;
+            let heads = |y: &Tensor, n: usize| -> Result<Tensor> {
+                Ok(y.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+            };
+            let (q, k, v) = (
+                heads(&qkv[0], nh)?,
+                heads(&qkv[1], nkv)?,
+                heads(&qkv[2], nkv)?,
+            );
             if let Some(c) = collect.as_deref_mut() {
                 c.push((k.squeeze(0)?, v.squeeze(0)?));
             }
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?.squeeze(0)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?.squeeze(0)?;
             let v = v.squeeze(0)?;
-            let (k, v) = match &layers[l] {
-                Some((ck, cv)) => (Tensor::cat(&[ck, &k], 1)?, Tensor::cat(&[cv, &v], 1)?),
-                None => (k, v),
-            };
-            layers[l] = Some((k.clone(), v.clone()));
+            let max = self.cfg.max_position;
+            let (kb, k) = append_kv(layers[l].as_ref().map(|(k, _)| k), &k, start, max)?;
+            let (vb, v) = append_kv(layers[l].as_ref().map(|(_, v)| v), &v, start, max)?;
+            layers[l] = Some((kb, vb));
             let lm = match memory {
                 Some(m) if m.config.layer_enabled(l) && !m.bank.is_empty() => {
                     let (keys, unit, values) = m.bank.layer(l)?;
@@ -513,9 +667,10 @@ impl Llama {
             let att = att.transpose(0, 1)?.reshape((1, t, nh * hd))?;
             x = (x + b.wo.forward(&att)?)?;
             let h = rms_norm(&x, &b.ffn_norm, eps)?;
+            let gu = Linear::forward_shared(&h, &[&b.w_gate, &b.w_up])?;
             let mlp = b
                 .w_down
-                .forward(&(candle_nn::ops::silu(&b.w_gate.forward(&h)?)? * b.w_up.forward(&h)?)?)?;
+                .forward(&(candle_nn::ops::silu(&gu[0])? * &gu[1])?)?;
             x = (x + mlp)?;
         }
         cache.layers = layers;
@@ -552,7 +707,7 @@ impl Llama {
     /// Logits of every position `[T, vocab]` (no cache kept).
     pub fn forward_all(&self, ids: &[u32], memory: Option<Memory<'_>>) -> Result<Tensor> {
         let h = self.run(ids, &mut KvCache::new(), memory, None, None)?;
-        Ok(self.lm_head.forward(&h)?)
+        self.lm_head.forward(&h)
     }
 
     /// Run the plain model over `ids` (positions from 0) and return each layer's keys
@@ -562,11 +717,77 @@ impl Llama {
         self.run(ids, &mut KvCache::new(), None, None, Some(&mut kv))?;
         Ok(kv)
     }
+
+    /// Final-normed hidden states `[T, hidden]` of the plain model over `ids` (positions
+    /// from 0, no memories, no cache kept): the model's own representation of a text,
+    /// e.g. mean-pooled as a chunk embedding for retrieval-augmented generation.
+    pub fn hidden_states(&self, ids: &[u32]) -> Result<Tensor> {
+        self.run(ids, &mut KvCache::new(), None, None, None)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Q4_1 model (Q8_0 embeddings) through this crate's block kernels against the same
+    /// file through candle's quantized matmul. Both quantize activations to 8 bits per
+    /// block; candle rounds the block scale and sum to f16 (relative 2^-11), this crate
+    /// keeps them in f32, so logits differ by about that rounding times the logit scale,
+    /// compounded over layers: the test allows 1% of the largest logit, and checks that
+    /// both are within the activation-quantization error of the dequantized f32 model.
+    #[test]
+    fn block_kernels_match_candle_quantized_matmul_on_q4_1_weights() {
+        let cfg = LlamaConfig {
+            vocab_size: 96,
+            hidden_size: 64,
+            intermediate_size: 128,
+            n_layers: 3,
+            n_heads: 4,
+            n_kv_heads: 2,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-5,
+            max_position: 64,
+        };
+        let ids: Vec<u32> = vec![3, 17, 42, 5, 63, 0, 9, 77];
+        let logits = |format| {
+            let m = Llama::random_as(&cfg, 4, GgmlDType::Q4_1, format).unwrap();
+            let mut cache = KvCache::new();
+            let mut out = m
+                .forward(&ids[..6], &mut cache, None)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for i in 6..8 {
+                out.extend(
+                    m.forward(&ids[i..i + 1], &mut cache, None)
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap(),
+                );
+            }
+            out
+        };
+        let ours = logits(WeightFormat::Quantized);
+        let candle = logits(WeightFormat::CandleQuantized);
+        let f32w = logits(WeightFormat::Dequantized);
+        let scale = f32w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max_diff =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (u, v)| m.max((u - v).abs()));
+        let (d_ours_candle, d_ours_f32, d_candle_f32) = (
+            max_diff(&ours, &candle),
+            max_diff(&ours, &f32w),
+            max_diff(&candle, &f32w),
+        );
+        assert!(
+            d_ours_candle <= 0.01 * scale,
+            "block kernels vs candle: {d_ours_candle} (logit scale {scale})"
+        );
+        assert!(
+            d_ours_f32 <= 0.05 * scale && d_candle_f32 <= 0.05 * scale,
+            "vs f32 weights: ours {d_ours_f32}, candle {d_candle_f32} (scale {scale})"
+        );
+    }
 
     #[test]
     fn matches_candle_quantized_llama_on_random_weights() {
@@ -652,6 +873,35 @@ mod tests {
             assert!(d < 1e-5, "{d}");
         }
         assert_eq!(cache.len(), 6);
+    }
+
+    /// The cache grows in place (past its first 64-position buffer here) and a clone is an
+    /// independent copy: two continuations of one prefix, fed alternately, each equal the
+    /// full forward pass of their own sequence.
+    #[test]
+    fn cloned_caches_grow_independently() {
+        let cfg = LlamaConfig::tiny();
+        let m = Llama::random(&cfg, 3).unwrap();
+        let prefix: Vec<u32> = (0..70).map(|i| (i * 7 % 64) as u32).collect();
+        let mut a = KvCache::new();
+        m.forward(&prefix, &mut a, None).unwrap();
+        let mut b = a.clone();
+        let (ta, tb) = ([5u32, 9, 11], [40u32, 2, 63]);
+        for i in 0..3 {
+            let la = m.forward(&ta[i..i + 1], &mut a, None).unwrap();
+            let lb = m.forward(&tb[i..i + 1], &mut b, None).unwrap();
+            for (toks, got) in [(&ta, la), (&tb, lb)] {
+                let mut full = prefix.clone();
+                full.extend_from_slice(&toks[..=i]);
+                let want = m
+                    .forward_all(&full, None)
+                    .unwrap()
+                    .get(full.len() - 1)
+                    .unwrap();
+                assert!(max_diff(&got, &want) < 1e-4, "step {i}");
+            }
+        }
+        assert_eq!((a.len(), b.len()), (73, 73));
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -1,4 +1,4 @@
-//! langevin-plot: PNG line charts, histograms, traces and reliability diagrams with a bundled font.
+//! langevin-plot: PNG line charts (optionally with error bars), histograms, traces and reliability diagrams with a bundled font.
 //!
 //! Everything here writes a PNG file and returns `Result<(), PlotError>`.
 //! Rendering is pure Rust ([`plotters`] bitmap backend with its `ab_glyph`
@@ -264,6 +264,239 @@ impl LineChart {
             }
             if self.series.iter().any(|s| !s.label.is_empty()) {
                 draw_legend(&mut chart)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// One labelled curve of an [`ErrorBarChart`]: points `(x, y)` joined by a line, each
+/// with a vertical error bar from `y - err` to `y + err`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorSeries {
+    pub label: String,
+    pub x: Vec<f64>,
+    pub y: Vec<f64>,
+    /// Half-length of each bar (non-finite or negative: no bar at that point).
+    pub err: Vec<f64>,
+}
+
+impl ErrorSeries {
+    /// A curve with error bars.
+    pub fn new(
+        label: impl Into<String>,
+        x: impl Into<Vec<f64>>,
+        y: impl Into<Vec<f64>>,
+        err: impl Into<Vec<f64>>,
+    ) -> Self {
+        Self {
+            label: label.into(),
+            x: x.into(),
+            y: y.into(),
+            err: err.into(),
+        }
+    }
+}
+
+/// A chart of points with vertical error bars (for example accuracy ± standard error
+/// against a size), several labelled [`ErrorSeries`], optionally with a logarithmic x
+/// axis and a fixed y range. Points with a non-finite x or y are skipped (the line
+/// breaks there). Series 11-20 reuse the first ten colours, darker, with square markers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ErrorBarChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub log_x: bool,
+    /// Fixed y range; by default the range of all bars, padded.
+    pub y_range: Option<(f64, f64)>,
+    pub series: Vec<ErrorSeries>,
+}
+
+impl ErrorBarChart {
+    /// An empty chart; add curves with [`ErrorBarChart::series`].
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+    ) -> Self {
+        Self {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Logarithmic (base 10) x axis.
+    pub fn log_x(mut self, on: bool) -> Self {
+        self.log_x = on;
+        self
+    }
+
+    /// Fixed y range `lo..hi` (`lo < hi`, both finite).
+    pub fn y_range(mut self, lo: f64, hi: f64) -> Self {
+        self.y_range = Some((lo, hi));
+        self
+    }
+
+    /// Adds a curve.
+    pub fn series(mut self, series: ErrorSeries) -> Self {
+        self.series.push(series);
+        self
+    }
+
+    /// Renders the chart to a 1100x700 PNG at `path` (legend on the right).
+    pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let ax = Axis::new(self.log_x);
+        if self.series.is_empty() {
+            return Err(empty(path, "the chart has no series"));
+        }
+        if let Some((lo, hi)) = self.y_range {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(invalid(
+                    path,
+                    format!("y range {lo}..{hi} is not increasing"),
+                ));
+            }
+        }
+        // Per series: drawable points (x transformed) with their bar ends.
+        type Pt = Option<((f64, f64), Option<(f64, f64)>)>;
+        let mut curves: Vec<Vec<Pt>> = Vec::with_capacity(self.series.len());
+        for s in &self.series {
+            if s.x.len() != s.y.len() || s.err.len() != s.y.len() {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "series `{}`: x, y and err have {}, {} and {} values",
+                        s.label,
+                        s.x.len(),
+                        s.y.len(),
+                        s.err.len()
+                    ),
+                ));
+            }
+            curves.push(
+                s.x.iter()
+                    .zip(&s.y)
+                    .zip(&s.err)
+                    .map(|((&x, &y), &e)| {
+                        let x = ax.map(x)?;
+                        y.is_finite().then_some(())?;
+                        let bar = (e.is_finite() && e >= 0.0).then_some((y - e, y + e));
+                        Some(((x, y), bar))
+                    })
+                    .collect(),
+            );
+        }
+        let pts = || curves.iter().flatten().flatten();
+        let xr = nice_range(pts().map(|p| p.0 .0), 0.06);
+        let yr = match self.y_range {
+            Some(r) => Some(r),
+            None => nice_range(
+                pts().flat_map(|&((_, y), bar)| {
+                    let (lo, hi) = bar.unwrap_or((y, y));
+                    [y, lo, hi]
+                }),
+                0.05,
+            ),
+        };
+        let (Some(xr), Some(yr)) = (xr, yr) else {
+            return Err(empty(
+                path,
+                "no finite point in any series (non-positive x is skipped on a log axis)",
+            ));
+        };
+        let size = (1100, 700);
+        let legend_w = 20
+            + 8 * self
+                .series
+                .iter()
+                .map(|s| s.label.chars().count())
+                .max()
+                .unwrap_or(0) as u32;
+        render(path, size, |root| {
+            let (plot_area, legend_area) =
+                root.split_horizontally(size.0 - legend_w.clamp(120, size.0 / 2));
+            let mut chart = ChartBuilder::on(&plot_area)
+                .caption(&self.title, (FONT, 24))
+                .margin(15)
+                .x_label_area_size(50)
+                .y_label_area_size(70)
+                .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)?;
+            let xf = |v: &f64| ax.fmt(*v);
+            chart
+                .configure_mesh()
+                .x_desc(self.x_label.as_str())
+                .y_desc(self.y_label.as_str())
+                .x_labels(ax.label_count(xr))
+                .y_labels(10)
+                .x_label_formatter(&xf)
+                .y_label_formatter(&|v| fmt_tick(*v))
+                .axis_desc_style((FONT, 18))
+                .label_style((FONT, 14))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()?;
+            for (i, pts) in curves.iter().enumerate() {
+                let color = error_series_color(i);
+                let line: Vec<Option<(f64, f64)>> = pts.iter().map(|p| p.map(|p| p.0)).collect();
+                for seg in segments(&line) {
+                    chart.draw_series(LineSeries::new(seg, color.stroke_width(2)))?;
+                }
+                for &((x, y), bar) in pts.iter().flatten() {
+                    if let Some((lo, hi)) = bar {
+                        let style = color.stroke_width(2);
+                        chart.draw_series(std::iter::once(PathElement::new(
+                            vec![(x, lo), (x, hi)],
+                            style,
+                        )))?;
+                        for end in [lo, hi] {
+                            chart.draw_series(std::iter::once(
+                                EmptyElement::at((x, end))
+                                    + PathElement::new(vec![(-5, 0), (5, 0)], style),
+                            ))?;
+                        }
+                    }
+                    if (i / 10).is_multiple_of(2) {
+                        chart.draw_series(std::iter::once(Circle::new(
+                            (x, y),
+                            5,
+                            color.filled(),
+                        )))?;
+                    } else {
+                        chart.draw_series(std::iter::once(
+                            EmptyElement::at((x, y))
+                                + Rectangle::new([(-5, -5), (5, 5)], color.filled()),
+                        ))?;
+                    }
+                }
+            }
+            // The legend, in its own column.
+            let labelled: Vec<(usize, &ErrorSeries)> = self
+                .series
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.label.is_empty())
+                .collect();
+            for (row, (i, s)) in labelled.into_iter().enumerate() {
+                let y = 60 + 24 * row as i32;
+                let color = error_series_color(i);
+                legend_area.draw(&PathElement::new(
+                    vec![(4, y), (28, y)],
+                    color.stroke_width(2),
+                ))?;
+                if (i / 10).is_multiple_of(2) {
+                    legend_area.draw(&Circle::new((16, y), 5, color.filled()))?;
+                } else {
+                    legend_area
+                        .draw(&Rectangle::new([(11, y - 5), (21, y + 5)], color.filled()))?;
+                }
+                legend_area.draw(&Text::new(
+                    s.label.as_str(),
+                    (36, y - 8),
+                    (FONT, 14).into_font(),
+                ))?;
             }
             Ok(())
         })
@@ -869,6 +1102,18 @@ fn ensure_font() -> Result<()> {
         Ok(())
     } else {
         Err(PlotError::Font)
+    }
+}
+
+/// Colour of series `i` of an [`ErrorBarChart`]: the palette, darker for series 10-19
+/// (which are also drawn with square markers), so that up to 20 series stay apart.
+fn error_series_color(i: usize) -> RGBColor {
+    let c = palette(i);
+    if (i / 10).is_multiple_of(2) {
+        c
+    } else {
+        let dark = |v: u8| (v as f64 * 0.55) as u8;
+        RGBColor(dark(c.0), dark(c.1), dark(c.2))
     }
 }
 

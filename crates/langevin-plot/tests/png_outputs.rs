@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use langevin_plot::{
-    histograms_png, marginals_grid_png, reliability_png, scatter2d_png, trace_grid_png, LineChart,
-    PlotError, Series,
+    histograms_png, marginals_grid_png, reliability_png, scatter2d_png, trace_grid_png,
+    ErrorBarChart, ErrorSeries, LineChart, PlotError, Series,
 };
 
 fn out(name: &str) -> PathBuf {
@@ -343,4 +343,71 @@ fn unwritable_path_is_an_error() {
         .unwrap_err();
     assert!(matches!(e, PlotError::Write { .. }), "{e}");
     assert!(e.to_string().contains("plain_file"), "{e}");
+}
+
+#[test]
+fn error_bar_chart() {
+    let x = vec![1000.0, 8000.0, 32000.0];
+    let path = out("errorbars.png");
+    ErrorBarChart::new("Accuracy against length", "tokens", "accuracy")
+        .log_x(true)
+        .y_range(0.0, 1.0)
+        .series(ErrorSeries::new(
+            "a",
+            x.clone(),
+            vec![0.9, 0.5, 0.2],
+            vec![0.05, 0.09, 0.07],
+        ))
+        .series(ErrorSeries::new(
+            "b (no bar at the middle, last point skipped)",
+            x.clone(),
+            vec![0.1, 0.3, f64::NAN],
+            vec![0.05, f64::NAN, 0.1],
+        ))
+        .save_png(&path)
+        .unwrap();
+    let img = load_png(&path);
+    assert_eq!((img.width, img.height), (1100, 700));
+    assert!(img.coloured() > 1000, "no coloured data marks");
+    // The bars add coloured pixels: the same chart without them has fewer.
+    let bare = out("errorbars_bare.png");
+    ErrorBarChart::new("Accuracy against length", "tokens", "accuracy")
+        .log_x(true)
+        .y_range(0.0, 1.0)
+        .series(ErrorSeries::new(
+            "a",
+            x.clone(),
+            vec![0.9, 0.5, 0.2],
+            vec![0.0; 3],
+        ))
+        .series(ErrorSeries::new(
+            "b (no bar at the middle, last point skipped)",
+            x.clone(),
+            vec![0.1, 0.3, f64::NAN],
+            vec![0.0; 3],
+        ))
+        .save_png(&bare)
+        .unwrap();
+    assert!(img.coloured() > load_png(&bare).coloured() + 100);
+    // Errors, not panics.
+    let bad = out("errorbars_bad.png");
+    let e = ErrorBarChart::new("", "", "")
+        .series(ErrorSeries::new("a", x.clone(), vec![1.0], vec![0.1]))
+        .save_png(&bad)
+        .unwrap_err();
+    assert!(matches!(e, PlotError::InvalidInput { .. }), "{e}");
+    let e = ErrorBarChart::new("", "", "")
+        .y_range(1.0, 0.0)
+        .series(ErrorSeries::new("a", x.clone(), vec![1.0; 3], vec![0.1; 3]))
+        .save_png(&bad)
+        .unwrap_err();
+    assert!(matches!(e, PlotError::InvalidInput { .. }), "{e}");
+    let e = ErrorBarChart::new("", "", "").save_png(&bad).unwrap_err();
+    assert!(matches!(e, PlotError::EmptyData { .. }), "{e}");
+    let e = ErrorBarChart::new("", "", "")
+        .log_x(true)
+        .series(ErrorSeries::new("a", vec![-1.0], vec![1.0], vec![0.1]))
+        .save_png(&bad)
+        .unwrap_err();
+    assert!(matches!(e, PlotError::EmptyData { .. }), "{e}");
 }
