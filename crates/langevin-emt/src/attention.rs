@@ -700,6 +700,20 @@ pub(crate) mod tests {
         (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
+    /// Largest absolute entry difference of two tensors of one shape.
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     /// Local attention on views of longer cache buffers equals it on contiguous copies,
     /// for a prompt (rows past the direct-loop size) and a single step.
     #[test]
@@ -714,16 +728,7 @@ pub(crate) mod tests {
             let (kc, vc) = (k.contiguous().unwrap(), v.contiguous().unwrap());
             let a = emt_attention(&q, &k, &v, None).unwrap().0;
             let b = emt_attention(&q, &kc, &vc, None).unwrap().0;
-            let diff: f32 = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = max_diff(&a, &b);
             assert!(diff < 1e-5, "t={t} s={s}: {diff}");
         }
     }
@@ -752,16 +757,7 @@ pub(crate) mod tests {
             }
             let w = candle_nn::ops::softmax_last_dim(&sc).unwrap();
             let b = w.matmul(&vr).unwrap().squeeze(0).unwrap();
-            let diff: f32 = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = max_diff(&a, &b);
             assert!(diff < 1e-5, "t={t} s={s}: {diff}");
         }
     }
@@ -777,22 +773,10 @@ pub(crate) mod tests {
         let vbuf = t3(rand_vec(&mut rng, g * cap * d), (g, cap, d));
         let (k, v) = (kbuf.narrow(1, 0, s).unwrap(), vbuf.narrow(1, 0, s).unwrap());
         let w = t3(rand_vec(&mut rng, g * r * s), (g, r, s));
-        let max_diff = |a: Tensor, b: Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
         let want = q.matmul(&k.contiguous().unwrap().t().unwrap()).unwrap();
-        assert!(max_diff(small_scores(&q, &k).unwrap().unwrap(), want) < 1e-5);
+        assert!(max_diff(&small_scores(&q, &k).unwrap().unwrap(), &want) < 1e-5);
         let want = w.matmul(&v.contiguous().unwrap()).unwrap();
-        assert!(max_diff(small_weighted_values(&w, &v).unwrap().unwrap(), want) < 1e-5);
+        assert!(max_diff(&small_weighted_values(&w, &v).unwrap().unwrap(), &want) < 1e-5);
     }
 
     fn t3(v: Vec<f32>, d: (usize, usize, usize)) -> Tensor {

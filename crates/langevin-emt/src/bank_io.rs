@@ -226,16 +226,21 @@ impl View for &Raw {
     }
 }
 
+/// A tensor of `dtype` from its elements' little-endian bytes.
+fn le_raw<const N: usize>(
+    dtype: Dtype,
+    shape: Vec<usize>,
+    elements: impl ExactSizeIterator<Item = [u8; N]>,
+) -> Raw {
+    let mut data = Vec::with_capacity(elements.len() * N);
+    for x in elements {
+        data.extend_from_slice(&x);
+    }
+    Raw { dtype, shape, data }
+}
+
 fn f32_raw(values: &[f32], shape: Vec<usize>) -> Raw {
-    let mut data = Vec::with_capacity(values.len() * 4);
-    for x in values {
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    Raw {
-        dtype: Dtype::F32,
-        shape,
-        data,
-    }
+    le_raw(Dtype::F32, shape, values.iter().map(|x| x.to_le_bytes()))
 }
 
 /// A key or value tensor in the requested storage (f32 if a finite value exceeds f16).
@@ -250,27 +255,11 @@ fn kv_raw(t: &Tensor, dtype: BankDType) -> Result<Raw> {
     }
     let mut h = vec![f16::ZERO; v.len()];
     h.convert_from_f32_slice(&v);
-    let mut data = Vec::with_capacity(h.len() * 2);
-    for x in &h {
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    Ok(Raw {
-        dtype: Dtype::F16,
-        shape,
-        data,
-    })
+    Ok(le_raw(Dtype::F16, shape, h.iter().map(|x| x.to_le_bytes())))
 }
 
 fn u64_raw(values: impl ExactSizeIterator<Item = u64>, shape: Vec<usize>) -> Raw {
-    let mut data = Vec::with_capacity(values.len() * 8);
-    for x in values {
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    Raw {
-        dtype: Dtype::U64,
-        shape,
-        data,
-    }
+    le_raw(Dtype::U64, shape, values.map(u64::to_le_bytes))
 }
 
 impl MemoryBank {

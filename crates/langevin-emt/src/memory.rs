@@ -353,19 +353,7 @@ impl MemoryBank {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::attention::tests::max_diff;
 
     #[test]
     fn progress_counts_every_window_and_matches_window_count() {

@@ -729,6 +729,7 @@ impl Llama {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attention::tests::max_diff;
 
     /// A Q4_1 model (Q8_0 embeddings) through this crate's block kernels against the same
     /// file through candle's quantized matmul. Both quantize activations to 8 bits per
@@ -902,19 +903,6 @@ mod tests {
             }
         }
         assert_eq!((a.len(), b.len()), (73, 73));
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]

@@ -467,13 +467,15 @@ mod x86 {
         _mm256_set1_epi32((p as *const i32).read_unaligned())
     }
 
-    /// Ask for the weights `PREFETCH` bytes ahead (the next group-blocks): one core's
-    /// sequential stream alone does not keep enough reads in flight.
+    /// Ask for `lines` cache lines of weights `PREFETCH` bytes ahead (the next
+    /// group-blocks): one core's sequential stream alone does not keep enough reads in
+    /// flight.
     #[inline(always)]
-    unsafe fn prefetch(p: *const u8) {
+    unsafe fn prefetch(p: *const u8, lines: usize) {
         const PREFETCH: usize = 2048;
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64) as *const i8);
+        for i in 0..lines {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64 * i) as *const i8);
+        }
     }
 
     #[inline(always)]
@@ -494,9 +496,7 @@ mod x86 {
         let mut p = w.as_ptr();
         let aq = a.q.as_ptr();
         for b in 0..a.d.len() {
-            prefetch(p);
-            prefetch(p.add(128));
-            prefetch(p.add(256));
+            prefetch(p, 6);
             let dv = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
             let mv = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i));
             let ab = aq.add(b * QK);
@@ -529,9 +529,7 @@ mod x86 {
         let mut p = w.as_ptr();
         let aq = a.q.as_ptr();
         for b in 0..a.d.len() {
-            prefetch(p);
-            prefetch(p.add(128));
-            prefetch(p.add(256));
+            prefetch(p, 6);
             let ab = aq.add(b * QK);
             let (da, sa) = (*a.d.get_unchecked(b), *a.s.get_unchecked(b));
             for half in 0..2 {
@@ -568,10 +566,7 @@ mod x86 {
         let mut p = w.as_ptr();
         let aq = a.q.as_ptr();
         for b in 0..a.d.len() {
-            prefetch(p);
-            prefetch(p.add(128));
-            prefetch(p.add(256));
-            prefetch(p.add(384));
+            prefetch(p, 8);
             let dv = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
             let ab = aq.add(b * QK);
             let mut sumi = _mm512_set1_epi32(-128 * *a.isum.get_unchecked(b));
@@ -596,10 +591,7 @@ mod x86 {
         let mut p = w.as_ptr();
         let aq = a.q.as_ptr();
         for b in 0..a.d.len() {
-            prefetch(p);
-            prefetch(p.add(128));
-            prefetch(p.add(256));
-            prefetch(p.add(384));
+            prefetch(p, 8);
             let ab = aq.add(b * QK);
             let da = *a.d.get_unchecked(b);
             for (half, acc) in acc.iter_mut().enumerate() {
