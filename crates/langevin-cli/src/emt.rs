@@ -20,7 +20,7 @@ use langevin_emt::bank_io::gguf_model_name;
 use langevin_emt::needle::{evaluate, make_items, markdown_table, Condition};
 use langevin_emt::{
     citations, generate, BankDType, EmtConfig, EmtError, GenerateConfig, Llama, Memory, MemoryBank,
-    MemoryOptions, SaveOptions, Tokenizer, Uncertainty, WeightFormat,
+    MemoryOptions, SaveOptions, StopReason, Tokenizer, Uncertainty, WeightFormat,
 };
 
 #[derive(Subcommand)]
@@ -115,6 +115,10 @@ pub struct AskArgs {
     /// when completing a sentence. It is part of the prompt and of the printed answer.
     #[arg(long)]
     answer_prefix: Option<String>,
+    /// Keep generating when the text falls into a loop ("A: A: A: ..."). By default
+    /// generation stops there and the repeats after the first occurrence are cut.
+    #[arg(long)]
+    keep_repeats: bool,
     /// No work estimate and no progress bar on stderr (notices and warnings still go there).
     #[arg(long)]
     quiet: bool,
@@ -344,6 +348,7 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
             top_k: a.uncertainty_top_k,
         }),
         citations_per_token: 5,
+        stop_on_repetition: !a.keep_repeats,
     };
     let g = generate(&model, &ids, memory, &cfg).map_err(|e| match e {
         EmtError::ContextTooLong { .. } => crate::exit::bad_input(e),
@@ -397,6 +402,17 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
             }
         );
     }
+    let repeated = match g.stop {
+        StopReason::Repetition { period, repeats } => Some(format!(
+            "the model repeated the same {period} token{} {repeats} times; generation \
+             stopped there and the repeats were cut (--keep-repeats keeps them)",
+            if period == 1 { "" } else { "s" }
+        )),
+        _ => None,
+    };
+    if let (Some(why), false) = (&repeated, a.json) {
+        eprintln!("notice: {why}");
+    }
     let cites = bank.as_ref().map_or_else(Vec::new, |b| citations(b, &g, 3));
     if a.json {
         let mut out = serde_json::json!({
@@ -407,6 +423,9 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
         });
         if let Some(why) = empty_reason {
             out["empty_reason"] = why.into();
+        }
+        if let Some(why) = repeated {
+            out["stopped"] = why.into();
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

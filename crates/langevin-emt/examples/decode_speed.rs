@@ -74,6 +74,8 @@ fn main() -> anyhow::Result<()> {
     let cfg = GenerateConfig {
         max_tokens: n_gen + 1,
         eos: None,
+        // Every run generates the same number of tokens, loops or not.
+        stop_on_repetition: false,
         ..Default::default()
     };
     for _ in 0..repeats {

@@ -132,23 +132,96 @@ fn small_weighted_values(w: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     })
 }
 
-/// Dot product in eight interleaved partial sums (vectorizes).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+/// Dot product in sixteen interleaved partial sums: vectorizes to one 512-bit or two
+/// 256-bit registers where the caller is compiled for them (the order of the sums, hence
+/// the result, is the same on every instruction set: Rust never reassociates floats).
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
+        for l in 0..16 {
             acc[l] += x[l] * y[l];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    fold_lanes(&acc, ta, tb)
+}
+
+/// [`dot`] on 512-bit registers: the same products and sums in the same order (separate
+/// multiply and add, no FMA), so the same result bit for bit.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `a` and `b` have the same length.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len() / 16 * 16;
+    let mut acc = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 16 <= n <= len of both.
+        let (x, y) = unsafe {
+            (
+                _mm512_loadu_ps(a.as_ptr().add(i)),
+                _mm512_loadu_ps(b.as_ptr().add(i)),
+            )
+        };
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(x, y));
+        i += 16;
+    }
+    let mut lanes = [0f32; 16];
+    // SAFETY: `lanes` holds 16 f32.
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
+    fold_lanes(&lanes, &a[n..], &b[n..])
+}
+
+/// [`dot`] on 256-bit registers (lanes 0..8 and 8..16 in two), same result bit for bit.
+///
+/// # Safety
+/// The CPU must have AVX2; `a` and `b` have the same length.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len() / 16 * 16;
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 16 <= n <= len of both.
+        unsafe {
+            let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+            lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb)));
+            hi = _mm256_add_ps(
+                hi,
+                _mm256_mul_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8))),
+            );
+        }
+        i += 16;
+    }
+    let mut lanes = [0f32; 16];
+    // SAFETY: `lanes` holds 16 f32.
+    unsafe {
+        _mm256_storeu_ps(lanes.as_mut_ptr(), lo);
+        _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi);
+    }
+    fold_lanes(&lanes, &a[n..], &b[n..])
+}
+
+/// The end of [`dot`]: sixteen partial sums and the tail, in its order.
+#[inline(always)]
+fn fold_lanes(acc: &[f32; 16], ta: &[f32], tb: &[f32]) -> f32 {
+    let tail: f32 = ta.iter().zip(tb).map(|(x, y)| x * y).sum();
+    let mut h = [0f32; 8];
+    for l in 0..8 {
+        h[l] = acc[l] + acc[l + 8];
+    }
+    h.iter().sum::<f32>() + tail
 }
 
 /// `[G, R, S] × k^T` and `[G, R, S] × v` for the local attention: direct loops for small

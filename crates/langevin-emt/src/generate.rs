@@ -48,6 +48,10 @@ pub struct GenerateConfig {
     pub uncertainty: Option<Uncertainty>,
     /// Memories kept per generated token for citations.
     pub citations_per_token: usize,
+    /// Stop when the text falls into a loop (see [`repetition`]) and cut the repeats,
+    /// keeping the first occurrence. Small models greedy-decoded do this ("A: A: A: ..."),
+    /// and the repeats only waste time up to `max_tokens`.
+    pub stop_on_repetition: bool,
 }
 
 impl Default for GenerateConfig {
@@ -59,8 +63,46 @@ impl Default for GenerateConfig {
             eos: None,
             uncertainty: None,
             citations_per_token: 5,
+            stop_on_repetition: true,
         }
     }
+}
+
+/// Why [`generate`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum StopReason {
+    /// `max_tokens` were generated.
+    #[default]
+    MaxTokens,
+    /// The model produced the end-of-sequence token.
+    EndOfSequence,
+    /// The text ended in a loop of `period` tokens repeated `repeats` times; the repeats
+    /// after the first occurrence were cut.
+    Repetition { period: usize, repeats: usize },
+}
+
+/// Repeats at least this many times...
+const MIN_REPEATS: usize = 3;
+/// ...spanning at least this many tokens count as a loop: a number's digits ("0000") or
+/// a short list are not cut, "A: A: A: A: A: A: A: A:" (period 2, 8 repeats) is.
+const MIN_LOOP_TOKENS: usize = 16;
+/// The longest period looked for.
+const MAX_PERIOD: usize = 32;
+
+/// The loop `tokens` ends in, if any: the shortest period `p` such that the last
+/// `r * p` tokens are one block of `p` tokens repeated `r >= 3` times, with
+/// `r * p >= 16`. Returns `(p, r)`.
+pub fn repetition(tokens: &[u32]) -> Option<(usize, usize)> {
+    let n = tokens.len();
+    (1..=MAX_PERIOD.min(n / MIN_REPEATS)).find_map(|p| {
+        // Length of the periodic tail: positions i with tokens[i] == tokens[i + p].
+        let mut len = p;
+        while len < n && tokens[n - 1 - len] == tokens[n - 1 - len + p] {
+            len += 1;
+        }
+        let r = len / p;
+        (r >= MIN_REPEATS && r * p >= MIN_LOOP_TOKENS).then_some((p, r))
+    })
 }
 
 /// The result of [`generate`].
@@ -76,6 +118,9 @@ pub struct Generation {
     /// Steps recomputed with the larger k.
     pub extra_retrievals: usize,
     pub prompt_tokens: usize,
+    /// Why generation stopped.
+    #[serde(default)]
+    pub stop: StopReason,
     /// Seconds for the prompt (first token included).
     pub prefill_secs: f64,
     /// Seconds for the remaining tokens.
@@ -231,6 +276,7 @@ pub fn generate(
         entropies: Vec::new(),
         extra_retrievals: 0,
         prompt_tokens: prompt.len(),
+        stop: StopReason::MaxTokens,
         prefill_secs: 0.0,
         decode_secs: 0.0,
     };
@@ -266,6 +312,7 @@ pub fn generate(
             out.prefill_secs = t0.elapsed().as_secs_f64();
         }
         if Some(tok) == cfg.eos {
+            out.stop = StopReason::EndOfSequence;
             break;
         }
         out.tokens.push(tok);
@@ -280,6 +327,16 @@ pub fn generate(
             None => Vec::new(),
         });
         input = vec![tok];
+        if cfg.stop_on_repetition {
+            if let Some((period, repeats)) = repetition(&out.tokens) {
+                let keep = out.tokens.len() - (repeats - 1) * period;
+                out.tokens.truncate(keep);
+                out.entropies.truncate(keep);
+                out.token_citations.truncate(keep);
+                out.stop = StopReason::Repetition { period, repeats };
+                break;
+            }
+        }
     }
     out.decode_secs = (t0.elapsed().as_secs_f64() - out.prefill_secs).max(0.0);
     Ok(out)
@@ -366,6 +423,70 @@ mod tests {
     use super::*;
     use crate::config::LlamaConfig;
     use crate::memory::MemoryOptions;
+
+    #[test]
+    fn loops_are_found_and_numbers_and_lists_are_not() {
+        // "A: A: ..." as two tokens: 8 repeats (16 tokens) is a loop, 7 is not yet.
+        let ab: Vec<u32> = [5, 6].repeat(8);
+        assert_eq!(repetition(&ab), Some((2, 8)));
+        assert_eq!(repetition(&ab[..14]), None);
+        // After other text, the loop is the tail only.
+        let mut t = vec![1, 2, 3, 4];
+        t.extend([7, 8, 9, 10, 11, 12].repeat(3));
+        assert_eq!(repetition(&t), Some((6, 3)));
+        // A repeated single token: 16 in a row; "0000" (4) is a number, not a loop.
+        assert_eq!(repetition(&[0; 4]), None);
+        assert_eq!(repetition(&[3; 16]), Some((1, 16)));
+        // Two repeats of a long sentence are not a loop (a model may restate once).
+        assert_eq!(
+            repetition(&(0..20).chain(0..20).collect::<Vec<u32>>()),
+            None
+        );
+        assert_eq!(repetition(&(0..20).collect::<Vec<u32>>()), None);
+        assert_eq!(repetition(&[]), None);
+    }
+
+    /// The token after `[a, b]` is the prompt-free continuation of a loop on a model that
+    /// always answers the same: a random model greedy-decoded falls into a cycle; with the
+    /// guard the output is cut after the first occurrence and says so.
+    #[test]
+    fn generation_stops_at_a_loop_and_keeps_the_first_occurrence() {
+        let m = Llama::random(&LlamaConfig::tiny(), 9).unwrap();
+        let long = GenerateConfig {
+            max_tokens: 200,
+            stop_on_repetition: false,
+            ..Default::default()
+        };
+        let full = generate(&m, &[1, 2, 3], None, &long).unwrap();
+        assert_eq!(full.stop, StopReason::MaxTokens);
+        // Greedy decoding of a random model with a finite vocabulary cycles.
+        let first_loop = (1..=full.tokens.len()).find(|&n| repetition(&full.tokens[..n]).is_some());
+        let Some(n) = first_loop else {
+            panic!("a random model's greedy output should cycle within 200 tokens");
+        };
+        let (p, r) = repetition(&full.tokens[..n]).unwrap();
+        let guarded = generate(
+            &m,
+            &[1, 2, 3],
+            None,
+            &GenerateConfig {
+                stop_on_repetition: true,
+                ..long
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            guarded.stop,
+            StopReason::Repetition {
+                period: p,
+                repeats: r
+            }
+        );
+        let keep = n - (r - 1) * p;
+        assert_eq!(guarded.tokens, full.tokens[..keep]);
+        assert_eq!(guarded.entropies.len(), keep);
+        assert_eq!(guarded.token_citations.len(), keep);
+    }
 
     #[test]
     fn greedy_is_deterministic_and_uses_the_cache_correctly() {
@@ -457,6 +578,7 @@ mod tests {
             entropies: vec![0.0, 0.0],
             extra_retrievals: 0,
             prompt_tokens: 1,
+            stop: StopReason::MaxTokens,
             prefill_secs: 0.0,
             decode_secs: 0.0,
         };

@@ -35,7 +35,9 @@ pub mod tokenizer;
 pub use bank_io::{BankDType, SaveOptions};
 pub use config::{EmtConfig, LlamaConfig};
 pub use error::{EmtError, Result};
-pub use generate::{citations, generate, Citation, GenerateConfig, Generation, Uncertainty};
+pub use generate::{
+    citations, generate, repetition, Citation, GenerateConfig, Generation, StopReason, Uncertainty,
+};
 pub use locate::{find_model, MODEL_ENV, MODEL_FILE};
 pub use memory::{MemoryBank, MemoryOptions};
 pub use model::{KvCache, Llama, Memory, RetrievalCounts, WeightFormat};

@@ -21,6 +21,8 @@ use crate::memory::MemoryBank;
 use crate::quant::{QMatrix, QuantizedActs};
 use crate::tokenizer::Tokenizer;
 
+mod step;
+
 #[derive(Debug, Clone)]
 struct Block {
     attn_norm: Tensor,
@@ -120,6 +122,9 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     device: Device,
+    /// The one-token path's view of the weights ([`step`]): `None` off the CPU or when a
+    /// layer has no block kernel.
+    step: Option<step::StepWeights>,
 }
 
 /// Local key/value cache for generation: per layer rotated keys and values in buffers
@@ -400,7 +405,7 @@ impl Llama {
         };
         cfg.validate()?;
         let (cos, sin) = rope_tables(cfg.head_dim(), theta, max_position, device)?;
-        Ok(Self {
+        let mut model = Self {
             cfg,
             embed,
             blocks,
@@ -409,7 +414,10 @@ impl Llama {
             cos,
             sin,
             device: device.clone(),
-        })
+            step: None,
+        };
+        model.step = step::StepWeights::of(&model)?;
+        Ok(model)
     }
 
     /// Write a GGUF file (in memory, f32 tensors) with random weights for `cfg`:
@@ -685,6 +693,10 @@ impl Llama {
         cache: &mut KvCache,
         memory: Option<Memory<'_>>,
     ) -> Result<Tensor> {
+        if let (Some(w), [id]) = (&self.step, ids) {
+            let h = self.step(w, *id, cache, memory, None)?;
+            return self.step_logits(w, &h);
+        }
         let h = self.run(ids, cache, memory, None, None)?;
         let last = h.narrow(0, ids.len() - 1, 1)?;
         Ok(self.lm_head.forward(&last)?.squeeze(0)?)
@@ -699,6 +711,10 @@ impl Llama {
         memory: Memory<'_>,
     ) -> Result<(Tensor, RetrievalCounts)> {
         let mut counts = RetrievalCounts::new(ids.len(), memory.bank.len());
+        if let (Some(w), [id]) = (&self.step, ids) {
+            let h = self.step(w, *id, cache, Some(memory), Some(&mut counts))?;
+            return Ok((self.step_logits(w, &h)?, counts));
+        }
         let h = self.run(ids, cache, Some(memory), Some(&mut counts), None)?;
         let last = h.narrow(0, ids.len() - 1, 1)?;
         Ok((self.lm_head.forward(&last)?.squeeze(0)?, counts))
