@@ -14,9 +14,10 @@
 //! |---|---|---|
 //! | [`solve`] | `dx = -(A x - b) dt + N(0, 2/β dt)` | time average of `x` → `A⁻¹ b` |
 //! | [`inv`] | `dx = -A x dt + N(0, 2/β dt)` | `β` × time average of `x xᵀ` → `A⁻¹` |
-//! | [`expnegm`] | `dx = -A x dt + N(0, (A + Aᵀ) dt)` (stationary covariance `I`) | lag-1 autocovariance `E[x(t+1) x(t)ᵀ]` → `e^{-A}` |
-//! | [`expm`] | as `expnegm` for `cI − A`, `c` = Gershgorin bound of `A` + 1 | `e^{c}` × that → `e^{A}` |
-//! | [`logdet`] / [`det`] | as `inv` | `−log det(β Ŝ)` from the sample second moment `Ŝ`, jackknife bias-corrected |
+//! | [`expnegm`] | `dx = -A x dt + N(0, (A + Aᵀ) dt)`, `A` with `(A + Aᵀ)/2` positive definite (stationary covariance `I`) | lag-1 cross-covariance `E[x(t+1) x(t)ᵀ]` → `e^{-A}` |
+//! | [`expm`] | as `expnegm` for `cI − A`, `c` = largest eigenvalue of `(A + Aᵀ)/2` + 1 | `e^{c}` × that → `e^{A}` |
+//! | [`logdet`] / [`det`] | as `inv` | `−log det(β Ŝ)` from the sample second moment `Ŝ`, jackknife bias-corrected (digital Cholesky of `Ŝ`: the reference) |
+//! | [`logdet_jarzynski`] | potential switched from `α xᵀx/2` to `xᵀAx/2` ([`JarzynskiConfig`]) | `d log α − 2 log ⟨e^{-βW}⟩` (Jarzynski's equality) |
 //!
 //! The device starts at `x = 0`, runs for `analog_time`, is read out every
 //! `sampling_interval`; readouts at times `≤ burn_in` are discarded. The
@@ -540,6 +541,196 @@ pub fn logdet(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<f64>> {
     })
 }
 
+/// Settings of the Jarzynski log-determinant protocol ([`logdet_jarzynski`]).
+///
+/// One *run*: the device relaxes under the reference potential
+/// `U₀(x) = α xᵀx / 2` for `equilibration_time`, then the potential is switched
+/// to `U₁(x) = xᵀ A x / 2` in `steps` equal increments of
+/// `A_λ = (1 − λ) α I + λ A`, the device relaxing for `switching_time / steps`
+/// after each increment. All times are in device time constants.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JarzynskiConfig {
+    /// Independent protocol runs (work measurements), at least 2.
+    pub runs: usize,
+    /// Duration of one switching protocol (> 0).
+    pub switching_time: f64,
+    /// Increments in which the potential is switched (≥ 1; `1` is an instantaneous
+    /// quench, i.e. free-energy perturbation).
+    pub steps: usize,
+    /// Relaxation under the reference potential before each run (≥ 0). The start
+    /// of a run deviates from the reference equilibrium by a covariance factor
+    /// `e^{-2 α t}`, which biases the estimate by about as much.
+    pub equilibration_time: f64,
+    /// Scale `α` of the reference `A₀ = α I`; `None` takes `tr(A)/d`.
+    pub reference_scale: Option<f64>,
+    /// Inverse temperature `β` of the noise (`D = 2/β I`).
+    pub beta: f64,
+    /// Seed of the device noise.
+    pub seed: u64,
+}
+
+impl Default for JarzynskiConfig {
+    fn default() -> Self {
+        Self {
+            runs: 1000,
+            switching_time: 5.0,
+            steps: 50,
+            equilibration_time: 5.0,
+            reference_scale: None,
+            beta: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl JarzynskiConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |field: &'static str, reason: String| Err(ThermoError::InvalidConfig { field, reason });
+        if self.runs < 2 {
+            return bad("runs", format!("must be at least 2, got {}", self.runs));
+        }
+        if !(self.switching_time > 0.0 && self.switching_time.is_finite()) {
+            return bad(
+                "switching_time",
+                format!("must be positive and finite, got {}", self.switching_time),
+            );
+        }
+        if self.steps == 0 {
+            return bad("steps", "must be at least 1".into());
+        }
+        if !(self.equilibration_time >= 0.0 && self.equilibration_time.is_finite()) {
+            return bad(
+                "equilibration_time",
+                format!(
+                    "must be non-negative and finite, got {}",
+                    self.equilibration_time
+                ),
+            );
+        }
+        if let Some(alpha) = self.reference_scale {
+            if !(alpha > 0.0 && alpha.is_finite()) {
+                return bad(
+                    "reference_scale",
+                    format!("must be positive and finite, got {alpha}"),
+                );
+            }
+        }
+        if !(self.beta > 0.0 && self.beta.is_finite()) {
+            return bad(
+                "beta",
+                format!("must be positive and finite, got {}", self.beta),
+            );
+        }
+        Ok(())
+    }
+
+    /// Analog time of the whole computation: `runs × (equilibration_time + switching_time)`.
+    pub fn analog_time(&self) -> f64 {
+        self.runs as f64 * (self.equilibration_time + self.switching_time)
+    }
+}
+
+/// `log det A` for symmetric positive definite `A` by a thermodynamic protocol
+/// (Aifer et al. 2023, "Thermodynamic linear algebra", §determinant): the
+/// free-energy difference between the potentials `U₀ = α xᵀx / 2` and
+/// `U₁ = xᵀ A x / 2` is measured from the work done while the device's potential
+/// is switched from one to the other ([`JarzynskiConfig`]), through Jarzynski's
+/// equality `e^{-β ΔF} = ⟨e^{-β W}⟩`. With `Z = ∫ e^{-β U}`,
+/// `β ΔF = (log det A − d log α) / 2`, so
+/// `log det A = d log α − 2 log ⟨e^{-β W}⟩`.
+///
+/// The work of a run is `W = Σ_k (λ_k − λ_{k−1}) xᵀ (A − α I) x / 2`, the state
+/// `x` read out just before each increment; between increments the device is
+/// simulated exactly ([`crate::ou`]), and each relaxation leaves the equilibrium of
+/// the current potential invariant, so Jarzynski's equality holds exactly for any
+/// number of steps and any switching time: slow protocols only lower the variance.
+/// The only bias is that of the logarithm of a sample mean, about
+/// `−Var(e^{-βW}) / (2 N ⟨e^{-βW}⟩²)`, which is subtracted (second-order delta
+/// method); `std_error` is the delta-method standard error
+/// `2 sd(e^{-βW}) / (√N mean(e^{-βW}))`. Both rely on the work distribution not
+/// being dominated by rare runs: the error estimate is trustworthy when the
+/// dissipated work `β(⟨W⟩ − ΔF)` is of order 1 or less (choose a longer
+/// `switching_time` or more `steps` otherwise).
+///
+/// `analog_time` is `runs × (equilibration_time + switching_time)`; `readouts` is
+/// `runs × steps` state readouts. The digital reference is a Cholesky
+/// factorisation of `A` (what [`logdet`] does with the sampled covariance).
+pub fn logdet_jarzynski(a: MatRef<'_, f64>, cfg: &JarzynskiConfig) -> Result<Estimate<f64>> {
+    let n = check_spd("matrix A", a)?;
+    cfg.validate()?;
+    let alpha = match cfg.reference_scale {
+        Some(alpha) => alpha,
+        None => (0..n).map(|i| a[(i, i)]).sum::<f64>() / n.max(1) as f64,
+    };
+    let k_steps = cfg.steps;
+    let dt = cfg.switching_time / k_steps as f64;
+    let noise = scaled_identity(n, 2.0 / cfg.beta);
+    // Exact relaxation of each intermediate potential over dt (digital set-up of
+    // the simulator, not of the device).
+    let devices: Vec<Device> = (1..=k_steps)
+        .map(|k| {
+            let lam = k as f64 / k_steps as f64;
+            let ak = Mat::from_fn(n, n, |i, j| {
+                lam * a[(i, j)] + if i == j { (1.0 - lam) * alpha } else { 0.0 }
+            });
+            Device::new(ak.as_ref(), &vec![0.0; n], noise.as_ref(), dt)
+        })
+        .collect::<Result<_>>()?;
+    // Relaxation under the reference α I over the equilibration time (exact, scalar).
+    let decay = (-alpha * cfg.equilibration_time).exp();
+    let eq_sd = ((1.0 - decay * decay) / (cfg.beta * alpha)).sqrt();
+    let diff = Mat::from_fn(n, n, |i, j| a[(i, j)] - if i == j { alpha } else { 0.0 });
+    let mut rng = chain_rng(cfg.seed, 0);
+    let mut x = vec![0.0; n];
+    let mut z = vec![0.0; n];
+    let mut y = vec![0.0; n];
+    let mut dx = vec![0.0; n];
+    let mut work = Vec::with_capacity(cfg.runs);
+    for _ in 0..cfg.runs {
+        fill_standard_normal(&mut rng, &mut z);
+        for (xi, zi) in x.iter_mut().zip(&z) {
+            *xi = decay * *xi + eq_sd * zi;
+        }
+        let mut w = 0.0;
+        for dev in &devices {
+            dx.iter_mut().for_each(|v| *v = 0.0);
+            gemv_acc(diff.as_ref(), &x, &mut dx);
+            let quad: f64 = x.iter().zip(&dx).map(|(u, v)| u * v).sum();
+            w += 0.5 * quad / k_steps as f64;
+            fill_standard_normal(&mut rng, &mut z);
+            y.iter_mut().for_each(|v| *v = 0.0);
+            gemv_acc(dev.factor.as_ref(), &z, &mut y);
+            gemv_acc(dev.e.as_ref(), &x, &mut y);
+            x.copy_from_slice(&y);
+        }
+        work.push(cfg.beta * w);
+    }
+    let nr = work.len() as f64;
+    let c = work.iter().copied().fold(f64::INFINITY, f64::min);
+    let u: Vec<f64> = work.iter().map(|w| (-(w - c)).exp()).collect();
+    let mean = u.iter().sum::<f64>() / nr;
+    let var = u.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (nr - 1.0);
+    let rel_var = var / (mean * mean);
+    // log ⟨e^{-βW}⟩ with the O(1/N) bias of the log of a sample mean removed.
+    let log_mean = mean.ln() - c + 0.5 * rel_var / nr;
+    let value = n as f64 * alpha.ln() - 2.0 * log_mean;
+    let se = 2.0 * (rel_var / nr).sqrt();
+    if !(value.is_finite() && se.is_finite()) {
+        return Err(ThermoError::Numerical(
+            "non-finite Jarzynski estimate (work values overflow)".into(),
+        ));
+    }
+    Ok(Estimate {
+        value,
+        std_error: se,
+        error_estimate: se,
+        analog_time: cfg.analog_time(),
+        readouts: cfg.runs * k_steps,
+    })
+}
+
 /// `det A = exp(logdet A)`; the error estimate is `det · se(logdet)` (delta method).
 pub fn det(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<f64>> {
     let l = logdet(a, cfg)?;
@@ -553,11 +744,34 @@ pub fn det(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<f64>> {
     })
 }
 
-/// `e^{-A}` for symmetric positive definite `A`: the lag-1 autocovariance of
-/// `dx = -A x dt + N(0, (A + Aᵀ) dt)`, whose stationary covariance is `I`.
-/// The lag 1 must be a whole number of sampling intervals.
+/// Checks that `a` is square and finite with a positive definite symmetric part
+/// `(A + Aᵀ)/2` (so every eigenvalue of `A` has positive real part and
+/// `dx = -A x dt + N(0, (A + Aᵀ) dt)` has stationary covariance `I`); returns
+/// the dimension and whether `a` is symmetric (to a relative `1e-10`).
+fn check_positive_symmetric_part(what: &'static str, a: MatRef<'_, f64>) -> Result<(usize, bool)> {
+    let n = check_square(what, a)?;
+    let sym = Mat::from_fn(n, n, |i, j| 0.5 * (a[(i, j)] + a[(j, i)]));
+    if n > 0 && sym.llt(Side::Lower).is_err() {
+        return Err(ThermoError::NotPositiveDefinite {
+            what,
+            semi: false,
+            detail: Some("its symmetric part (A + Aᵀ)/2 must be positive definite".into()),
+        });
+    }
+    Ok((n, check_symmetric(what, a).is_ok()))
+}
+
+/// `e^{-A}` for square `A` whose symmetric part `(A + Aᵀ)/2` is positive definite
+/// (as thermox accepts; symmetric positive definite `A` is the special case): the
+/// lag-1 cross-covariance `E[x(t+1) x(t)ᵀ] = e^{-A} Σ` of
+/// `dx = -A x dt + N(0, (A + Aᵀ) dt)`, whose stationary covariance `Σ` solves
+/// `A Σ + Σ Aᵀ = A + Aᵀ`, i.e. `Σ = I`. This holds for non-symmetric (also
+/// non-normal) `A`: `E[x(t+1) | x(t)] = e^{-A} x(t)`. For symmetric `A` the
+/// estimate is symmetrised (lower variance); otherwise each entry `(i, j)` is the
+/// time average of `x_i(t+1) x_j(t)`. The lag 1 must be a whole number of
+/// sampling intervals.
 pub fn expnegm(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f64>>> {
-    let n = check_spd("matrix A", a)?;
+    let (n, symmetric) = check_positive_symmetric_part("matrix A", a)?;
     cfg.validate()?;
     let m = (1.0 / cfg.sampling_interval).round() as usize;
     if m == 0 || (m as f64 * cfg.sampling_interval - 1.0).abs() > 1e-9 {
@@ -616,7 +830,14 @@ pub fn expnegm(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f6
         .iter()
         .map(|mt| {
             (0..n * n)
-                .map(|e| 0.5 * (mt[(e % n, e / n)] + mt[(e / n, e % n)]))
+                .map(|e| {
+                    let (i, j) = (e % n, e / n);
+                    if symmetric {
+                        0.5 * (mt[(i, j)] + mt[(j, i)])
+                    } else {
+                        mt[(i, j)]
+                    }
+                })
                 .collect()
         })
         .collect();
@@ -630,28 +851,32 @@ pub fn expnegm(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f6
     })
 }
 
-/// `e^{A}` for symmetric `A`: `e^{c} · expnegm(cI − A)` with `c` the Gershgorin
-/// upper bound of the spectrum of `A` plus one (so `cI − A` has eigenvalues ≥ 1).
-/// The error grows like `e^{c}`: fine for matrices of modest norm only.
+/// `e^{A}` for square `A` (symmetric or not): `e^{c} · expnegm(cI − A)` with `c`
+/// one above the largest eigenvalue of the symmetric part `(A + Aᵀ)/2` (so the
+/// symmetric part of `cI − A` has eigenvalues ≥ 1, as [`expnegm`] needs; `cI`
+/// commutes with `A`, so `e^{c} e^{-(cI − A)} = e^{A}` also for non-normal `A`).
+/// `λ_max` comes from a short power iteration, with the Gershgorin upper bound as
+/// fallback. The error grows like `e^{c}`: fine for matrices of modest norm only.
 pub fn expm(a: MatRef<'_, f64>, cfg: &ThermoConfig) -> Result<Estimate<Mat<f64>>> {
     let n = check_square("matrix A", a)?;
-    check_symmetric("matrix A", a)?;
+    let sym = Mat::from_fn(n, n, |i, j| 0.5 * (a[(i, j)] + a[(j, i)]));
     let gersh = (0..n)
         .map(|i| {
-            a[(i, i)]
+            sym[(i, i)]
                 + (0..n)
                     .filter(|&j| j != i)
-                    .map(|j| a[(i, j)].abs())
+                    .map(|j| sym[(i, j)].abs())
                     .sum::<f64>()
         })
         .fold(f64::NEG_INFINITY, f64::max)
         + 1.0;
     // The error scales like e^{c}: take c = λ_max + 1 with λ_max from a short power
     // iteration (digital O(d²) per iteration), falling back to the Gershgorin bound
-    // when the shifted matrix is not positive definite.
+    // when the shifted symmetric part is not positive definite.
     let shift_of = |c: f64| Mat::from_fn(n, n, |i, j| if i == j { c } else { 0.0 } - a[(i, j)]);
-    let c = match lambda_max_estimate(a) {
-        Some(l) if l + 1.0 < gersh && check_spd("shifted", shift_of(l + 1.0).as_ref()).is_ok() => {
+    let shift_sym = |c: f64| Mat::from_fn(n, n, |i, j| if i == j { c } else { 0.0 } - sym[(i, j)]);
+    let c = match lambda_max_estimate(sym.as_ref()) {
+        Some(l) if l + 1.0 < gersh && check_spd("shifted", shift_sym(l + 1.0).as_ref()).is_ok() => {
             l + 1.0
         }
         _ => gersh,

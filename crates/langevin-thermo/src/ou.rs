@@ -36,6 +36,15 @@
 //!   symmetric square root from its eigendecomposition with negative round-off
 //!   eigenvalues clipped to zero (exact for semi-definite `Q_h`, no jitter added).
 //!
+//! # Singular diffusion and gradients
+//! Sampling needs only a square root of each `Q_h`, so any positive semi-definite
+//! `D` works, `D = 0` (the deterministic flow `x(t) = b + e^{-A t}(x0 − b)`)
+//! included. The path log density ([`OuProcess::log_prob`]) exists when every
+//! `Q_h` is definite ([`OuProcess::check_density`]) and is a typed error otherwise.
+//! [`OuProcess::log_prob_grad`] returns it with its gradient with respect to `A`, `b`
+//! and `D`, by a reverse pass through the same formulas (Fréchet derivatives of the
+//! exponential by [`expm_frechet`], an adjoint Lyapunov solve for `S`).
+//!
 //! # Cost
 //! Each distinct step size costs O(d³) once (its factorisations are cached; step sizes
 //! equal to within a relative 2⁻⁴⁰ share a cache entry). Each step then costs two
@@ -676,14 +685,45 @@ impl OuProcess {
         })
     }
 
+    /// Whether the path has a density: the transition covariances
+    /// `Q_h = ∫_0^h e^{-A s} D e^{-Aᵀ s} ds` are definite for every `h > 0` exactly
+    /// when the stationary covariance `S` is, i.e. when the noise reaches every
+    /// direction through the drift (the pair `(A, D)` is controllable). A definite
+    /// `D` always qualifies; a singular `D` does when `S` has condition number below
+    /// `1e10` (a looser test would accept round-off as noise). `D = 0` (a
+    /// deterministic flow) never does.
+    pub fn check_density(&self) -> Result<()> {
+        let n = self.dim();
+        if n == 0 || self.d.llt(Side::Lower).is_ok() {
+            return Ok(());
+        }
+        let s = self.stationary()?;
+        let ev = s
+            .self_adjoint_eigenvalues(Side::Lower)
+            .map_err(|e| ThermoError::Numerical(format!("eigenvalues of S: {e:?}")))?;
+        let (lo, hi) = (ev[0], ev[n - 1]);
+        if hi > 0.0 && lo > 1e-10 * hi {
+            Ok(())
+        } else {
+            Err(degenerate_density())
+        }
+    }
+
     /// Log density of the path `xs` (row-major, `ts.len() x d`) conditional on its
     /// first state: the sum over steps of the exact Gaussian transition densities.
-    /// Needs definite transition covariances (errors for a singular `D`).
+    ///
+    /// A singular `D` is accepted when the noise still reaches every direction
+    /// through `A` (then every transition covariance is definite, see
+    /// [`OuProcess::check_density`]); otherwise, and for `D = 0` (a deterministic
+    /// flow, whose path measure has no density), the result is a
+    /// [`ThermoError::NotPositiveDefinite`] error on the transition covariance,
+    /// never a NaN.
     pub fn log_prob(&mut self, ts: &[f64], xs: &[f64]) -> Result<f64> {
         let n = self.dim();
         check_grid(ts)?;
         check_len("path xs (len(ts) * d values)", ts.len() * n, xs.len())?;
         check_finite("path xs", xs)?;
+        self.check_density()?;
         let mut total = 0.0;
         let mut r = vec![0.0; n];
         let mut v = vec![0.0; n];
@@ -693,11 +733,7 @@ impl OuProcess {
             self.transition(h)?;
             let tr = &self.cache[&cache_key(h)];
             if !tr.definite {
-                return Err(ThermoError::NotPositiveDefinite {
-                    what: "transition covariance",
-                    semi: false,
-                    detail: Some("log_prob needs a non-degenerate transition density".into()),
-                });
+                return Err(singular_step(h));
             }
             let x = &xs[k * n..(k + 1) * n];
             let y = &xs[(k + 1) * n..(k + 2) * n];
@@ -711,6 +747,11 @@ impl OuProcess {
             }
             let (quad, logdet) = forward_solve_quad(tr.factor.as_ref(), &mut r);
             total += -0.5 * quad - logdet - 0.5 * n as f64 * ln2pi;
+        }
+        if !total.is_finite() {
+            return Err(ThermoError::Numerical(
+                "non-finite path log density (transition covariance near singular)".into(),
+            ));
         }
         Ok(total)
     }
@@ -886,6 +927,283 @@ pub fn euler_maruyama<R: Rng + ?Sized>(
         dim: n,
         states,
     })
+}
+
+// ---------------------------------------------------------------------------
+// Gradients of the path log density
+// ---------------------------------------------------------------------------
+
+/// Fréchet derivative `L(M, G)` of the matrix exponential at `M` in the direction
+/// `G`: `e^{M + εG} = e^M + ε L(M, G) + O(ε²)`. It is the top-right block of
+/// `exp([[M, G], [0, M]])` (Mathias 1996; Higham 2008, §3.2); `G` is scaled to the
+/// norm of `M` first so that the block exponential needs no extra squarings.
+///
+/// The adjoint is `L(Mᵀ, ·)`: the gradient of `⟨W, e^M⟩` with respect to `M` is
+/// `L(Mᵀ, W)`.
+///
+/// # Panics
+/// If `m` is not square or `g` has another shape.
+pub fn expm_frechet(m: MatRef<'_, f64>, g: MatRef<'_, f64>) -> Mat<f64> {
+    let n = m.nrows();
+    assert!(
+        m.ncols() == n && g.nrows() == n && g.ncols() == n,
+        "expm_frechet needs square matrices of one size"
+    );
+    let gn = g.norm_l1();
+    if n == 0 || gn == 0.0 {
+        return Mat::zeros(n, n);
+    }
+    let t = m.norm_l1().max(1.0) / gn;
+    let big = Mat::from_fn(2 * n, 2 * n, |i, j| match (i < n, j < n) {
+        (true, true) => m[(i, j)],
+        (true, false) => t * g[(i, j - n)],
+        (false, false) => m[(i - n, j - n)],
+        (false, true) => 0.0,
+    });
+    let f = expm(big.as_ref());
+    Mat::from_fn(n, n, |i, j| f[(i, j + n)] / t)
+}
+
+/// The log density of a path ([`OuProcess::log_prob`]) with its gradient with
+/// respect to the parameters of the process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogProbGrad {
+    /// `log p(x_1, …, x_K | x_0)`, identical to [`OuProcess::log_prob`].
+    pub log_prob: f64,
+    /// `∂ log p / ∂A_ij` (every entry of the drift is a free parameter).
+    pub d_a: Mat<f64>,
+    /// `∂ log p / ∂b_i`.
+    pub d_b: Vec<f64>,
+    /// Gradient with respect to the symmetric diffusion `D`, returned symmetric:
+    /// `⟨d_d, Δ⟩ = Σ_ij d_d[i, j] Δ[i, j]` is the directional derivative along any
+    /// symmetric `Δ` (so a change of the pair `D_ij = D_ji` by `δ` changes `log p`
+    /// by `2 d_d[i, j] δ`). This is the symmetrised entrywise gradient.
+    pub d_d: Mat<f64>,
+}
+
+/// Per-step-size accumulators of the reverse pass.
+struct GradGroup {
+    key: u64,
+    /// `Σ w (x − b)ᵀ`: gradient with respect to `E = e^{-A h}`.
+    g_e: Mat<f64>,
+    /// `Σ w wᵀ`.
+    ww: Mat<f64>,
+    /// Steps of this size.
+    count: usize,
+}
+
+/// Solves `Lᵀ w = r` in place for lower-triangular `L`.
+fn backward_solve_lt(l: MatRef<'_, f64>, r: &mut [f64]) {
+    let n = r.len();
+    for j in (0..n).rev() {
+        let mut s = r[j];
+        for i in j + 1..n {
+            s -= l[(i, j)] * r[i];
+        }
+        r[j] = s / l[(j, j)];
+    }
+}
+
+impl OuProcess {
+    /// [`OuProcess::log_prob`] and its gradient with respect to `A`, `b` and `D`
+    /// (what thermox obtains from JAX autodiff), by a hand-written reverse pass.
+    ///
+    /// With `r_k = x_{k+1} − b − E_k (x_k − b)`, `w_k = Q_k⁻¹ r_k`, the per-step
+    /// adjoints are `∂/∂b = Σ (I − E_k)ᵀ w_k`, `∂/∂E_k = w_k (x_k − b)ᵀ` and
+    /// `∂/∂Q_k = (w_k w_kᵀ − Q_k⁻¹) / 2`. They are summed per step size and pulled
+    /// back through the same formulas that produced `E_k` and `Q_k`:
+    /// * Van Loan steps (`‖A‖₁ h ≤ 1`): through `exp([[-A, D], [0, Aᵀ]] h)` with the
+    ///   adjoint Fréchet derivative [`expm_frechet`] of the `2d × 2d` block matrix;
+    /// * other steps, `Q = S − E S Eᵀ`: through `E = e^{-A h}` ([`expm_frechet`]) and
+    ///   through the stationary covariance `S` by one adjoint Lyapunov solve
+    ///   `Aᵀ X + X A = ∂/∂S` (then `∂/∂D += X`, `∂/∂A −= (X + Xᵀ) S`).
+    ///
+    /// Cost: O(d³) per distinct step size (a `4d × 4d` exponential for Van Loan
+    /// steps) plus O(d²) per step. Errors as [`OuProcess::log_prob`] (a degenerate
+    /// transition density is a typed error).
+    pub fn log_prob_grad(&mut self, ts: &[f64], xs: &[f64]) -> Result<LogProbGrad> {
+        let n = self.dim();
+        check_grid(ts)?;
+        check_len("path xs (len(ts) * d values)", ts.len() * n, xs.len())?;
+        check_finite("path xs", xs)?;
+        self.check_density()?;
+        let ln2pi = (2.0 * std::f64::consts::PI).ln();
+        let mut total = 0.0;
+        let mut d_b = vec![0.0; n];
+        let mut groups: Vec<GradGroup> = Vec::new();
+        let mut index: HashMap<u64, usize> = HashMap::new();
+        let mut r = vec![0.0; n];
+        let mut v = vec![0.0; n];
+        for k in 0..ts.len().saturating_sub(1) {
+            let h = ts[k + 1] - ts[k];
+            self.transition(h)?;
+            let key = cache_key(h);
+            let tr = &self.cache[&key];
+            if !tr.definite {
+                return Err(singular_step(h));
+            }
+            let x = &xs[k * n..(k + 1) * n];
+            let y = &xs[(k + 1) * n..(k + 2) * n];
+            for i in 0..n {
+                v[i] = x[i] - self.b[i];
+                r[i] = 0.0;
+            }
+            gemv_acc(tr.e.as_ref(), &v, &mut r);
+            for i in 0..n {
+                r[i] = y[i] - self.b[i] - r[i];
+            }
+            let (quad, logdet) = forward_solve_quad(tr.factor.as_ref(), &mut r);
+            total += -0.5 * quad - logdet - 0.5 * n as f64 * ln2pi;
+            backward_solve_lt(tr.factor.as_ref(), &mut r);
+            let w = &r;
+            // d_b += w − Eᵀ w.
+            for (j, db) in d_b.iter_mut().enumerate() {
+                let etw: f64 = (0..n).map(|i| tr.e[(i, j)] * w[i]).sum();
+                *db += w[j] - etw;
+            }
+            let gi = *index.entry(key).or_insert_with(|| {
+                groups.push(GradGroup {
+                    key,
+                    g_e: Mat::zeros(n, n),
+                    ww: Mat::zeros(n, n),
+                    count: 0,
+                });
+                groups.len() - 1
+            });
+            let g = &mut groups[gi];
+            g.count += 1;
+            for j in 0..n {
+                for i in 0..n {
+                    g.g_e[(i, j)] += w[i] * v[j];
+                    g.ww[(i, j)] += w[i] * w[j];
+                }
+            }
+        }
+        let mut d_a = Mat::<f64>::zeros(n, n);
+        let mut d_d = Mat::<f64>::zeros(n, n);
+        let mut g_s = Mat::<f64>::zeros(n, n);
+        let mut need_s = false;
+        for g in &groups {
+            let tr = &self.cache[&g.key];
+            let h = tr.h;
+            let q_inv = spd_inverse("transition covariance", tr.cov.as_ref())?;
+            let g_q = Mat::from_fn(n, n, |i, j| {
+                0.5 * (g.ww[(i, j)] - g.count as f64 * q_inv[(i, j)])
+            });
+            if self.a.norm_l1() * h <= 1.0 {
+                // Q = F12 F11ᵀ (symmetrised), E = F11, F = exp(M), M = [[-A, D], [0, Aᵀ]] h.
+                let m = Mat::from_fn(2 * n, 2 * n, |i, j| match (i < n, j < n) {
+                    (true, true) => -self.a[(i, j)] * h,
+                    (true, false) => self.d[(i, j - n)] * h,
+                    (false, true) => 0.0,
+                    (false, false) => self.a[(j - n, i - n)] * h,
+                });
+                let f = expm(m.as_ref());
+                let f11 = f.as_ref().submatrix(0, 0, n, n);
+                let f12 = f.as_ref().submatrix(0, n, n, n);
+                let gf11 = &g.g_e + mul(g_q.as_ref(), f12);
+                let gf12 = mul(g_q.as_ref(), f11);
+                let gf = Mat::from_fn(2 * n, 2 * n, |i, j| match (i < n, j < n) {
+                    (true, true) => gf11[(i, j)],
+                    (true, false) => gf12[(i, j - n)],
+                    _ => 0.0,
+                });
+                let gm = expm_frechet(m.transpose(), gf.as_ref());
+                for j in 0..n {
+                    for i in 0..n {
+                        d_a[(i, j)] += h * (gm[(j + n, i + n)] - gm[(i, j)]);
+                        d_d[(i, j)] += h * gm[(i, j + n)];
+                    }
+                }
+            } else {
+                // Q = S − E S Eᵀ, E = e^{-A h}.
+                need_s = true;
+                let s = self.stationary()?;
+                let e = tr.e.as_ref();
+                let eq = mul(e.transpose(), g_q.as_ref());
+                let eqe = mul(eq.as_ref(), e);
+                let qes = mul(mul(g_q.as_ref(), e).as_ref(), s.as_ref());
+                for j in 0..n {
+                    for i in 0..n {
+                        g_s[(i, j)] += g_q[(i, j)] - eqe[(i, j)];
+                    }
+                }
+                let g_e = Mat::from_fn(n, n, |i, j| g.g_e[(i, j)] - 2.0 * qes[(i, j)]);
+                let ma = Mat::from_fn(n, n, |i, j| -self.a[(j, i)] * h);
+                let gm = expm_frechet(ma.as_ref(), g_e.as_ref());
+                for j in 0..n {
+                    for i in 0..n {
+                        d_a[(i, j)] -= h * gm[(i, j)];
+                    }
+                }
+            }
+        }
+        if need_s {
+            // A S + S Aᵀ = D: the adjoint X solves Aᵀ X + X A = ∂/∂S.
+            symmetrize(&mut g_s);
+            let x = solve_lyapunov(self.a.transpose(), g_s.as_ref())?;
+            let s = self.stationary()?;
+            let xs_ = mul(x.as_ref(), s.as_ref());
+            let xts = mul(x.transpose(), s.as_ref());
+            for j in 0..n {
+                for i in 0..n {
+                    d_d[(i, j)] += x[(i, j)];
+                    d_a[(i, j)] -= xs_[(i, j)] + xts[(i, j)];
+                }
+            }
+        }
+        symmetrize(&mut d_d);
+        if !(total.is_finite()
+            && d_b.iter().all(|v| v.is_finite())
+            && d_a.norm_max().is_finite()
+            && d_d.norm_max().is_finite())
+        {
+            return Err(ThermoError::Numerical(
+                "non-finite log density or gradient (transition covariance near singular)".into(),
+            ));
+        }
+        Ok(LogProbGrad {
+            log_prob: total,
+            d_a,
+            d_b,
+            d_d,
+        })
+    }
+}
+
+fn degenerate_density() -> ThermoError {
+    ThermoError::NotPositiveDefinite {
+        what: "transition covariance",
+        semi: false,
+        detail: Some(
+            "the path has no density: D is singular and noise does not reach every \
+             direction through A (for D = 0 the flow is deterministic)"
+                .into(),
+        ),
+    }
+}
+
+fn singular_step(h: f64) -> ThermoError {
+    ThermoError::NotPositiveDefinite {
+        what: "transition covariance",
+        semi: false,
+        detail: Some(format!(
+            "singular to working precision for the step {h:e} (with a singular D, small \
+             steps spread the noise into the other directions only at higher order in h)"
+        )),
+    }
+}
+
+/// [`log_prob`] and its gradient with respect to `A`, `b` and `D` (see
+/// [`OuProcess::log_prob_grad`]).
+pub fn log_prob_grad(
+    ts: &[f64],
+    xs: &[f64],
+    a: MatRef<'_, f64>,
+    b: &[f64],
+    d: MatRef<'_, f64>,
+) -> Result<LogProbGrad> {
+    OuProcess::new(a, b, d)?.log_prob_grad(ts, xs)
 }
 
 #[cfg(test)]
