@@ -18,6 +18,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use langevin_emt::bank_io::gguf_model_name;
 use langevin_emt::needle::{evaluate, make_items, markdown_table, Condition};
+use langevin_emt::rag::{self, ask_prompt};
 use langevin_emt::{
     citations, generate, BankDType, EmtConfig, EmtError, GenerateConfig, Llama, Memory, MemoryBank,
     MemoryOptions, SaveOptions, StopReason, Tokenizer, Uncertainty, WeightFormat,
@@ -199,59 +200,6 @@ fn load(m: &ModelArgs) -> anyhow::Result<(Llama, Tokenizer, PathBuf)> {
     }
 }
 
-/// The system prompt of the chat format: short answers, from memory when
-/// the document is held as memories.
-fn system_prompt(memories: bool, in_context: bool) -> &'static str {
-    if memories {
-        "You have read a document and remember it. Answer the question in one short sentence \
-         with the fact you remember from the document."
-    } else if in_context {
-        "Answer the question in one short sentence, from the document."
-    } else {
-        "Answer the question in one short sentence."
-    }
-}
-
-/// The prompt, and whether it is the chat format: the model's chat template
-/// (system prompt, then the document if in context and the question as the
-/// user's turn) unless `plain` or the model has none; else
-/// `"[document\n\n]Question: ...\nAnswer:"`. An answer prefix starts the answer.
-fn prompt_for(
-    tok: &Tokenizer,
-    question: &str,
-    document: Option<&str>,
-    system: &str,
-    plain: bool,
-    prefix: Option<&str>,
-) -> anyhow::Result<(String, bool)> {
-    if !plain {
-        let user = match document {
-            Some(d) => format!("{d}\n\n{question}"),
-            None => question.to_string(),
-        };
-        if let Some(p) = tok.apply_chat_template(&[("system", system), ("user", &user)], true)? {
-            return Ok((
-                match prefix {
-                    Some(x) => format!("{p}{x}"),
-                    None => p,
-                },
-                true,
-            ));
-        }
-    }
-    let q = match document {
-        Some(d) => format!("{d}\n\nQuestion: {question}\nAnswer:"),
-        None => format!("Question: {question}\nAnswer:"),
-    };
-    Ok((
-        match prefix {
-            Some(x) => format!("{q} {x}"),
-            None => q,
-        },
-        false,
-    ))
-}
-
 fn ask(a: AskArgs) -> anyhow::Result<()> {
     if a.question.trim().is_empty() {
         bail_input!("--question is empty");
@@ -308,13 +256,13 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(str::trim)
         .filter(|p| !p.is_empty());
-    let (prompt, chat) = prompt_for(
+    let (prompt, chat) = ask_prompt(
         &tok,
         &a.question,
         if a.in_context { doc.as_deref() } else { None },
         a.system
             .as_deref()
-            .unwrap_or_else(|| system_prompt(use_memory, a.in_context)),
+            .unwrap_or_else(|| rag::system_prompt(use_memory, a.in_context)),
         a.plain,
         prefix,
     )?;
@@ -333,11 +281,7 @@ fn ask(a: AskArgs) -> anyhow::Result<()> {
         bank: b,
         config: &ec,
     });
-    let eos = if chat {
-        tok.token_id("<|im_end|>").or(tok.eos_id())
-    } else {
-        tok.eos_id()
-    };
+    let eos = rag::answer_eos(&tok, chat);
     let cfg = GenerateConfig {
         max_tokens: a.max_tokens,
         temperature: a.temperature,

@@ -789,6 +789,39 @@ pub(crate) mod tests {
 
     /// Local attention on views of longer cache buffers equals it on contiguous copies,
     /// for a prompt (rows past the direct-loop size) and a single step.
+    /// The SIMD dots are the portable dot bit for bit (the step path and the general
+    /// path then agree whatever the CPU), at lengths with and without a tail.
+    #[test]
+    fn simd_dots_equal_the_portable_dot_bit_for_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for n in [1, 15, 16, 17, 64, 100, 128] {
+            let a = rand_vec(&mut rng, n);
+            let b = rand_vec(&mut rng, n);
+            let want = dot(&a, &b);
+            #[cfg(target_arch = "x86_64")]
+            {
+                if is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 is present.
+                    assert_eq!(
+                        unsafe { dot_avx2(&a, &b) }.to_bits(),
+                        want.to_bits(),
+                        "n {n}"
+                    );
+                }
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: AVX-512F is present.
+                    assert_eq!(
+                        unsafe { dot_avx512(&a, &b) }.to_bits(),
+                        want.to_bits(),
+                        "n {n}"
+                    );
+                }
+            }
+            let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            assert!((want as f64 - exact).abs() < 1e-5 * n as f64);
+        }
+    }
+
     #[test]
     fn local_attention_on_cache_views_equals_contiguous() {
         let mut rng = ChaCha8Rng::seed_from_u64(12);

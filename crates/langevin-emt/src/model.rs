@@ -122,8 +122,8 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     device: Device,
-    /// The one-token path's view of the weights ([`step`]): `None` off the CPU or when a
-    /// layer has no block kernel.
+    /// The one-token path's view of the weights ([`step`]): `None` off the CPU, when a
+    /// layer has no block kernel, or with `LANGEVIN_EMT_GENERAL_PATH` set.
     step: Option<step::StepWeights>,
 }
 
@@ -416,7 +416,11 @@ impl Llama {
             device: device.clone(),
             step: None,
         };
-        model.step = step::StepWeights::of(&model)?;
+        // `LANGEVIN_EMT_GENERAL_PATH=1` keeps every token on the general path (to measure
+        // what the step path gains, as `LANGEVIN_EMT_ISA` does for the kernels).
+        if std::env::var_os("LANGEVIN_EMT_GENERAL_PATH").is_none() {
+            model.step = step::StepWeights::of(&model)?;
+        }
         Ok(model)
     }
 

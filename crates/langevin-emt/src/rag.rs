@@ -46,6 +46,19 @@ pub const SYSTEM_DOCUMENT: &str = "Answer the question in one short sentence, fr
 /// System prompt with no document.
 pub const SYSTEM_PLAIN: &str = "Answer the question in one short sentence.";
 
+/// The system prompt of `langevin emt ask`'s chat format: short answers, from memory
+/// when the document is held as memories ([`SYSTEM_MEMORY`]), from the document when it
+/// is in the prompt ([`SYSTEM_DOCUMENT`]), else [`SYSTEM_PLAIN`].
+pub fn system_prompt(memories: bool, in_context: bool) -> &'static str {
+    if memories {
+        SYSTEM_MEMORY
+    } else if in_context {
+        SYSTEM_DOCUMENT
+    } else {
+        SYSTEM_PLAIN
+    }
+}
+
 /// A prompt for `question`: the model's chat template with `system` as the system turn and
 /// `[document\n\n]question` as the user's turn, ending with the assistant's turn (as
 /// `langevin emt ask` builds it by default). A model with no chat template gets the plain
@@ -57,17 +70,43 @@ pub fn chat_prompt(
     document: Option<&str>,
     question: &str,
 ) -> Result<(String, bool)> {
-    let user = match document {
-        Some(d) => format!("{d}\n\n{question}"),
-        None => question.to_string(),
-    };
-    if let Some(p) = tok.apply_chat_template(&[("system", system), ("user", &user)], true)? {
-        return Ok((p, true));
+    ask_prompt(tok, question, document, system, false, None)
+}
+
+/// [`chat_prompt`] with the options of `langevin emt ask`: `plain` takes the completion
+/// format even when the model has a chat template, and `prefix` (e.g. "Marta lives in")
+/// starts the answer (after the assistant's turn, or after `"Answer:"` and a space).
+pub fn ask_prompt(
+    tok: &Tokenizer,
+    question: &str,
+    document: Option<&str>,
+    system: &str,
+    plain: bool,
+    prefix: Option<&str>,
+) -> Result<(String, bool)> {
+    if !plain {
+        let user = match document {
+            Some(d) => format!("{d}\n\n{question}"),
+            None => question.to_string(),
+        };
+        if let Some(p) = tok.apply_chat_template(&[("system", system), ("user", &user)], true)? {
+            return Ok((
+                match prefix {
+                    Some(x) => format!("{p}{x}"),
+                    None => p,
+                },
+                true,
+            ));
+        }
     }
+    let q = match document {
+        Some(d) => format!("{d}\n\nQuestion: {question}\nAnswer:"),
+        None => format!("Question: {question}\nAnswer:"),
+    };
     Ok((
-        match document {
-            Some(d) => format!("{d}\n\nQuestion: {question}\nAnswer:"),
-            None => format!("Question: {question}\nAnswer:"),
+        match prefix {
+            Some(x) => format!("{q} {x}"),
+            None => q,
         },
         false,
     ))

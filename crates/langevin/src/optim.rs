@@ -1,4 +1,5 @@
-//! Optimisers as transforms: SGD (with momentum and Nesterov), Adam, AdamW;
+//! Optimisers as transforms: SGD (with momentum and Nesterov), Adam, AdamW,
+//! RMSprop (optionally centred, with momentum), Adagrad;
 //! and L-BFGS ([`Lbfgs`]) for deterministic full-batch optimisation (a MAP).
 //!
 //! Each optimiser is a kernel over flat `f64` buffers ([`Optimizer::apply`])
@@ -21,10 +22,24 @@
 //!           x ← x (1 − η λ)                   (only for AdamW: decoupled)
 //!           m ← β₁ m + (1 − β₁) g,  v ← β₂ v + (1 − β₂) g²
 //!           x ← x − η (m / (1 − β₁ᵗ)) / (sqrt(v / (1 − β₂ᵗ)) + ε)
+//! RMSprop:  g ← g + λ x
+//!           v ← α v + (1 − α) g²              (α: `alpha`, smoothing)
+//!           u ← u + (1 − α) (g − u)           (only when centred; u starts at 0)
+//!           a = sqrt(v − u²) + ε  (centred)   or  a = sqrt(v) + ε
+//!           b ← μ b + g / a,  x ← x − η b     (momentum μ > 0)
+//!           x ← x − η g / a                   (μ = 0)
+//! Adagrad:  η̃ = η / (1 + (t − 1) κ)          (learning-rate decay κ)
+//!           g ← g + λ x
+//!           s ← s + g²                        (s starts at τ, `initial_accumulator_value`)
+//!           x ← x − η̃ g / (sqrt(s) + ε)
 //! ```
 //!
 //! Defaults: SGD η = 1e-2, μ = 0; Adam η = 1e-3, β = (0.9, 0.999), ε = 1e-8,
-//! λ = 0; AdamW λ = 1e-2 (PyTorch's defaults).
+//! λ = 0; AdamW λ = 1e-2; RMSprop η = 1e-2, α = 0.99, ε = 1e-8, μ = 0, not
+//! centred; Adagrad η = 1e-2, κ = 0, ε = 1e-10, τ = 0 (PyTorch's defaults,
+//! and its `torch.optim.RMSprop` / `torch.optim.Adagrad` update order: ε is
+//! added after the square root). Centred RMSprop clamps `v − u²` at 0 (it is
+//! ≥ 0 in exact arithmetic; rounding could make PyTorch's root NaN).
 //!
 //! L-BFGS minimises `f` (`−log posterior`, or the loss) with the two-loop
 //! recursion over the last `m` pairs `sₖ = xₖ₊₁ − xₖ`, `yₖ = ∇fₖ₊₁ − ∇fₖ`
@@ -46,7 +61,11 @@
 //!
 //! References: Kingma and Ba (2015), *Adam: a method for stochastic
 //! optimization*; Loshchilov and Hutter (2019), *Decoupled weight decay
-//! regularization*; Sutskever et al. (2013) for Nesterov momentum; Nocedal
+//! regularization*; Sutskever et al. (2013) for Nesterov momentum; Hinton,
+//! Srivastava and Swersky (2012), *Neural networks for machine learning*,
+//! lecture 6e (RMSprop), and Graves (2013), *Generating sequences with
+//! recurrent neural networks* (centred); Duchi, Hazan and Singer (2011),
+//! *Adaptive subgradient methods* (Adagrad); Nocedal
 //! and Wright (2006), *Numerical optimization*, algorithms 7.4 and 7.5
 //! (L-BFGS) and 3.1 (backtracking).
 
@@ -118,11 +137,75 @@ impl Default for AdamConfig {
     }
 }
 
+/// RMSprop hyper-parameters (PyTorch's `torch.optim.RMSprop`).
+#[derive(Debug, Clone)]
+pub struct RmspropConfig {
+    /// η: learning rate.
+    pub step_size: Schedule,
+    /// α: smoothing constant of the squared-gradient average, in [0, 1).
+    pub alpha: f64,
+    /// ε: added to the root of the average (> 0).
+    pub eps: f64,
+    /// μ: momentum of the scaled step (0 = none), in [0, 1).
+    pub momentum: f64,
+    /// Centred: divide by an estimate of the gradient's variance
+    /// (`v − u²`) instead of its raw second moment.
+    pub centered: bool,
+    /// λ: L2 weight decay added to the gradient.
+    pub weight_decay: f64,
+}
+
+impl Default for RmspropConfig {
+    fn default() -> Self {
+        Self {
+            step_size: 1e-2.into(),
+            alpha: 0.99,
+            eps: 1e-8,
+            momentum: 0.0,
+            centered: false,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Adagrad hyper-parameters (PyTorch's `torch.optim.Adagrad`).
+#[derive(Debug, Clone)]
+pub struct AdagradConfig {
+    /// η: learning rate.
+    pub step_size: Schedule,
+    /// κ: learning-rate decay, `η / (1 + (t − 1) κ)` at step t (≥ 0).
+    pub lr_decay: f64,
+    /// ε: added to the root of the accumulated squares (≥ 0; > 0 when τ = 0).
+    pub eps: f64,
+    /// τ: starting value of the accumulated squares (≥ 0).
+    pub initial_accumulator_value: f64,
+    /// λ: L2 weight decay added to the gradient.
+    pub weight_decay: f64,
+}
+
+impl Default for AdagradConfig {
+    fn default() -> Self {
+        Self {
+            step_size: 1e-2.into(),
+            lr_decay: 0.0,
+            eps: 1e-10,
+            initial_accumulator_value: 0.0,
+            weight_decay: 0.0,
+        }
+    }
+}
+
 /// An optimiser: the minimising kernel shared by [`Optim`] and [`crate::vi`].
 #[derive(Debug, Clone)]
 pub enum Optimizer {
+    /// SGD with optional (Nesterov) momentum.
     Sgd(SgdConfig),
+    /// Adam or AdamW.
     Adam(AdamConfig),
+    /// RMSprop (optionally centred, with momentum).
+    Rmsprop(RmspropConfig),
+    /// Adagrad.
+    Adagrad(AdagradConfig),
 }
 
 impl Default for Optimizer {
@@ -168,6 +251,22 @@ impl Optimizer {
         })
     }
 
+    /// RMSprop with PyTorch's defaults and learning rate `lr`.
+    pub fn rmsprop(lr: impl Into<Schedule>) -> Self {
+        Optimizer::Rmsprop(RmspropConfig {
+            step_size: lr.into(),
+            ..RmspropConfig::default()
+        })
+    }
+
+    /// Adagrad with PyTorch's defaults and learning rate `lr`.
+    pub fn adagrad(lr: impl Into<Schedule>) -> Self {
+        Optimizer::Adagrad(AdagradConfig {
+            step_size: lr.into(),
+            ..AdagradConfig::default()
+        })
+    }
+
     /// Check every hyper-parameter.
     pub fn validate(&self) -> Result<()> {
         match self {
@@ -194,6 +293,32 @@ impl Optimizer {
                 }
                 non_negative("weight_decay", c.weight_decay)?;
             }
+            Optimizer::Rmsprop(c) => {
+                c.step_size.validate_positive("step_size")?;
+                unit_interval("alpha", c.alpha, true)?;
+                unit_interval("momentum", c.momentum, true)?;
+                if !(c.eps.is_finite() && c.eps > 0.0) {
+                    return Err(Error::config(
+                        "eps",
+                        format!("must be finite and > 0, got {}", c.eps),
+                    ));
+                }
+                non_negative("weight_decay", c.weight_decay)?;
+            }
+            Optimizer::Adagrad(c) => {
+                c.step_size.validate_positive("step_size")?;
+                non_negative("lr_decay", c.lr_decay)?;
+                non_negative("eps", c.eps)?;
+                non_negative("initial_accumulator_value", c.initial_accumulator_value)?;
+                non_negative("weight_decay", c.weight_decay)?;
+                if c.eps == 0.0 && c.initial_accumulator_value == 0.0 {
+                    return Err(Error::config(
+                        "eps",
+                        "must be > 0 when initial_accumulator_value is 0 (a zero gradient would \
+                         divide 0 by 0)",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -205,11 +330,33 @@ impl Optimizer {
                 t: 0,
                 m: vec![0.0; dim],
                 v: Vec::new(),
+                u: Vec::new(),
             },
             Optimizer::Adam(_) => OptimizerState {
                 t: 0,
                 m: vec![0.0; dim],
                 v: vec![0.0; dim],
+                u: Vec::new(),
+            },
+            Optimizer::Rmsprop(c) => OptimizerState {
+                t: 0,
+                m: if c.momentum > 0.0 {
+                    vec![0.0; dim]
+                } else {
+                    Vec::new()
+                },
+                v: vec![0.0; dim],
+                u: if c.centered {
+                    vec![0.0; dim]
+                } else {
+                    Vec::new()
+                },
+            },
+            Optimizer::Adagrad(c) => OptimizerState {
+                t: 0,
+                m: Vec::new(),
+                v: vec![c.initial_accumulator_value; dim],
+                u: Vec::new(),
             },
         }
     }
@@ -240,42 +387,54 @@ impl Optimizer {
                 got: grad.len(),
             });
         }
-        if state.m.len() != d {
-            return Err(Error::DimensionMismatch {
-                what: "optimiser state",
-                expected: d,
-                got: state.m.len(),
-            });
+        // The buffers each optimiser needs (an unused one must be empty).
+        let (need_m, need_v, need_u) = match self {
+            Optimizer::Sgd(_) => (true, false, false),
+            Optimizer::Adam(_) => (true, true, false),
+            Optimizer::Rmsprop(c) => (c.momentum > 0.0, true, c.centered),
+            Optimizer::Adagrad(_) => (false, true, false),
+        };
+        for (what, buf, need) in [
+            ("optimiser state", &state.m, need_m),
+            ("optimiser second moment", &state.v, need_v),
+            ("optimiser gradient average", &state.u, need_u),
+        ] {
+            let expected = if need { d } else { 0 };
+            if buf.len() != expected {
+                return Err(Error::DimensionMismatch {
+                    what,
+                    expected,
+                    got: buf.len(),
+                });
+            }
         }
         match self {
             Optimizer::Sgd(c) => {
                 let lr = c.step_size.at_checked("step_size", state.t, true)?;
                 let (mu, wd) = (c.momentum, c.weight_decay);
-                for_parts(parts, &mut state.m, &mut [], grad, |x, m, _, grad| {
-                    for ((xi, b), &g0) in x.iter_mut().zip(m.iter_mut()).zip(grad) {
-                        let g = g0 + wd * *xi;
-                        let dir = if mu == 0.0 {
-                            g
-                        } else {
-                            *b = mu * *b + g;
-                            if c.nesterov {
-                                g + mu * *b
+                for_parts(
+                    parts,
+                    [&mut state.m[..], &mut [], &mut []],
+                    grad,
+                    |x, [m, _, _], grad| {
+                        for ((xi, b), &g0) in x.iter_mut().zip(m.iter_mut()).zip(grad) {
+                            let g = g0 + wd * *xi;
+                            let dir = if mu == 0.0 {
+                                g
                             } else {
-                                *b
-                            }
-                        };
-                        *xi -= lr * dir;
-                    }
-                });
+                                *b = mu * *b + g;
+                                if c.nesterov {
+                                    g + mu * *b
+                                } else {
+                                    *b
+                                }
+                            };
+                            *xi -= lr * dir;
+                        }
+                    },
+                );
             }
             Optimizer::Adam(c) => {
-                if state.v.len() != d {
-                    return Err(Error::DimensionMismatch {
-                        what: "Adam second moment",
-                        expected: d,
-                        got: state.v.len(),
-                    });
-                }
                 let lr = c.step_size.at_checked("step_size", state.t, true)?;
                 let t = (state.t + 1) as i32;
                 // Reciprocal bias corrections: one division per scalar
@@ -285,7 +444,8 @@ impl Optimizer {
                 let (b1, b2, wd) = (c.beta1, c.beta2, c.weight_decay);
                 let decay = if c.decoupled { 1.0 - lr * wd } else { 1.0 };
                 let l2 = if c.decoupled { 0.0 } else { wd };
-                for_parts(parts, &mut state.m, &mut state.v, grad, |x, m, v, grad| {
+                let bufs = [&mut state.m[..], &mut state.v[..], &mut []];
+                for_parts(parts, bufs, grad, |x, [m, v, _], grad| {
                     for (((xi, m), v), &g0) in
                         x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(grad)
                     {
@@ -297,31 +457,81 @@ impl Optimizer {
                     }
                 });
             }
+            Optimizer::Rmsprop(c) => {
+                let lr = c.step_size.at_checked("step_size", state.t, true)?;
+                let (alpha, mu, wd, eps) = (c.alpha, c.momentum, c.weight_decay, c.eps);
+                let bufs = [&mut state.m[..], &mut state.v[..], &mut state.u[..]];
+                for_parts(parts, bufs, grad, |x, [m, v, u], grad| {
+                    for (j, (xi, &g0)) in x.iter_mut().zip(grad).enumerate() {
+                        let g = g0 + wd * *xi;
+                        let sq = &mut v[j];
+                        *sq = alpha * *sq + (1.0 - alpha) * g * g;
+                        let avg = if c.centered {
+                            let ga = &mut u[j];
+                            // torch: grad_avg.lerp_(grad, 1 − α)
+                            *ga += (1.0 - alpha) * (g - *ga);
+                            (*sq - *ga * *ga).max(0.0).sqrt() + eps
+                        } else {
+                            sq.sqrt() + eps
+                        };
+                        if mu > 0.0 {
+                            let b = &mut m[j];
+                            *b = mu * *b + g / avg;
+                            *xi -= lr * *b;
+                        } else {
+                            *xi -= lr * (g / avg);
+                        }
+                    }
+                });
+            }
+            Optimizer::Adagrad(c) => {
+                let lr = c.step_size.at_checked("step_size", state.t, true)?;
+                // state.t = t − 1 before this step.
+                let clr = lr / (1.0 + state.t as f64 * c.lr_decay);
+                let (wd, eps) = (c.weight_decay, c.eps);
+                let bufs = [&mut [][..], &mut state.v[..], &mut []];
+                for_parts(parts, bufs, grad, |x, [_, v, _], grad| {
+                    for ((xi, s), &g0) in x.iter_mut().zip(v.iter_mut()).zip(grad) {
+                        let g = g0 + wd * *xi;
+                        *s += g * g;
+                        *xi -= clr * (g / (s.sqrt() + eps));
+                    }
+                });
+            }
         }
         state.t += 1;
         Ok(())
     }
 }
 
-/// Run `f` on each part of a concatenation with its slices of `m`, `v`
-/// (empty when `v` is) and `grad`; the lengths were checked by the caller.
+/// Run `f` on each part of a concatenation with its slices of the three
+/// state buffers (an empty buffer stays empty) and of `grad`; the lengths
+/// were checked by the caller.
 fn for_parts(
     parts: &mut [&mut [f64]],
-    m: &mut [f64],
-    v: &mut [f64],
+    mut bufs: [&mut [f64]; 3],
     grad: &[f64],
-    mut f: impl FnMut(&mut [f64], &mut [f64], &mut [f64], &[f64]),
+    mut f: impl FnMut(&mut [f64], [&mut [f64]; 3], &[f64]),
 ) {
     let mut off = 0;
     for x in parts.iter_mut() {
         let n = x.len();
-        let vs = if v.is_empty() {
-            &mut [][..]
-        } else {
-            &mut v[off..off + n]
-        };
-        f(x, &mut m[off..off + n], vs, &grad[off..off + n]);
+        let [a, b, c] = &mut bufs;
+        f(
+            x,
+            [sub(a, off, n), sub(b, off, n), sub(c, off, n)],
+            &grad[off..off + n],
+        );
         off += n;
+    }
+}
+
+/// `buf[off..off + n]`, or `buf` itself when it is empty.
+fn sub(buf: &mut [f64], off: usize, n: usize) -> &mut [f64] {
+    if buf.is_empty() {
+        buf
+    } else {
+        &mut buf[off..off + n]
     }
 }
 
@@ -343,13 +553,21 @@ fn non_negative(field: &'static str, v: f64) -> Result<()> {
     Ok(())
 }
 
-/// Optimiser buffers: step count `t`, momentum / first moment `m`, second
-/// moment `v` (empty for SGD).
+/// Optimiser buffers: step count `t`, momentum / first moment `m` (empty for
+/// Adagrad and RMSprop without momentum), second moment `v` (Adam, RMSprop;
+/// Adagrad's sum of squares; empty for SGD), gradient average `u` (centred
+/// RMSprop only, else empty).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerState {
+    /// Steps taken.
     pub t: u64,
+    /// Momentum buffer or first moment.
     pub m: Vec<f64>,
+    /// Second moment or sum of squares.
     pub v: Vec<f64>,
+    /// Gradient average of centred RMSprop (absent from older checkpoints).
+    #[serde(default)]
+    pub u: Vec<f64>,
 }
 
 /// Config of the [`Optim`] transform.
@@ -766,6 +984,8 @@ mod tests {
             Optimizer::sgd_momentum(0.1, 0.9, true),
             Optimizer::adam(0.1),
             Optimizer::adamw(0.1, 0.01),
+            Optimizer::rmsprop(0.01),
+            Optimizer::adagrad(0.5),
         ] {
             let (loss, steps) = minimise(opt.clone());
             assert!(loss < 1e-3, "{opt:?}: loss {loss} after {steps} steps");
@@ -854,6 +1074,17 @@ mod tests {
             Optimizer::sgd_momentum(0.1, 0.9, true),
             Optimizer::adam(0.05),
             Optimizer::adamw(0.05, 0.01),
+            Optimizer::Rmsprop(RmspropConfig {
+                momentum: 0.9,
+                centered: true,
+                weight_decay: 0.01,
+                ..RmspropConfig::default()
+            }),
+            Optimizer::Adagrad(AdagradConfig {
+                lr_decay: 0.1,
+                initial_accumulator_value: 0.1,
+                ..AdagradConfig::default()
+            }),
         ] {
             let (mut a, mut b) = (vec![1.0, -2.0, 0.5], vec![3.0, 0.25]);
             let mut whole: Vec<f64> = a.iter().chain(&b).copied().collect();

@@ -34,7 +34,7 @@ use langevin::optim::{Optim, OptimConfig, Optimizer};
 use langevin::sgmcmc::{
     Baoa, BaoaConfig, MomentaInit, Sghmc, SghmcConfig, Sgld, SgldConfig, Sgnht, SgnhtConfig,
 };
-use langevin::vi::{DenseVi, DenseViConfig, DiagVi, DiagViConfig};
+use langevin::vi::{DenseVi, DenseViConfig, DiagVi, DiagViConfig, Ivon, IvonConfig};
 use langevin::{
     chain_rng, ChainRng, Error, FnDensity, LogDensity, Params, Transform, TransformState,
 };
@@ -324,6 +324,8 @@ fn optimisers_conform() {
         (Optimizer::sgd_momentum(0.1, 0.9, true), true),
         (Optimizer::adam(0.1), false),
         (Optimizer::adamw(0.1, 0.01), false),
+        (Optimizer::rmsprop(0.01), false),
+        (Optimizer::adagrad(0.1), false),
     ] {
         let cfg = OptimConfig {
             optimizer: opt.clone(),
@@ -349,6 +351,18 @@ fn vi_conforms() {
         Noise::Draws,
         |_| DiagVi::new(gaussian(Nan::No), DiagViConfig::default()).unwrap(),
         |_, nan| DiagVi::new(gaussian(nan), DiagViConfig::default()).unwrap(),
+        None,
+    );
+    let ivon = || IvonConfig {
+        ess: 10.0,
+        ..IvonConfig::default()
+    };
+    conform(
+        "ivon",
+        DIAG_DIMS,
+        Noise::Draws,
+        |_| Ivon::new(gaussian(Nan::No), ivon()).unwrap(),
+        |_, nan| Ivon::new(gaussian(nan), ivon()).unwrap(),
         None,
     );
     conform(

@@ -34,6 +34,8 @@ pub enum MethodArg {
     Vi,
     /// Dense-Gaussian variational inference.
     ViDense,
+    /// IVON (improved variational online Newton), diagonal Gaussian.
+    Ivon,
     /// Laplace at the MAP, diagonal empirical Fisher.
     LaplaceDiagFisher,
     /// Laplace at the MAP, dense empirical Fisher.
@@ -83,6 +85,7 @@ impl MethodArg {
             MethodArg::Nuts => "NUTS",
             MethodArg::Vi => "VI (diagonal)",
             MethodArg::ViDense => "VI (dense)",
+            MethodArg::Ivon => "IVON",
             MethodArg::LaplaceDiagFisher => "Laplace (diagonal Fisher)",
             MethodArg::LaplaceDenseFisher => "Laplace (dense Fisher)",
             MethodArg::LaplaceDiagGgn => "Laplace (diagonal GGN)",

@@ -456,6 +456,8 @@ pub const MAX_DENSE_PARAMS: usize = 2000;
 /// Default VI steps and learning rate.
 const VI_STEPS: u64 = 10_000;
 const VI_LR: f64 = 1e-2;
+/// Default IVON learning rate (its steps are VI's).
+const IVON_LR: f64 = 0.1;
 /// Default L-BFGS iterations (full batch) and Adam steps / learning rate (minibatches) of the MAP.
 const MAP_LBFGS_ITERS: u64 = 1000;
 const MAP_ADAM_STEPS: u64 = 5000;
@@ -477,6 +479,7 @@ pub enum Curvature {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Vi { dense: bool },
+    Ivon,
     Laplace(Curvature),
     Ekf { dense: bool },
 }
@@ -486,6 +489,7 @@ pub fn family(m: MethodArg) -> Option<Family> {
     Some(match m {
         MethodArg::Vi => Family::Vi { dense: false },
         MethodArg::ViDense => Family::Vi { dense: true },
+        MethodArg::Ivon => Family::Ivon,
         MethodArg::LaplaceDiagFisher => Family::Laplace(Curvature::DiagFisher),
         MethodArg::LaplaceDenseFisher => Family::Laplace(Curvature::DenseFisher),
         MethodArg::LaplaceDiagGgn => Family::Laplace(Curvature::DiagGgn),
@@ -500,6 +504,7 @@ pub fn family(m: MethodArg) -> Option<Family> {
 fn is_dense(f: Family) -> bool {
     match f {
         Family::Vi { dense } | Family::Ekf { dense } => dense,
+        Family::Ivon => false,
         Family::Laplace(c) => matches!(
             c,
             Curvature::DenseFisher | Curvature::DenseGgn | Curvature::Hessian
@@ -508,10 +513,12 @@ fn is_dense(f: Family) -> bool {
 }
 
 /// The `--step-size` default of a Gaussian method (VI: Adam's learning rate;
-/// Laplace: the learning rate of the Adam MAP with minibatches).
+/// IVON: its learning rate; Laplace: the learning rate of the Adam MAP with
+/// minibatches).
 fn gaussian_step_size(m: MethodArg) -> f64 {
     match family(m) {
         Some(Family::Vi { .. }) => VI_LR,
+        Some(Family::Ivon) => IVON_LR,
         _ => MAP_ADAM_LR,
     }
 }
@@ -548,7 +555,7 @@ fn gaussian_plan(
     let steps = match steps {
         Some(s) => s,
         None => match fam {
-            Family::Vi { .. } => VI_STEPS,
+            Family::Vi { .. } | Family::Ivon => VI_STEPS,
             Family::Laplace(_) if full_batch => MAP_LBFGS_ITERS,
             Family::Laplace(_) => MAP_ADAM_STEPS,
             Family::Ekf { .. } => EKF_PASSES * n_train.div_ceil(batch_size) as u64,

@@ -14,6 +14,8 @@
 //!
 //! * [`diag`]: `q = N(m, diag(s²))`, parameters `m` and `log s`.
 //! * [`dense`]: `q = N(m, L Lᵀ)` with `L` an unconstrained lower-triangular matrix.
+//! * [`ivon`]: `q = N(m, diag(1/(λ(h + δ))))` by IVON (improved variational
+//!   online Newton), a natural-gradient method with Adam's cost per step.
 //!
 //! *Stick the landing* (Roeder, Wu and Duvenaud, 2017; on by default) detaches
 //! q's parameters inside `log q` only, which removes the score term whose
@@ -23,9 +25,11 @@
 
 pub mod dense;
 pub mod diag;
+pub mod ivon;
 
 pub use dense::{DenseVi, DenseViConfig, DenseViState};
 pub use diag::{DiagVi, DiagViConfig, DiagViState};
+pub use ivon::{Ivon, IvonConfig, IvonInfo, IvonState};
 
 /// Per-step information of a VI update.
 #[derive(Debug, Clone)]
