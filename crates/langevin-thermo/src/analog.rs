@@ -324,6 +324,12 @@ impl IdealKl {
         Ok(Self { lam, delta })
     }
 
+    /// The eigenvalues of the posterior precision `P` (the ideal circuit's relaxation
+    /// rates, per τ), ascending.
+    pub fn eigenvalues(&self) -> &[f64] {
+        &self.lam
+    }
+
     /// KL at time `t > 0`.
     pub fn at(&self, t: f64) -> f64 {
         self.lam
@@ -880,6 +886,56 @@ impl LogisticCircuit {
                         acceptance: f64::NAN,
                     },
                 ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One circuit trajectory by Euler-Maruyama with step `h` (τ units) from `start`:
+    /// `burn` steps, then `n_draws` states read out every `thin` steps.
+    pub fn trajectory(
+        &self,
+        start: &[f64],
+        h: f64,
+        burn: usize,
+        thin: usize,
+        n_draws: usize,
+        rng: &mut ChainRng,
+    ) -> Result<Vec<Vec<f64>>> {
+        let d = self.d;
+        if start.len() != d {
+            return Err(Error::DimensionMismatch {
+                what: "start",
+                expected: d,
+                got: start.len(),
+            });
+        }
+        if !(h.is_finite() && h > 0.0) || thin == 0 {
+            return Err(Error::InvalidConfig {
+                field: "h/thin",
+                reason: "need h > 0 and thin >= 1".into(),
+            });
+        }
+        let sd: Vec<f64> = (0..d)
+            .map(|j| (2.0 * self.noise[j] * h).sqrt() / self.cap[j])
+            .collect();
+        let mut x = start.to_vec();
+        let (mut buf, mut xi) = (vec![0.0; d], vec![0.0; d]);
+        let mut out = Vec::with_capacity(n_draws);
+        for s in 1..=burn + thin * n_draws {
+            self.drift(&x, &mut buf);
+            fill_standard_normal(rng, &mut xi);
+            for j in 0..d {
+                x[j] += h * buf[j] + sd[j] * xi[j];
+            }
+            if s > burn && (s - burn) % thin == 0 {
+                if x.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::InvalidConfig {
+                        field: "h",
+                        reason: format!("Euler-Maruyama diverged with h = {h}"),
+                    });
+                }
+                out.push(x.clone());
             }
         }
         Ok(out)

@@ -350,3 +350,55 @@ fn gaussian_energy_grows_like_d_ln_d_and_time_like_ln_d() {
     assert!(e_d.windows(2).all(|w| w[1] > w[0]), "E/d {e_d:?}");
     assert!(e_d[e_d.len() - 1] / e_d[0] > 1.3, "E/d {e_d:?}");
 }
+
+/// One logistic-circuit trajectory per chain (`LogisticCircuit::trajectory`, what
+/// `fit --method analog` reads out): 400 independent trajectories from θ = 0, each read
+/// once after 8 τ (the slowest relaxation time of this posterior is below 1 τ), against a
+/// long MALA run. Tolerances as `logistic_circuit_matches_mala_reference`: 4.5 Monte
+/// Carlo standard errors plus the Euler-Maruyama bias at h = 0.01 τ (3% of an sd, 5% of
+/// a variance). Three seeds.
+#[test]
+fn logistic_trajectories_match_mala() {
+    let p = LogisticProblem::synthetic(3, 4).unwrap();
+    let reference = analog::mala(&p, 60_000, 5_000, 1).unwrap();
+    let circ =
+        LogisticCircuit::realise(&p, Nonlinearity::Ideal, &CircuitConfig::default()).unwrap();
+    let chains = 400;
+    for seed in 0..3 {
+        let mut rng = chain_rng(seed, 9);
+        let finals: Vec<Vec<f64>> = (0..chains)
+            .map(|_| {
+                let t = circ
+                    .trajectory(&[0.0; 3], 0.01, 700, 100, 1, &mut rng)
+                    .unwrap();
+                assert_eq!(t.len(), 1);
+                t[0].clone()
+            })
+            .collect();
+        for j in 0..3 {
+            let n = chains as f64;
+            let m = finals.iter().map(|f| f[j]).sum::<f64>() / n;
+            let v = finals.iter().map(|f| (f[j] - m).powi(2)).sum::<f64>() / (n - 1.0);
+            let sd = reference.var[j].sqrt();
+            assert!(
+                (m - reference.mean[j]).abs() < 4.5 * sd / n.sqrt() + 0.03 * sd,
+                "seed {seed} mean {j}"
+            );
+            assert!(
+                (v / reference.var[j] - 1.0).abs() < 4.5 * (2.0 / n).sqrt() + 0.05,
+                "seed {seed} var {j}"
+            );
+        }
+    }
+    // Read-outs every `thin` steps after `burn`, and bad arguments refused.
+    let t = circ
+        .trajectory(&[0.0; 3], 0.01, 10, 5, 4, &mut chain_rng(0, 0))
+        .unwrap();
+    assert_eq!(t.len(), 4);
+    assert!(circ
+        .trajectory(&[0.0; 2], 0.01, 10, 5, 4, &mut chain_rng(0, 0))
+        .is_err());
+    assert!(circ
+        .trajectory(&[0.0; 3], 0.0, 10, 5, 4, &mut chain_rng(0, 0))
+        .is_err());
+}

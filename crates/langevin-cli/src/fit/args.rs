@@ -50,6 +50,9 @@ pub enum MethodArg {
     Ekf,
     /// Dense extended Kalman filter.
     EkfDense,
+    /// The analog (thermodynamic) sampler: the circuit of a linear-Gaussian (with
+    /// --noise-sd) or logistic posterior, simulated, with its analog time and energy.
+    Analog,
 }
 
 impl MethodArg {
@@ -93,6 +96,7 @@ impl MethodArg {
             MethodArg::LaplaceHessian => "Laplace (Hessian)",
             MethodArg::Ekf => "EKF (diagonal)",
             MethodArg::EkfDense => "EKF (dense)",
+            MethodArg::Analog => "analog circuit (simulated)",
         }
     }
 }

@@ -19,6 +19,7 @@
 //! its own stream of the same seed. The result does not depend on the number
 //! of threads.
 
+pub mod analog;
 pub mod args;
 pub mod cv;
 pub mod data;
@@ -250,6 +251,12 @@ pub fn run(args: FitArgs) -> Result<()> {
             )
         } else if cfg.method.is_sampler() {
             format!("{} chains x {} steps", cfg.chains, cfg.steps)
+        } else if cfg.method == MethodArg::Analog {
+            format!(
+                "{} simulated circuit runs x {} draws",
+                cfg.chains,
+                cfg.draws_per_chain(prep.model.n_params())
+            )
         } else {
             format!(
                 "{} steps, then {} chains x {} draws",
@@ -342,6 +349,8 @@ pub fn run(args: FitArgs) -> Result<()> {
                 tuning: &sampled.tuning,
             }),
         )?
+    } else if cfg.method == MethodArg::Analog {
+        analog::run(&report)?
     } else {
         gaussian::run(&report)?
     };

@@ -114,7 +114,9 @@ impl FitConfig {
     /// draws of a Gaussian approximation (at most 1000 per chain and about
     /// 4 million numbers in all).
     pub fn draws_per_chain(&self, n_params: usize) -> usize {
-        if self.method.is_sampler() {
+        if self.method == MethodArg::Analog {
+            super::analog::ANALOG_DRAWS
+        } else if self.method.is_sampler() {
             self.run_config(None, None).thinning.n_draws(self.steps) as usize
         } else {
             max_draws(n_params, self.chains)
@@ -204,6 +206,21 @@ fn check_applicable(args: &FitArgs) -> Result<()> {
                 "--checkpoint-every applies to the samplers (sgld, sghmc, sgnht, baoa, map), \
                  not to a Gaussian fit (--method {name})"
             );
+        }
+    }
+    if m == MethodArg::Analog {
+        for (given, opt) in [
+            (args.steps.is_some(), "steps"),
+            (args.step_size.is_some(), "step-size"),
+            (args.d.batch_size.is_some(), "batch-size"),
+        ] {
+            if given {
+                crate::bail_input!(
+                    "--{opt} does not apply to --method analog: the circuit's time steps, \
+                     burn-in and read-out interval follow from the posterior's curvature \
+                     (see docs/cli.md)"
+                );
+            }
         }
     }
     if matches!(m, MethodArg::Ekf | MethodArg::EkfDense) && args.step_size.is_some() {
@@ -335,6 +352,11 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         metrics_on: prep.metrics_on,
         cv: Default::default(),
     };
+    if method == MethodArg::Analog {
+        super::analog::check_model(model.spec().kind, model.spec().noise)?;
+        cfg.steps = 0;
+        return Ok(cfg);
+    }
     if !method.is_sampler() {
         let g = gaussian_plan(method, args.steps, n_train, batch_size, model.n_params())?;
         cfg.steps = g.steps;

@@ -231,3 +231,72 @@ pub fn mean_sd(x: &[f64]) -> (f64, f64) {
     let v = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
     (m, v.sqrt())
 }
+
+// ---------------------------------------------------------------------------
+// Reference posteriors
+// ---------------------------------------------------------------------------
+
+/// The exact posterior of the linear model `fit --data diabetes --model
+/// linear --noise-sd SIGMA --test-fraction 0` (every row, standardised with
+/// the statistics saved in run.json): mean and covariance.
+pub fn conjugate_posterior(
+    run: &serde_json::Value,
+    sigma: f64,
+    prior_sd: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let ds = langevin_models::bundled::find("diabetes")
+        .unwrap()
+        .load(None)
+        .unwrap();
+    let d = ds.d();
+    let mean = floats(&run["standardizer"]["mean"]);
+    let sd = floats(&run["standardizer"]["sd"]);
+    let ts = floats(&run["target_scaler"]);
+    let p = d + 1;
+    let mut prec = vec![0.0; p * p];
+    let mut b = vec![0.0; p];
+    for (i, row) in ds.x.chunks_exact(d).enumerate() {
+        let mut xt: Vec<f64> = row
+            .iter()
+            .zip(mean.iter().zip(&sd))
+            .map(|(v, (m, s))| (v - m) / s)
+            .collect();
+        xt.push(1.0);
+        let y = (ds.y[i] - ts[0]) / ts[1];
+        for a in 0..p {
+            b[a] += xt[a] * y / (sigma * sigma);
+            for c in 0..p {
+                prec[a * p + c] += xt[a] * xt[c] / (sigma * sigma);
+            }
+        }
+    }
+    for a in 0..p {
+        prec[a * p + a] += 1.0 / (prior_sd * prior_sd);
+    }
+    // Covariance by Gauss-Jordan elimination (P is well conditioned here).
+    let mut m = prec.clone();
+    let mut inv = vec![0.0; p * p];
+    for a in 0..p {
+        inv[a * p + a] = 1.0;
+    }
+    for c in 0..p {
+        let piv = m[c * p + c];
+        for k in 0..p {
+            m[c * p + k] /= piv;
+            inv[c * p + k] /= piv;
+        }
+        for r in 0..p {
+            if r != c {
+                let f = m[r * p + c];
+                for k in 0..p {
+                    m[r * p + k] -= f * m[c * p + k];
+                    inv[r * p + k] -= f * inv[c * p + k];
+                }
+            }
+        }
+    }
+    let mu = (0..p)
+        .map(|a| (0..p).map(|c| inv[a * p + c] * b[c]).sum())
+        .collect();
+    (mu, inv)
+}
