@@ -51,6 +51,10 @@ pub enum Error {
     #[error("log density evaluation failed: {0}")]
     Density(String),
 
+    /// A numerical method failed (no convergence, a non-finite intermediate).
+    #[error("numerical failure: {0}")]
+    Numerical(String),
+
     /// An error from candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),

@@ -29,6 +29,9 @@
 //! the log posterior at the mode found beforehand). A NaN is written to JSON
 //! as `null` and read back as NaN, so every state round-trips through serde_json.
 //!
+//! **Prior precision and noise by the evidence**: [`marglik`] (laplace-torch's
+//! `optimize_prior_precision(method="marglik")`).
+//!
 //! Reference: posteriors' `laplace` module; Daxberger et al. (2021),
 //! *Laplace redux*.
 #![allow(clippy::needless_range_loop)]
@@ -45,6 +48,7 @@ pub mod dense_ggn;
 pub mod dense_hessian;
 pub mod diag_fisher;
 pub mod diag_ggn;
+pub mod marglik;
 
 pub use dense_fisher::DenseFisherLaplace;
 pub use dense_ggn::DenseGgnLaplace;
