@@ -24,12 +24,32 @@
 //! Hessian-vector    H v ≈ (∇ℓ(θ + h v) − ∇ℓ(θ − h v)) / (2h)
 //! ```
 //!
-//! **Hessian-vector products** are central differences of gradients: candle's
-//! double backward is unofficial (it needs `CANDLE_GRAD_DO_NOT_DETACH`, read
-//! once per thread), so [`hvp`] works on any [`LogDensity`] with step
-//! `h = 1e-5 · max(1, ‖θ‖∞) / ‖v‖∞`: the error is `O(h²‖∇³ℓ‖)` plus rounding
-//! `O(ε_mach ‖∇ℓ‖ / h)`, exact up to rounding for quadratic log densities
-//! (linear-Gaussian models), about 1e-8 relative otherwise.
+//! **Hessian-vector products** ([`hvp`], [`hessian`]) use the density's
+//! exact product when it has one ([`LogDensity::hvp_exact`]): a
+//! [`CandleDensity`](langevin_core::CandleDensity) computes `∇(∇ℓ · v)` by
+//! double backward when candle keeps gradient graphs
+//! (`CANDLE_GRAD_DO_NOT_DETACH=1`, read once per thread; see
+//! [`langevin_core::candle_density`] and
+//! [`enable_double_backward`](langevin_core::candle_density::enable_double_backward)),
+//! exact up to the rounding of the model's dtype (measured 3e-7 to 5e-7
+//! relative for f32, 1e-15 for f64 models; BENCHMARKS.md); the hand-written
+//! `langevin_models::MlpDensity` has a Pearlmutter R-operator (f64, always
+//! available). Otherwise (closures, candle without the variable) they fall
+//! back to central differences of gradients ([`hvp_finite_difference`])
+//! with step `h = 1e-5 · max(1, ‖θ‖∞) / ‖v‖∞`: exact up to rounding for
+//! quadratic log densities, about 1e-10 to 1e-8 relative for smooth f64
+//! models, but only about 1e-3 to 1e-2 relative for f32 gradients (rounding
+//! `ε_f32 ‖∇ℓ‖ / h`), and wrong by O(1) when a step crosses a ReLU kink
+//! (measured 4.5 relative on a 5 699-parameter ReLU MLP in f64).
+//! [`hvp_with_method`] reports which path ran.
+//!
+//! **GGN-vector products** ([`ggnvp`]) of a [`CandleOutputModel`] never form
+//! the Jacobian: `J v` comes from the double-vjp trick
+//! (`J v = ∂/∂u [(Jᵀu) · v]`, two backward passes, with double backward
+//! enabled) or else from one backward pass per output row, and `Jᵀ (H J v)`
+//! from one more backward pass, so memory is `O(d + n k)` instead of the
+//! `n k d` of [`OutputModel::forward_jacobian`] (BENCHMARKS.md). Other
+//! models go through the Jacobian.
 //!
 //! **Per-example gradients** of a candle model: one forward pass over the
 //! batch, then one backward pass per example through that shared graph
@@ -50,7 +70,9 @@
 use std::marker::PhantomData;
 
 use candle_core::{DType, Device, Tensor};
-use langevin_core::candle_density::{params_to_vars, tensor_into_f64};
+use langevin_core::candle_density::{
+    double_backward_available, f64_to_tensor, grad_dot, params_to_vars, tensor_into_f64,
+};
 use langevin_core::{Error, LogDensity, ParamLayout, Params, Result};
 use serde::{Deserialize, Serialize};
 
@@ -433,6 +455,14 @@ pub trait OutputModel: Send + Sync {
     /// Per-example `k × k` Hessians of `−log p(yᵢ | fᵢ)` at the outputs of `jac`
     /// (concatenated, `n·k·k` values).
     fn output_hessians(&self, jac: &ModelJacobian, batch: &Self::Batch) -> Result<Vec<f64>>;
+
+    /// `Σᵢ Jᵢᵀ Hᵢ (Jᵢ v)` without forming the Jacobian, where the model can
+    /// (memory `O(dim + n k)`), or `Ok(None)` (the default) to let [`ggnvp`]
+    /// go through [`forward_jacobian`](Self::forward_jacobian).
+    fn ggnvp(&self, params: &Params, batch: &Self::Batch, v: &[f64]) -> Result<Option<Vec<f64>>> {
+        let _ = (params, batch, v);
+        Ok(None)
+    }
 }
 
 impl<M: OutputModel + ?Sized> OutputModel for &M {
@@ -445,6 +475,9 @@ impl<M: OutputModel + ?Sized> OutputModel for &M {
     }
     fn output_hessians(&self, jac: &ModelJacobian, batch: &Self::Batch) -> Result<Vec<f64>> {
         (**self).output_hessians(jac, batch)
+    }
+    fn ggnvp(&self, params: &Params, batch: &Self::Batch, v: &[f64]) -> Result<Option<Vec<f64>>> {
+        (**self).ggnvp(params, batch, v)
     }
 }
 
@@ -603,6 +636,62 @@ where
     }
     fn output_hessians(&self, jac: &ModelJacobian, _batch: &B) -> Result<Vec<f64>> {
         likelihood_hessians(&self.likelihood, jac)
+    }
+
+    /// `Jᵀ H (J v)` with vector-Jacobian products only. `J v` by the
+    /// double-vjp trick when double backward is available on this thread
+    /// (`J v = ∂/∂u [(Jᵀ u) · v]` at `u = 0`: two backward passes), else by
+    /// one backward pass per output row (each dotted with `v` and dropped);
+    /// then `Jᵀ w` by one backward pass. Never forms the `n k × dim`
+    /// Jacobian.
+    fn ggnvp(&self, params: &Params, batch: &B, v: &[f64]) -> Result<Option<Vec<f64>>> {
+        check_len("vector", params.len(), v.len())?;
+        let layout = params.layout();
+        let vars = params_to_vars(params, self.dtype, &self.device)?;
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let out = (self.f)(&ts, batch)?;
+        let (n, k) = Self::nk(&out)?;
+        let flat = out.flatten_all()?;
+        let d = params.len();
+        let mut outputs = vec![0.0; n * k];
+        tensor_into_f64(&flat, &mut outputs)?;
+        if outputs.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Density("non-finite model output".into()));
+        }
+        let mut jv = vec![0.0; n * k];
+        if double_backward_available() {
+            let u = candle_core::Var::zeros(n * k, self.dtype, &self.device)?;
+            let jtu = flat.mul(u.as_tensor())?.sum_all()?.backward()?;
+            if let Some(s) = grad_dot(layout, &vars, &jtu, v)? {
+                if let Some(t) = s.backward()?.get(u.as_tensor()) {
+                    tensor_into_f64(t, &mut jv)?;
+                }
+            }
+        } else {
+            let mut row = vec![0.0; d];
+            for (r, x) in jv.iter_mut().enumerate() {
+                let gs = flat.get(r)?.backward()?;
+                write_var_grads(layout, &vars, &gs, &mut row)?;
+                *x = dot(&row, v);
+            }
+        }
+        let mut w = vec![0.0; n * k];
+        let mut h = vec![0.0; k * k];
+        for i in 0..n {
+            self.likelihood
+                .hessian(&outputs[i * k..(i + 1) * k], &mut h)?;
+            for a in 0..k {
+                w[i * k + a] = (0..k).map(|b| h[a * k + b] * jv[i * k + b]).sum();
+            }
+        }
+        let wt = f64_to_tensor(&w, &[n * k], self.dtype, &self.device)?;
+        let gs = flat.mul(&wt)?.sum_all()?.backward()?;
+        let mut res = vec![0.0; d];
+        write_var_grads(layout, &vars, &gs, &mut res)?;
+        if res.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Density("non-finite GGN-vector product".into()));
+        }
+        Ok(Some(res))
     }
 }
 
@@ -899,8 +988,27 @@ pub fn diag_ggn<M: OutputModel>(model: &M, params: &Params, batch: &M::Batch) ->
     Ok(g)
 }
 
-/// GGN-vector product `Σᵢ Jᵢᵀ Hᵢ (Jᵢ v)` without forming the matrix.
+/// GGN-vector product `Σᵢ Jᵢᵀ Hᵢ (Jᵢ v)` without forming the matrix, and
+/// without the Jacobian where the model offers [`OutputModel::ggnvp`]
+/// ([`CandleOutputModel`] does).
 pub fn ggnvp<M: OutputModel>(
+    model: &M,
+    params: &Params,
+    batch: &M::Batch,
+    v: &[f64],
+) -> Result<Vec<f64>> {
+    check_len("vector", params.len(), v.len())?;
+    if let Some(gv) = model.ggnvp(params, batch, v)? {
+        check_len("model GGN-vector product", params.len(), gv.len())?;
+        return Ok(gv);
+    }
+    ggnvp_via_jacobian(model, params, batch, v)
+}
+
+/// [`ggnvp`] through the model's full Jacobian ([`OutputModel::forward_jacobian`],
+/// `n k × dim` values), whatever the model offers: the reference for the
+/// Jacobian-free products.
+pub fn ggnvp_via_jacobian<M: OutputModel>(
     model: &M,
     params: &Params,
     batch: &M::Batch,
@@ -927,9 +1035,63 @@ pub fn ggnvp<M: OutputModel>(
     Ok(out)
 }
 
-/// Hessian-vector product of a log density by a central difference of
-/// gradients (see the module doc for the step and its error).
+/// How [`hvp_with_method`] computed a Hessian-vector product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HvpMethod {
+    /// The density's own exact product ([`LogDensity::hvp_exact`]).
+    Exact,
+    /// Central differences of gradients ([`hvp_finite_difference`]).
+    FiniteDifference,
+}
+
+/// Hessian-vector product `∇²ℓ(θ) v` of a log density: the density's exact
+/// product where it has one ([`LogDensity::hvp_exact`]: candle densities
+/// with double backward enabled), central differences of gradients
+/// otherwise (see the module doc for the accuracy of each path).
 pub fn hvp<D: LogDensity>(
+    density: &D,
+    params: &Params,
+    batch: &D::Batch,
+    v: &[f64],
+) -> Result<Vec<f64>> {
+    hvp_with_method(density, params, batch, v).map(|(hv, _)| hv)
+}
+
+/// [`hvp`], and which path computed it.
+pub fn hvp_with_method<D: LogDensity>(
+    density: &D,
+    params: &Params,
+    batch: &D::Batch,
+    v: &[f64],
+) -> Result<(Vec<f64>, HvpMethod)> {
+    let d = params.len();
+    check_len("vector", d, v.len())?;
+    let mut out = vec![0.0; d];
+    if density.hvp_exact(params, batch, v, &mut out)? {
+        let bad = out.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            return Err(Error::NonFiniteLogDensity {
+                step: 0,
+                value: f64::NAN,
+                bad_grad: bad,
+            });
+        }
+        return Ok((out, HvpMethod::Exact));
+    }
+    Ok((
+        hvp_finite_difference(density, params, batch, v)?,
+        HvpMethod::FiniteDifference,
+    ))
+}
+
+/// Hessian-vector product by a central difference of gradients,
+/// `(∇ℓ(θ + h v) − ∇ℓ(θ − h v)) / (2h)` with
+/// `h = 1e-5 · max(1, ‖θ‖∞) / ‖v‖∞`, whatever the density offers. Its
+/// error is truncation `O(h² ‖∇³ℓ‖ ‖v‖²)` plus rounding
+/// `O(ε ‖∇ℓ‖ / (h ‖v‖))` with `ε` the unit roundoff of the gradient's
+/// arithmetic: about `1e-8` relative for f64 models, but about `1e-2` for f32
+/// models (`ε ≈ 6e-8`, divided by `h`); see BENCHMARKS.md.
+pub fn hvp_finite_difference<D: LogDensity>(
     density: &D,
     params: &Params,
     batch: &D::Batch,
@@ -964,20 +1126,36 @@ pub fn hvp<D: LogDensity>(
 }
 
 /// Dense Hessian of a log density restricted to `subset` (row-major
-/// `m × m`), one central-difference [`hvp`] per column, symmetrised.
+/// `m × m`), one [`hvp`] per column (exact where the density allows it,
+/// central differences otherwise), symmetrised.
 pub fn hessian_subset<D: LogDensity>(
     density: &D,
     params: &Params,
     batch: &D::Batch,
     subset: &Subset,
 ) -> Result<Vec<f64>> {
+    hessian_subset_with_method(density, params, batch, subset).map(|(h, _)| h)
+}
+
+/// [`hessian_subset`], and which path computed its columns
+/// ([`HvpMethod::FiniteDifference`] if any column needed it).
+pub fn hessian_subset_with_method<D: LogDensity>(
+    density: &D,
+    params: &Params,
+    batch: &D::Batch,
+    subset: &Subset,
+) -> Result<(Vec<f64>, HvpMethod)> {
     subset.check_dim(params.len())?;
     let m = subset.len();
     let mut hm = vec![0.0; m * m];
     let mut e = vec![0.0; params.len()];
+    let mut method = HvpMethod::Exact;
     for (c, &j) in subset.indices().iter().enumerate() {
         e[j] = 1.0;
-        let col = hvp(density, params, batch, &e)?;
+        let (col, how) = hvp_with_method(density, params, batch, &e)?;
+        if how == HvpMethod::FiniteDifference {
+            method = how;
+        }
         e[j] = 0.0;
         for (r, &i) in subset.indices().iter().enumerate() {
             hm[r * m + c] = col[i];
@@ -990,7 +1168,7 @@ pub fn hessian_subset<D: LogDensity>(
             hm[b * m + a] = s;
         }
     }
-    Ok(hm)
+    Ok((hm, method))
 }
 
 /// Dense Hessian of a log density (row-major `dim × dim`).
