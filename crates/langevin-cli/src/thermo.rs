@@ -1345,10 +1345,10 @@ fn run_tbi(args: TbiArgs) -> anyhow::Result<()> {
 /// Options of `langevin thermo tngd`.
 #[derive(Args)]
 pub struct TngdArgs {
-    /// Classification CSV with header, label in the last column. Default: data/digits.csv (pixels scaled by 1/16); a built-in 3-class toy set if missing.
+    /// Classification CSV with header, label in the last column, or the name of a bundled classification set (digits, iris, wine, breast_cancer, iris_virginica). Default: the bundled digits (compiled in, any folder), pixels scaled by 1/16.
     #[arg(long)]
-    data: Option<PathBuf>,
-    /// Multiply features by this (digits: 1/16).
+    data: Option<String>,
+    /// Multiply features by this (default 1/16 for digits, 1 otherwise).
     #[arg(long)]
     scale: Option<f64>,
     #[arg(long, default_value_t = 100)]
@@ -1372,11 +1372,15 @@ pub struct TngdArgs {
     /// Euler-Maruyama step (units of tau) instead of the exact OU transition.
     #[arg(long)]
     em_step: Option<f64>,
-    /// Learning rate of SGD (Adam uses --adam-lr).
+    /// Learning rates tried for the SGD update rule of SGD, NGD, NGD-CG and TNGD (comma-separated); each method's is chosen by validation loss.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.0316, 0.1, 0.316, 1.0, 3.16])]
+    lr_grid: Vec<f64>,
+    /// Learning rates tried for Adam (comma-separated), chosen by validation loss.
+    #[arg(long, value_delimiter = ',', default_values_t = [1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1])]
+    adam_lr_grid: Vec<f64>,
+    /// Fraction of the training rows held out as the validation set of the learning-rate search.
     #[arg(long, default_value_t = 0.2)]
-    lr: f64,
-    #[arg(long, default_value_t = 3e-3)]
-    adam_lr: f64,
+    val_fraction: f64,
     /// tau = RC in seconds (modelled analog time).
     #[arg(long, default_value_t = 1e-6)]
     tau_seconds: f64,
@@ -1389,11 +1393,45 @@ pub struct TngdArgs {
 /// Largest curvature matrix `thermo tngd` builds (bytes).
 const MAX_TNGD_BYTES: f64 = 4e9;
 
+/// `--data` of `thermo tngd`: a file, else a bundled set (by default digits).
+/// Returns the data set and where it came from.
+fn tngd_data(
+    data: Option<&str>,
+    scale: Option<f64>,
+) -> anyhow::Result<(langevin_thermo::tngd::Dataset, String)> {
+    use langevin_thermo::tngd::Dataset;
+    let name = data.unwrap_or("digits");
+    let path = Path::new(name);
+    if path.is_file() {
+        let ds = Dataset::from_csv(path, scale.unwrap_or(1.0)).map_err(bad_input)?;
+        return Ok((ds, name.to_string()));
+    }
+    if path.exists() {
+        crate::bail_input!(
+            "--data {name}: not a regular file (a CSV file with a header row, or a bundled name)"
+        );
+    }
+    if langevin_models::bundled::find(name).is_some() {
+        let default_scale = if name == "digits" { 1.0 / 16.0 } else { 1.0 };
+        let ds = Dataset::bundled(name, scale.unwrap_or(default_scale))
+            .map_err(|e| bad_input(format!("--data {name}: {e}")))?;
+        return Ok((ds, format!("bundled:{name}")));
+    }
+    let names: Vec<&str> = langevin_models::bundled::BUNDLED
+        .iter()
+        .filter(|b| b.task != "regression")
+        .map(|b| b.name)
+        .collect();
+    crate::bail_input!(
+        "--data {name}: no such file, and no bundled data set of that name (bundled classification sets: {})",
+        names.join(", ")
+    )
+}
+
 fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
     use langevin_plot::{LineChart, Series};
-    use langevin_thermo::tngd::{
-        self, Dataset, Integrator, Method, Optimizer, OuConfig, TrainConfig,
-    };
+    use langevin_thermo::tngd::{self, Integrator, Method, Optimizer, OuConfig, TrainConfig};
+    let started = std::time::Instant::now();
     if let Some(s) = args.scale {
         if !(s.is_finite() && s != 0.0) {
             crate::bail_input!("--scale must be a finite non-zero number, got {s}");
@@ -1402,25 +1440,23 @@ fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
     if args.iters == 0 {
         crate::bail_input!("--iters must be at least 1");
     }
-    let default_path = PathBuf::from("data/digits.csv");
-    let data = match (&args.data, default_path.exists()) {
-        (Some(p), _) => Dataset::from_csv(p, args.scale.unwrap_or(1.0)).map_err(bad_input)?,
-        (None, true) => {
-            Dataset::from_csv(&default_path, args.scale.unwrap_or(1.0 / 16.0)).map_err(bad_input)?
+    for (flag, grid) in [
+        ("--lr-grid", &args.lr_grid),
+        ("--adam-lr-grid", &args.adam_lr_grid),
+    ] {
+        if grid.is_empty() || grid.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            crate::bail_input!(
+                "{flag} must list learning rates that are finite and > 0, got {grid:?}"
+            );
         }
-        (None, false) => {
-            eprintln!("note: data/digits.csv not found; using a built-in 3-class toy problem");
-            let mut rng = langevin_core::rng::chain_rng(args.seed, 9);
-            let n = 600;
-            let mut x = vec![0.0; n * 8];
-            langevin_core::rng::fill_standard_normal(&mut rng, &mut x);
-            let y: Vec<usize> = (0..n).map(|i| i % 3).collect();
-            for i in 0..n {
-                x[i * 8 + y[i]] += 2.0;
-            }
-            Dataset::new(x, y, 8, 3).map_err(bad_input)?
-        }
-    };
+    }
+    if !(args.val_fraction > 0.0 && args.val_fraction < 1.0) {
+        crate::bail_input!(
+            "--val-fraction must be in (0, 1), got {}",
+            args.val_fraction
+        );
+    }
+    let (data, source) = tngd_data(args.data.as_deref(), args.scale)?;
     // Size guard: NGD and TNGD hold the p x p curvature matrix of the p network
     // parameters (and factor it every iteration).
     let p = (data.d as f64 + 1.0) * args.hidden as f64 + (args.hidden as f64 + 1.0) * data.k as f64;
@@ -1434,6 +1470,21 @@ fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
         );
     }
     let (train, test) = data.split(0.2, args.seed).map_err(bad_input)?;
+    // The learning-rate search never sees the test set: it trains on `fit`
+    // and scores on `val`, both carved from `train`.
+    let (fit, val) = train
+        .split(args.val_fraction, args.seed.wrapping_add(1))
+        .map_err(bad_input)?;
+    if fit.n == 0 || val.n == 0 {
+        crate::bail_input!(
+            "--val-fraction {}: {} training rows leave {} for fitting and {} for validation; both need at least one",
+            args.val_fraction, train.n, fit.n, val.n
+        );
+    }
+    println!(
+        "data: {source}, {} rows, {} features, {} classes; train {} (of which validation {}), test {}",
+        data.n, data.d, data.k, train.n, val.n, test.n
+    );
     let integrator = match args.em_step {
         Some(dt) => Integrator::EulerMaruyama { dt },
         None => Integrator::Exact,
@@ -1454,30 +1505,68 @@ fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
         tau_seconds: args.tau_seconds,
         ..TrainConfig::default()
     };
-    let sgd = Optimizer::Sgd { lr: args.lr };
+    let sgd = Optimizer::Sgd {
+        lr: args.lr_grid[0],
+    };
     let runs = [
-        (Method::Gradient, sgd),
-        (Method::Gradient, Optimizer::adam(args.adam_lr)),
-        (Method::Ngd, sgd),
-        (Method::NgdCg { iters: 10 }, sgd),
-        (Method::Tngd(ou), sgd),
+        (Method::Gradient, sgd, &args.lr_grid),
+        (
+            Method::Gradient,
+            Optimizer::adam(args.adam_lr_grid[0]),
+            &args.adam_lr_grid,
+        ),
+        (Method::Ngd, sgd, &args.lr_grid),
+        (Method::NgdCg { iters: 10 }, sgd, &args.lr_grid),
+        (Method::Tngd(ou), sgd, &args.lr_grid),
     ];
+    let configs = runs
+        .iter()
+        .map(|&(m, o, grid)| {
+            let cfg = TrainConfig {
+                method: m,
+                optimizer: o,
+                ..base.clone()
+            };
+            cfg.validate().map_err(bad_input)?;
+            Ok((cfg, grid))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let lib_err = |e: langevin_thermo::error::ThermoError| {
+        if e.is_bad_input() {
+            bad_input(e)
+        } else {
+            anyhow::Error::new(e)
+        }
+    };
+    let mut searches = Vec::new();
     let mut results = Vec::new();
-    for (m, o) in runs {
-        let cfg = TrainConfig {
-            method: m,
-            optimizer: o,
-            ..base.clone()
-        };
-        cfg.validate().map_err(bad_input)?;
-        let r = tngd::train(&train, &test, &cfg).map_err(|e| {
-            if e.is_bad_input() {
-                bad_input(e)
+    for (cfg, grid) in configs {
+        let search = tngd::tune_lr(&fit, &val, &cfg, grid).map_err(lib_err)?;
+        let tried: Vec<String> = search
+            .candidates
+            .iter()
+            .map(|c| match c.val_loss {
+                Some(l) => format!("{}: {l:.4}", c.lr),
+                None => format!("{}: failed", c.lr),
+            })
+            .collect();
+        println!(
+            "{:<28} validation loss by lr [{}] -> lr {}{}",
+            search.label,
+            tried.join(", "),
+            search.chosen,
+            if search.at_edge {
+                " (at the edge of the grid)"
             } else {
-                anyhow::Error::new(e)
+                ""
             }
-        })?;
-        results.push(r);
+        );
+        let cfg = TrainConfig {
+            optimizer: cfg.optimizer.with_lr(search.chosen),
+            ..cfg
+        };
+        results.push(tngd::train(&train, &test, &cfg).map_err(lib_err)?);
+        searches.push(search);
     }
     prepare_out(&args.out)?;
     let mut csv =
@@ -1539,7 +1628,20 @@ fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
     )?;
     let ngd = &results[2];
     let tn = &results[4];
-    let dist = tn
+    // TNGD -> NGD as t grows: compared at the same learning rate (NGD's), so a
+    // TNGD run at NGD's rate is added when the two searches chose differently.
+    let tn_at_ngd_lr = if searches[4].chosen == searches[2].chosen {
+        None
+    } else {
+        let cfg = TrainConfig {
+            method: Method::Tngd(ou),
+            optimizer: sgd.with_lr(searches[2].chosen),
+            ..base.clone()
+        };
+        Some(tngd::train(&train, &test, &cfg).map_err(lib_err)?)
+    };
+    let tn_cmp = tn_at_ngd_lr.as_ref().unwrap_or(tn);
+    let dist = tn_cmp
         .params
         .iter()
         .zip(&ngd.params)
@@ -1547,21 +1649,44 @@ fn run_tngd(args: TngdArgs) -> anyhow::Result<()> {
         .sum::<f64>()
         .sqrt()
         / ngd.params.iter().map(|b| b * b).sum::<f64>().sqrt();
+    let mlp = tngd::Mlp {
+        d_in: train.d,
+        hidden: args.hidden,
+        k: train.k.max(test.k),
+    };
     let fin: Vec<_> = results
         .iter()
-        .map(|r| {
+        .zip(&searches)
+        .map(|(r, s)| {
             let l = r.trace.last().unwrap();
-            println!("{:<28} train loss {:.4}  test acc {:.4}  modelled wall {:.3} s (analog {:.2e} s)", r.label, l.train_loss, l.test_accuracy, l.wall_seconds, l.analog_seconds);
-            json!({"method": r.label, "train_loss": l.train_loss, "test_accuracy": l.test_accuracy, "wall_seconds": l.wall_seconds, "analog_seconds": l.analog_seconds})
+            let test_loss = mlp.loss(&r.params, &test);
+            println!(
+                "{:<28} lr {:<7} train loss {:.4}  test loss {:.4}  test acc {:.4}  modelled wall {:.3} s (analog {:.2e} s)",
+                r.label, s.chosen, l.train_loss, test_loss, l.test_accuracy, l.wall_seconds, l.analog_seconds
+            );
+            json!({"method": r.label, "lr": s.chosen, "lr_at_grid_edge": s.at_edge,
+                   "train_loss": l.train_loss, "test_loss": test_loss, "test_accuracy": l.test_accuracy,
+                   "wall_seconds": l.wall_seconds, "analog_seconds": l.analog_seconds})
         })
         .collect();
-    println!("TNGD final parameters vs exact NGD: relative distance {dist:.3e}");
+    println!(
+        "TNGD final parameters vs exact NGD (both at lr {}): relative distance {dist:.3e}",
+        searches[2].chosen
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{seconds:.1} s in all (learning-rate search and final runs)");
     let summary = json!({
-        "n_train": train.n, "n_test": test.n, "features": train.d, "classes": train.k,
-        "estimate": fin, "error_estimate": {"tngd_vs_ngd_rel_param_distance": dist},
+        "data": source, "n": data.n, "n_train": train.n, "n_validation": val.n, "n_fit": fit.n,
+        "n_test": test.n, "features": train.d, "classes": data.k,
+        "estimate": fin, "error_estimate": {"tngd_vs_ngd_rel_param_distance": dist, "tngd_vs_ngd_lr": searches[2].chosen},
+        "lr_search": {
+            "selection": "each method's learning rate minimises the mean cross-entropy on the validation rows (carved from the training set) after the same number of iterations; the test set is used only for the final runs, trained on the whole training set",
+            "methods": serde_json::to_value(&searches)?,
+        },
         "analog_seconds": tn.trace.last().map(|l| l.analog_seconds),
+        "seconds": seconds,
         "energy_note": "energy is not modelled for TNGD; analog time = iters x (t + t_d) x tau",
-        "config": {"time": args.time, "delay": args.delay, "kappa": args.kappa, "damping": args.damping, "em_step": args.em_step, "lr": args.lr, "adam_lr": args.adam_lr, "tau_seconds": args.tau_seconds},
+        "config": {"time": args.time, "delay": args.delay, "kappa": args.kappa, "damping": args.damping, "em_step": args.em_step, "lr_grid": args.lr_grid, "adam_lr_grid": args.adam_lr_grid, "val_fraction": args.val_fraction, "iters": args.iters, "hidden": args.hidden, "batch": args.batch, "tau_seconds": args.tau_seconds},
     });
     fs::write(
         args.out.join("summary.json"),

@@ -928,7 +928,7 @@ impl LogisticCircuit {
             for j in 0..d {
                 x[j] += h * buf[j] + sd[j] * xi[j];
             }
-            if s > burn && (s - burn) % thin == 0 {
+            if s > burn && (s - burn).is_multiple_of(thin) {
                 if x.iter().any(|v| !v.is_finite()) {
                     return Err(Error::InvalidConfig {
                         field: "h",

@@ -55,6 +55,50 @@ impl Dataset {
             },
         )
         .map_err(|e| Error::Data(e.to_string()))?;
+        Self::from_last_column(&table, scale)
+    }
+
+    /// A data set bundled with the library ([`langevin_models::bundled`],
+    /// compiled into the binary, so it loads from any working directory), its
+    /// default target column as the class label. `"digits"` is the 8x8
+    /// handwritten digits (1797 rows, 64 pixels 0-16, 10 classes). Features are
+    /// multiplied by `scale`. A regression set (`task == "regression"`) is an error.
+    pub fn bundled(name: &str, scale: f64) -> Result<Self> {
+        let b = langevin_models::bundled::find(name).ok_or_else(|| {
+            let names: Vec<&str> = langevin_models::bundled::BUNDLED
+                .iter()
+                .map(|b| b.name)
+                .collect();
+            Error::Data(format!(
+                "no bundled data set `{name}` (bundled: {})",
+                names.join(", ")
+            ))
+        })?;
+        if b.task == "regression" {
+            return Err(Error::Data(format!(
+                "bundled data set `{name}` is a regression set (target `{}`), not a classification set",
+                b.target
+            )));
+        }
+        let table = b.load(None).map_err(|e| Error::Data(e.to_string()))?;
+        let d = table.feature_names.len();
+        let mut x = Vec::with_capacity(table.y.len() * d);
+        let mut y = Vec::with_capacity(table.y.len());
+        for (i, (row, &lab)) in table.x.chunks_exact(d).zip(&table.y).enumerate() {
+            x.extend(row.iter().map(|v| v * scale));
+            y.push(label(
+                lab,
+                &table.source,
+                table.lines[i],
+                &table.target_name,
+            )?);
+        }
+        let k = y.iter().copied().max().map_or(0, |m| m + 1);
+        Self::new(x, y, d, k.max(2))
+    }
+
+    /// The last column of `table` as the label, the others as features.
+    fn from_last_column(table: &langevin_models::data::Dataset, scale: f64) -> Result<Self> {
         let ncol = table.feature_names.len();
         if ncol < 2 {
             return Err(Error::Data(format!(
@@ -65,16 +109,9 @@ impl Dataset {
         let d = ncol - 1;
         let mut x = Vec::with_capacity(table.lines.len() * d);
         let mut y = Vec::with_capacity(table.lines.len());
-        for (row, line) in table.x.chunks_exact(ncol).zip(&table.lines) {
+        for (row, &line) in table.x.chunks_exact(ncol).zip(&table.lines) {
             x.extend(row[..d].iter().map(|v| v * scale));
-            let lab = row[d];
-            if !(lab >= 0.0 && lab.fract() == 0.0 && lab <= u32::MAX as f64) {
-                return Err(Error::Data(format!(
-                    "{}:{line}: column `{}`: label `{lab}` is not a class index (a whole number >= 0)",
-                    table.source, table.feature_names[d]
-                )));
-            }
-            y.push(lab as usize);
+            y.push(label(row[d], &table.source, line, &table.feature_names[d])?);
         }
         let k = y.iter().copied().max().map_or(0, |m| m + 1);
         Self::new(x, y, d, k.max(2))
@@ -118,6 +155,16 @@ impl Dataset {
     }
 }
 
+/// A class index read from a table: a whole number `>= 0`.
+fn label(v: f64, source: &str, line: usize, column: &str) -> Result<usize> {
+    if !(v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f64) {
+        return Err(Error::Data(format!(
+            "{source}:{line}: column `{column}`: label `{v}` is not a class index (a whole number >= 0)"
+        )));
+    }
+    Ok(v as usize)
+}
+
 /// A toy problem for the unit tests (the label is the sign of the first feature).
 #[cfg(test)]
 pub(crate) fn toy_data(n: usize, d: usize, k: usize, seed: u64) -> Dataset {
@@ -153,5 +200,25 @@ mod tests {
         let msg = Dataset::from_csv(&text, 1.0).unwrap_err().to_string();
         assert!(msg.contains("text.csv:2") && msg.contains("`x`"), "{msg}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bundled_digits_load_without_files_and_regression_sets_are_refused() {
+        let digits = Dataset::bundled("digits", 1.0 / 16.0).unwrap();
+        assert_eq!((digits.n, digits.d, digits.k), (1797, 64, 10));
+        let max = digits.x.iter().cloned().fold(f64::MIN, f64::max);
+        assert_eq!(max, 1.0);
+        for c in 0..10 {
+            assert!(
+                digits.y.iter().filter(|&&y| y == c).count() > 170,
+                "class {c}"
+            );
+        }
+        let iris = Dataset::bundled("iris", 1.0).unwrap();
+        assert_eq!((iris.n, iris.d, iris.k), (150, 4, 3));
+        let msg = Dataset::bundled("diabetes", 1.0).unwrap_err().to_string();
+        assert!(msg.contains("regression"), "{msg}");
+        let msg = Dataset::bundled("nope", 1.0).unwrap_err().to_string();
+        assert!(msg.contains("`nope`") && msg.contains("digits"), "{msg}");
     }
 }

@@ -47,15 +47,21 @@
 //! # Modules
 //! * [`data`]: the data set ([`Dataset`], read with the models crate's CSV loader);
 //! * [`model`]: the MLP, its gradient, Jacobians and factored GGN ([`Mlp`], [`Curvature`]);
+//! * [`optimizer`]: TNGD for any model, from a gradient and a GGN-vector product closure ([`Tngd`]);
 //! * [`solver`]: the device's OU process ([`ou_mean`], [`ou_evolve`], [`ou_evolve_factored`]);
 //! * [`train`](mod@train): update rules, methods and the training loop ([`train()`]).
 
 pub mod data;
 pub mod model;
+pub mod optimizer;
 pub mod solver;
 pub mod train;
 
 pub use data::Dataset;
 pub use model::{Curvature, Mlp};
+pub use optimizer::Tngd;
 pub use solver::{ou_evolve, ou_evolve_factored, ou_mean, Integrator, OuConfig};
-pub use train::{train, Method, Optimizer, TracePoint, TrainConfig, TrainResult};
+pub use train::{
+    log_grid, train, tune_lr, LrCandidate, LrSearch, Method, Optimizer, TracePoint, TrainConfig,
+    TrainResult,
+};

@@ -204,7 +204,7 @@ fn noise_sd(mu: f64, t: f64, kappa: f64) -> f64 {
 /// Euler-Maruyama for `dx = -(F x - g) dt + sqrt(2 κ) dW` over time `t` with the
 /// largest step `≤ dt` that divides `t`; `fmul(v) = F v`. Errors when the state
 /// becomes non-finite (`dt` too large for `λ_max(F)`).
-fn euler_maruyama(
+pub(crate) fn euler_maruyama(
     fmul: impl Fn(&[f64]) -> Vec<f64>,
     g: &[f64],
     x0: &[f64],
@@ -308,6 +308,7 @@ pub fn ou_evolve_factored(
     }
 }
 
+/// Solve `F x = g` by Cholesky (`F` symmetric positive definite).
 pub(crate) fn cholesky_solve(f: &Mat<f64>, g: &[f64]) -> Result<Vec<f64>> {
     let llt = f.llt(Side::Lower).map_err(|_| Error::NotPositiveDefinite {
         what: "GGN",

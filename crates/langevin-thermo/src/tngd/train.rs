@@ -39,6 +39,21 @@ impl Optimizer {
             eps: 1e-8,
         }
     }
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        match *self {
+            Optimizer::Sgd { lr } | Optimizer::Adam { lr, .. } => lr,
+        }
+    }
+
+    /// The same rule with learning rate `lr`.
+    pub fn with_lr(mut self, new: f64) -> Self {
+        match &mut self {
+            Optimizer::Sgd { lr } | Optimizer::Adam { lr, .. } => *lr = new,
+        }
+        self
+    }
+
     /// The library's kernel for this rule ([`langevin::optim::Optimizer`]).
     fn kernel(&self) -> optim::Optimizer {
         match *self {
@@ -327,6 +342,129 @@ pub fn train(train: &Dataset, test: &Dataset, cfg: &TrainConfig) -> Result<Train
     })
 }
 
+/// One learning rate tried by [`tune_lr`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LrCandidate {
+    pub lr: f64,
+    /// Mean cross-entropy of the final parameters on the validation set
+    /// (`None` when the run failed).
+    pub val_loss: Option<f64>,
+    /// Accuracy on the validation set (`None` when the run failed).
+    pub val_accuracy: Option<f64>,
+    /// Why the run failed (a non-finite direction, a curvature matrix that
+    /// lost positive definiteness): a learning rate too large.
+    pub failure: Option<String>,
+}
+
+/// The outcome of a learning-rate search ([`tune_lr`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LrSearch {
+    /// The method's label ([`Method::label`]).
+    pub label: String,
+    /// The learning rate with the lowest validation loss.
+    pub chosen: f64,
+    /// Whether `chosen` is the smallest or the largest value of a grid of more
+    /// than one value (the optimum may lie outside the grid).
+    pub at_edge: bool,
+    /// Every value tried, in the grid's order.
+    pub candidates: Vec<LrCandidate>,
+}
+
+/// Choose `cfg.optimizer`'s learning rate from `grid` by validation loss:
+/// for each value, train on `fit` with `cfg` (same seed, same iterations) and
+/// score the final parameters by their mean cross-entropy on `val`; the value
+/// with the lowest loss wins. Runs that diverge (a non-finite direction, a
+/// numerical failure, a curvature matrix that is no longer positive definite)
+/// are recorded as failed candidates; when every value fails, the error of
+/// the first is returned. The test set plays no part: evaluate the chosen rate
+/// on it afterwards with [`train`].
+pub fn tune_lr(fit: &Dataset, val: &Dataset, cfg: &TrainConfig, grid: &[f64]) -> Result<LrSearch> {
+    if grid.is_empty() {
+        return Err(Error::InvalidConfig {
+            field: "lr_grid",
+            reason: "must hold at least one learning rate".into(),
+        });
+    }
+    if let Some(bad) = grid.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+        return Err(Error::InvalidConfig {
+            field: "lr_grid",
+            reason: format!("learning rates must be finite and > 0, got {bad}"),
+        });
+    }
+    if val.n == 0 {
+        return Err(Error::Data("empty validation set".into()));
+    }
+    let mlp = Mlp {
+        d_in: fit.d,
+        hidden: cfg.hidden,
+        k: fit.k.max(val.k),
+    };
+    let mut candidates = Vec::with_capacity(grid.len());
+    let mut first_err = None;
+    for &lr in grid {
+        let c = TrainConfig {
+            optimizer: cfg.optimizer.with_lr(lr),
+            eval_every: cfg.iters.max(1),
+            ..cfg.clone()
+        };
+        match train(fit, val, &c) {
+            Ok(r) => {
+                let loss = mlp.loss(&r.params, val);
+                let finite = loss.is_finite() && r.params.iter().all(|p| p.is_finite());
+                candidates.push(LrCandidate {
+                    lr,
+                    val_loss: finite.then_some(loss),
+                    val_accuracy: finite.then(|| mlp.accuracy(&r.params, val)),
+                    failure: (!finite).then(|| "non-finite parameters or loss".to_string()),
+                });
+            }
+            Err(
+                e @ (Error::NonFiniteDirection { .. }
+                | Error::Numerical(_)
+                | Error::NotPositiveDefinite { .. }),
+            ) => {
+                candidates.push(LrCandidate {
+                    lr,
+                    val_loss: None,
+                    val_accuracy: None,
+                    failure: Some(e.to_string()),
+                });
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let best = candidates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.val_loss.map(|l| (i, l)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let Some((i, _)) = best else {
+        return Err(first_err
+            .unwrap_or_else(|| Error::Numerical("every learning rate of the grid failed".into())));
+    };
+    let chosen = candidates[i].lr;
+    let lo = grid.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = grid.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    Ok(LrSearch {
+        label: cfg.method.label(&cfg.optimizer),
+        chosen,
+        at_edge: grid.len() > 1 && (chosen == lo || chosen == hi),
+        candidates,
+    })
+}
+
+/// `n` log-spaced values from `lo` to `hi` (both included).
+pub fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    if n <= 1 {
+        return vec![lo];
+    }
+    let (a, b) = (lo.ln(), hi.ln());
+    (0..n)
+        .map(|i| (a + (b - a) * i as f64 / (n - 1) as f64).exp())
+        .collect()
+}
+
 /// A preconditioner of [`cg`] (none is used).
 type Precond = fn(&[f64], &mut [f64]) -> langevin_core::Result<()>;
 
@@ -466,5 +604,46 @@ mod tests {
         for (a, b) in ngd.params.iter().zip(&cg.params) {
             assert!((a - b).abs() < 1e-8, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn tune_lr_picks_the_lowest_validation_loss_and_records_divergence() {
+        // Every fifth label flipped: no rate can reach zero loss, and an
+        // exploding rate is punished by confident mistakes.
+        let mut data = toy_data(200, 3, 2, 11);
+        for i in (0..data.n).step_by(5) {
+            data.y[i] = 1 - data.y[i];
+        }
+        let (tr, val) = data.split(0.25, 1).unwrap();
+        let cfg = TrainConfig {
+            hidden: 4,
+            batch: 16,
+            iters: 30,
+            eval_every: 5,
+            optimizer: Optimizer::Sgd { lr: 1.0 },
+            ..Default::default()
+        };
+        let grid = [1e-4, 0.3, 1e12];
+        let s = tune_lr(&tr, &val, &cfg, &grid).unwrap();
+        assert_eq!(s.candidates.len(), 3);
+        // A rate of 1e-4 barely moves from the start; 1e12 blows up.
+        let losses: Vec<_> = s.candidates.iter().map(|c| c.val_loss).collect();
+        assert!(losses[0].unwrap() > losses[1].unwrap(), "{losses:?}");
+        assert!(
+            s.candidates[2].failure.is_some() || losses[2].unwrap() > losses[1].unwrap(),
+            "{:?}",
+            s.candidates[2]
+        );
+        assert_eq!(s.chosen, 0.3);
+        assert!(!s.at_edge);
+        assert!(s.label == "SGD");
+        // The chosen value is the arg-min of the recorded losses.
+        let again = tune_lr(&tr, &val, &cfg, &[1e-4, 0.3]).unwrap();
+        assert_eq!((again.chosen, again.at_edge), (0.3, true));
+        assert!(tune_lr(&tr, &val, &cfg, &[]).is_err());
+        assert!(tune_lr(&tr, &val, &cfg, &[0.1, -1.0]).is_err());
+        let g = log_grid(1e-3, 1e-1, 5);
+        assert_eq!(g.len(), 5);
+        assert!((g[2] - 1e-2).abs() < 1e-15 && (g[4] - 1e-1).abs() < 1e-15);
     }
 }

@@ -82,6 +82,37 @@ impl LaplaceConfig {
         Ok(())
     }
 
+    /// Last-layer Laplace (laplace-torch's `subset_of_weights="last_layer"`): the
+    /// approximation over the layout's last layer only, every other parameter fixed at
+    /// θ*. The last layer is the last tensor whose name ends in `weight` together with the
+    /// tensor right after it when that one's name ends in `bias` and shares its prefix
+    /// (`layer2.weight`, `layer2.bias`); a layout without a `weight` tensor is an error.
+    pub fn last_layer(layout: &langevin_core::ParamLayout, init_prec_diag: f64) -> Result<Self> {
+        let specs = layout.specs();
+        let Some(w) = specs.iter().rposition(|s| s.name.ends_with("weight")) else {
+            return Err(Error::config(
+                "subset",
+                format!(
+                    "last-layer Laplace needs a tensor named `...weight`; the layout has {:?}",
+                    specs.iter().map(|s| &s.name).collect::<Vec<_>>()
+                ),
+            ));
+        };
+        let prefix = specs[w].name.trim_end_matches("weight");
+        let mut names = vec![specs[w].name.clone()];
+        if let Some(b) = specs.get(w + 1) {
+            if b.name.ends_with("bias") && b.name.trim_end_matches("bias") == prefix {
+                names.push(b.name.clone());
+            }
+        }
+        let c = Self {
+            init_prec_diag,
+            subset: Some(names),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
     pub(crate) fn resolve(&self, params: &Params) -> Result<Subset> {
         match &self.subset {
             None => Ok(Subset::all(params.len())),
@@ -264,6 +295,40 @@ mod tests {
         let m = xs.iter().sum::<f64>() / xs.len() as f64;
         let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
         (m, v.sqrt())
+    }
+
+    /// The one-liner picks the last weight and its bias (the MLP's output layer, whose
+    /// flat indices come last in ravel order), or the weight alone, and refuses a layout
+    /// with no weight.
+    #[test]
+    fn last_layer_is_the_output_weight_and_its_bias() {
+        let mlp = ParamLayout::new([
+            ("layer0.weight", vec![3, 4]),
+            ("layer0.bias", vec![4]),
+            ("layer1.weight", vec![4, 2]),
+            ("layer1.bias", vec![2]),
+        ])
+        .unwrap();
+        let c = LaplaceConfig::last_layer(&mlp, 1.0).unwrap();
+        assert_eq!(
+            c.subset.as_deref(),
+            Some(&["layer1.weight".to_string(), "layer1.bias".to_string()][..])
+        );
+        let p = Params::new(mlp.clone(), vec![0.0; mlp.len()]).unwrap();
+        let sub = c.resolve(&p).unwrap();
+        assert_eq!(sub.indices(), (16..26).collect::<Vec<_>>().as_slice());
+        // A weight with no bias after it, then a tensor of another layer.
+        let odd = ParamLayout::new([
+            ("enc.weight", vec![2, 2]),
+            ("head.weight", vec![2]),
+            ("log_noise_sd", vec![]),
+        ])
+        .unwrap();
+        let c = LaplaceConfig::last_layer(&odd, 0.0).unwrap();
+        assert_eq!(c.subset.as_deref(), Some(&["head.weight".to_string()][..]));
+        let none = ParamLayout::new([("a", vec![2]), ("b", vec![])]).unwrap();
+        assert!(LaplaceConfig::last_layer(&none, 1.0).is_err());
+        assert!(LaplaceConfig::last_layer(&mlp, -1.0).is_err());
     }
 
     /// GGN states never evaluate the log posterior (NaN): they must still
