@@ -213,6 +213,24 @@ pub struct Memory<'a> {
     pub config: &'a EmtConfig,
 }
 
+/// Layer `l`'s memories as the attention kernel reads them (`None`: no memory, an empty
+/// bank or a layer without retrieval).
+fn layer_memory<'a>(memory: Option<Memory<'a>>, l: usize) -> Result<Option<LayerMemory<'a>>> {
+    Ok(match memory {
+        Some(m) if m.config.layer_enabled(l) && !m.bank.is_empty() => {
+            let (keys, unit, values) = m.bank.layer(l)?;
+            Some(LayerMemory {
+                keys,
+                keys_unit: unit,
+                values,
+                top_k: m.config.top_k,
+                sim_threshold: m.config.sim_threshold,
+            })
+        }
+        _ => None,
+    })
+}
+
 /// How often each memory was retrieved, summed over layers and heads, for each query of a
 /// forward pass: `counts[t * n_memories + j]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -659,19 +677,7 @@ impl Llama {
             let (kb, k) = append_kv(layers[l].as_ref().map(|(k, _)| k), &k, start, max)?;
             let (vb, v) = append_kv(layers[l].as_ref().map(|(_, v)| v), &v, start, max)?;
             layers[l] = Some((kb, vb));
-            let lm = match memory {
-                Some(m) if m.config.layer_enabled(l) && !m.bank.is_empty() => {
-                    let (keys, unit, values) = m.bank.layer(l)?;
-                    Some(LayerMemory {
-                        keys,
-                        keys_unit: unit,
-                        values,
-                        top_k: m.config.top_k,
-                        sim_threshold: m.config.sim_threshold,
-                    })
-                }
-                _ => None,
-            };
+            let lm = layer_memory(memory, l)?;
             let (att, ret) = emt_attention(&q, &k, &v, lm.as_ref())?;
             if let (Some(c), Some(r)) = (counts.as_deref_mut(), ret.as_ref()) {
                 c.add(r);

@@ -29,7 +29,7 @@
 use anyhow::Result;
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
-use langevin::samples::{CsvDrawWriter, Samples};
+use langevin::samples::Samples;
 use langevin_core::chain_rng;
 use langevin_models::{ModelKind, Noise};
 use langevin_thermo::analog::{
@@ -135,14 +135,7 @@ pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
             trace.push(dr, f64::NAN)?;
         }
     }
-    let mut writer =
-        CsvDrawWriter::create(r.out_dir.join(langevin::run::SAMPLES_FILE), &samples.names)?;
-    for (c, trace) in samples.chains.iter().enumerate() {
-        for i in 0..trace.n_draws() {
-            writer.write(c, i, trace.draw(i))?;
-        }
-    }
-    writer.sync()?;
+    super::gaussian::write_samples(r.out_dir, &samples)?;
     let divergences = vec![0; cfg.chains];
     let mut summary = summarize_and_report(r, &samples, &divergences, None)?;
     let tau = circuit.tau();

@@ -145,14 +145,7 @@ pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
             trace.push(d.values(), f64::NAN)?;
         }
     }
-    let mut writer =
-        CsvDrawWriter::create(r.out_dir.join(langevin::run::SAMPLES_FILE), &samples.names)?;
-    for (c, trace) in samples.chains.iter().enumerate() {
-        for i in 0..trace.n_draws() {
-            writer.write(c, i, trace.draw(i))?;
-        }
-    }
-    writer.sync()?;
+    write_samples(r.out_dir, &samples)?;
     let divergences = vec![fitted.divergences];
     let mut summary = summarize_and_report(r, &samples, &divergences, None)?;
     let mut g = serde_json::Map::new();
@@ -172,6 +165,19 @@ pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
         obj.insert("seconds".into(), json!(r.t0.elapsed().as_secs_f64()));
     }
     Ok(summary)
+}
+
+/// Every chain's draws to `samples.csv` in `out_dir`, in the samplers' format.
+pub(super) fn write_samples(out_dir: &std::path::Path, samples: &Samples) -> Result<()> {
+    let mut writer =
+        CsvDrawWriter::create(out_dir.join(langevin::run::SAMPLES_FILE), &samples.names)?;
+    for (c, trace) in samples.chains.iter().enumerate() {
+        for i in 0..trace.n_draws() {
+            writer.write(c, i, trace.draw(i))?;
+        }
+    }
+    writer.sync()?;
+    Ok(())
 }
 
 /// A precision or covariance that is not positive definite stops the run (exit code 3).

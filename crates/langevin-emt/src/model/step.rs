@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 
-use super::{append_kv, KvCache, Linear, Llama, Memory, RetrievalCounts};
-use crate::attention::{emt_attention, LayerMemory};
+use super::{append_kv, layer_memory, KvCache, Linear, Llama, Memory, RetrievalCounts};
+use crate::attention::emt_attention;
 use crate::error::{EmtError, Result};
 use crate::quant::{QMatrix, QuantizedActs};
 
@@ -349,19 +349,7 @@ impl Llama {
                 })?;
             }
             let s = start + 1;
-            let lm = match memory {
-                Some(m) if m.config.layer_enabled(l) && !m.bank.is_empty() => {
-                    let (keys, unit, values) = m.bank.layer(l)?;
-                    Some(LayerMemory {
-                        keys,
-                        keys_unit: unit,
-                        values,
-                        top_k: m.config.top_k,
-                        sim_threshold: m.config.sim_threshold,
-                    })
-                }
-                _ => None,
-            };
+            let lm = layer_memory(memory, l)?;
             match lm {
                 None => local_attention(&q, &kb, &vb, s, hd, &mut att)?,
                 Some(lm) => {
