@@ -753,9 +753,25 @@ impl Llama {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::attention::tests::max_diff;
+
+    /// A small model whose widths (multiples of 32) fit Q4_1 blocks, with grouped-query
+    /// attention (4 heads over 2 KV heads).
+    pub(crate) fn q4_config(max_position: usize) -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 96,
+            hidden_size: 64,
+            intermediate_size: 128,
+            n_layers: 3,
+            n_heads: 4,
+            n_kv_heads: 2,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-5,
+            max_position,
+        }
+    }
 
     /// A Q4_1 model (Q8_0 embeddings) through this crate's block kernels against the same
     /// file through candle's quantized matmul. Both quantize activations to 8 bits per
@@ -765,17 +781,7 @@ mod tests {
     /// both are within the activation-quantization error of the dequantized f32 model.
     #[test]
     fn block_kernels_match_candle_quantized_matmul_on_q4_1_weights() {
-        let cfg = LlamaConfig {
-            vocab_size: 96,
-            hidden_size: 64,
-            intermediate_size: 128,
-            n_layers: 3,
-            n_heads: 4,
-            n_kv_heads: 2,
-            rope_theta: 10_000.0,
-            rms_norm_eps: 1e-5,
-            max_position: 64,
-        };
+        let cfg = q4_config(64);
         let ids: Vec<u32> = vec![3, 17, 42, 5, 63, 0, 9, 77];
         let logits = |format| {
             let m = Llama::random_as(&cfg, 4, GgmlDType::Q4_1, format).unwrap();

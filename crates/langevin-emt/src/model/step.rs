@@ -387,8 +387,8 @@ impl Llama {
             }
         }
         cache.len = start + 1;
-        rms_norm_into(&x.clone(), &w.norm, eps, &mut x);
-        Ok(x)
+        rms_norm_into(&x, &w.norm, eps, &mut h);
+        Ok(h)
     }
 
     /// The output head on one final-normed hidden state: logits `[vocab]`.
@@ -405,22 +405,12 @@ mod tests {
     use candle_core::quantized::GgmlDType;
 
     use super::*;
-    use crate::config::{EmtConfig, LlamaConfig};
+    use crate::config::EmtConfig;
     use crate::memory::{MemoryBank, MemoryOptions};
     use crate::model::WeightFormat;
 
     fn q4_model(seed: u64) -> Llama {
-        let cfg = LlamaConfig {
-            vocab_size: 96,
-            hidden_size: 64,
-            intermediate_size: 128,
-            n_layers: 3,
-            n_heads: 4,
-            n_kv_heads: 2,
-            rope_theta: 10_000.0,
-            rms_norm_eps: 1e-5,
-            max_position: 160,
-        };
+        let cfg = crate::model::tests::q4_config(160);
         Llama::random_as(&cfg, seed, GgmlDType::Q4_1, WeightFormat::Quantized).unwrap()
     }
 

@@ -87,6 +87,19 @@ pub fn curvature_eigenvalues(c: Curvature<'_>) -> Result<Vec<f64>> {
     Ok(eig.into_iter().map(|v| v.max(0.0)).collect())
 }
 
+/// [`curvature_eigenvalues`], one per parameter of `theta`.
+fn eigenvalues_for(theta: &[f64], c: Curvature<'_>) -> Result<Vec<f64>> {
+    let eig = curvature_eigenvalues(c)?;
+    if eig.len() != theta.len() {
+        return Err(Error::DimensionMismatch {
+            what: "curvature (one eigenvalue per parameter)",
+            expected: theta.len(),
+            got: eig.len(),
+        });
+    }
+    Ok(eig)
+}
+
 /// The Laplace log evidence for prior precision `delta` (see the module docs):
 /// `log_lik` is `log p(D | θ*)`, `theta_sq` is `‖θ*‖²` over the approximated
 /// parameters, `eig` the curvature's eigenvalues.
@@ -153,14 +166,7 @@ pub fn optimize_prior_precision(
     theta: &[f64],
     curvature: Curvature<'_>,
 ) -> Result<Evidence> {
-    let eig = curvature_eigenvalues(curvature)?;
-    if eig.len() != theta.len() {
-        return Err(Error::DimensionMismatch {
-            what: "curvature (one eigenvalue per parameter)",
-            expected: theta.len(),
-            got: eig.len(),
-        });
-    }
+    let eig = eigenvalues_for(theta, curvature)?;
     if !log_lik.is_finite() {
         return Err(Error::Numerical(format!("log likelihood {log_lik}")));
     }
@@ -184,14 +190,7 @@ pub fn optimize_prior_precision_and_noise(
     theta: &[f64],
     ggn_unit_noise: Curvature<'_>,
 ) -> Result<Evidence> {
-    let eig0 = curvature_eigenvalues(ggn_unit_noise)?;
-    if eig0.len() != theta.len() {
-        return Err(Error::DimensionMismatch {
-            what: "curvature (one eigenvalue per parameter)",
-            expected: theta.len(),
-            got: eig0.len(),
-        });
-    }
+    let eig0 = eigenvalues_for(theta, ggn_unit_noise)?;
     if !(rss.is_finite() && rss > 0.0) {
         return Err(Error::config(
             "rss",
