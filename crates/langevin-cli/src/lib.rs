@@ -8,5 +8,6 @@
 pub mod exit;
 pub mod evaluate;
 pub mod fit;
+pub mod glm;
 pub mod rundir;
 pub mod summary;

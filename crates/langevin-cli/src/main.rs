@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 // package); `crate::fit`, `crate::exit`, ... resolve through these imports.
 #[macro_use]
 extern crate langevin_cli;
-use langevin_cli::{bail_input, evaluate, exit, fit, rundir, summary};
+use langevin_cli::{bail_input, evaluate, exit, fit, glm, rundir, summary};
 
 mod compare;
 mod diagnose;

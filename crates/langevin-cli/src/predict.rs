@@ -27,6 +27,7 @@ use crate::evaluate::{
     Predictive,
 };
 use crate::exit::bad_input;
+use crate::glm::{glm_predictive, StoredGaussian, GAUSSIAN_FILE};
 use crate::rundir::{read_meta, read_samples};
 
 /// Arguments of `langevin predict`.
@@ -41,9 +42,24 @@ pub struct PredictArgs {
     /// Output CSV (default: DIR/predictions.csv; `-` for stdout).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Most posterior draws to average over (spread evenly over the chains).
+    /// Most posterior draws to average over (spread evenly over the chains); with
+    /// the GLM predictive, the Monte Carlo draws of each row's outputs.
     #[arg(long, default_value_t = 1000)]
     pub max_draws: usize,
+    /// `samples`: average the predictions of the run's draws; `glm`: the linearised
+    /// predictive of the Gaussian a vi/ivon/laplace/ekf run fitted (DIR/gaussian.safetensors);
+    /// `auto`: glm for a Laplace run (pushing Laplace draws through a network
+    /// underfits), samples otherwise.
+    #[arg(long, value_enum, default_value_t = PredictiveArg::Auto)]
+    pub predictive: PredictiveArg,
+}
+
+/// The predictive of `langevin predict`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictiveArg {
+    Auto,
+    Samples,
+    Glm,
 }
 
 fn fmt_label(v: f64) -> String {
@@ -77,14 +93,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         crate::bail_input!("--max-draws must be at least 1");
     }
     let meta = read_meta(&args.run)?;
-    let samples = read_samples(&args.run)?;
     let model = Model::new(meta.model.clone()).map_err(bad_input)?;
-    if samples.names != model.param_names() {
-        crate::bail_input!(
-            "{}: the columns of samples.csv do not match the model in run.json",
-            args.run.display()
-        );
-    }
     let ds = load(&args.data, &meta.model.feature_names, &meta.target)?;
     let mut x = ds.x.clone();
     if let Some(s) = &meta.standardizer {
@@ -112,8 +121,43 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if ds.has_target() && !meta.class_labels.is_empty() {
         ds.class_indices(&meta.class_labels).map_err(bad_input)?;
     }
-    let draws = samples.spread(args.max_draws);
-    let pred = predictive(&model, &draws, &x)?;
+    let method = meta.config["method"].as_str().unwrap_or("").to_string();
+    let use_glm = match args.predictive {
+        PredictiveArg::Glm => true,
+        PredictiveArg::Samples => false,
+        PredictiveArg::Auto => method.starts_with("laplace"),
+    };
+    let gaussian =
+        if use_glm {
+            match StoredGaussian::read(&args.run, model.n_params())? {
+                Some(g) => Some(g),
+                None => crate::bail_input!(
+                "--predictive glm: {} has no {GAUSSIAN_FILE}; the linearised predictive needs a \
+                 run of a Gaussian method (vi, vi-dense, ivon, laplace-*, ekf, ekf-dense), \
+                 this one is {}",
+                args.run.display(),
+                if method.is_empty() { "unknown" } else { &method }
+            ),
+            }
+        } else {
+            None
+        };
+    let seed = meta.config["seed"].as_u64().unwrap_or(0);
+    // The draws only for the sampled predictive (the GLM one needs q, not samples.csv).
+    let (pred, n_draws) = match &gaussian {
+        Some(g) => (glm_predictive(&model, g, &x, args.max_draws, seed)?, 0),
+        None => {
+            let samples = read_samples(&args.run)?;
+            if samples.names != model.param_names() {
+                crate::bail_input!(
+                    "{}: the columns of samples.csv do not match the model in run.json",
+                    args.run.display()
+                );
+            }
+            let draws = samples.spread(args.max_draws);
+            (predictive(&model, &draws, &x)?, draws.len())
+        }
+    };
     check_finite(&pred, &ds, &args.data)?;
     let mut text = String::new();
     match &pred {
@@ -182,12 +226,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     if let Some(f) = out_file {
         f.commit(text.as_bytes())?;
-        eprintln!(
-            "wrote {} ({} rows, {} posterior draws)",
-            out_path.display(),
-            ds.n(),
-            draws.len()
-        );
+        let how = match &gaussian {
+            Some(_) => format!(
+                "linearised (GLM) predictive, {} draws of the outputs per row",
+                args.max_draws
+            ),
+            None => format!("{n_draws} posterior draws"),
+        };
+        eprintln!("wrote {} ({} rows, {how})", out_path.display(), ds.n());
     } else {
         std::io::stdout().write_all(text.as_bytes())?;
     }

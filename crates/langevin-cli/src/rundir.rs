@@ -97,6 +97,8 @@ pub fn prepare_out_dir(dir: &Path) -> Result<std::fs::File> {
         "trace.png",
         "marginals.png",
         "reliability.png",
+        crate::glm::GAUSSIAN_FILE,
+        crate::glm::KRON_FILE,
     ] {
         let p = dir.join(f);
         if p.exists() {

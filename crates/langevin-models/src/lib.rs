@@ -18,17 +18,19 @@
 //! * [`curvature`]: a model as per-example log likelihoods and as a network
 //!   output with its likelihood, for the Laplace, GGN and EKF methods.
 //! * [`error`]: the crate's typed error.
+//! * [`kron`]: the Kronecker factors of the GGN (KFAC Laplace) of every model.
 
 pub mod batches;
 pub mod bundled;
 pub mod curvature;
 pub mod data;
 pub mod error;
+pub mod kron;
 pub mod mlp_fast;
 pub mod model;
 
 pub use batches::{Minibatches, ShardMinibatches};
 pub use data::{load_csv, load_csv_str, read_csv_shard, CsvShard, Dataset, Split, Standardizer};
 pub use error::{ModelError, Result};
-pub use mlp_fast::{MlpDensity, MlpLikelihood};
+pub use mlp_fast::{MlpDensity, MlpGgn, MlpLikelihood};
 pub use model::{Batch, Model, ModelKind, ModelSpec, Noise, PointPrediction, Task};

@@ -200,6 +200,11 @@ impl MlpDensity {
         self.dtype
     }
 
+    /// The output layer's likelihood.
+    pub fn likelihood(&self) -> MlpLikelihood {
+        self.likelihood
+    }
+
     /// FLOPs of the matrix products of one value-and-gradient evaluation on
     /// `m` rows: forward, weight gradients, and the deltas of layers 2..L
     /// (no input gradient). Element-wise work is not counted.
@@ -797,6 +802,254 @@ impl MlpDensity {
         }
         if self.likelihood == MlpLikelihood::GaussianLearned {
             out[dim - 1] += r_log_sd;
+        }
+        Ok(())
+    }
+}
+
+/// The generalised Gauss-Newton matrix of an [`MlpDensity`] on one batch at
+/// fixed parameters, as a Jacobian-free operator without autograd:
+///
+/// ```text
+/// G v = Σᵢ Jᵢᵀ Hᵢ (Jᵢ v)      (sum over the batch's rows, no prior)
+/// ```
+///
+/// with `Jᵢ` the Jacobian of row `i`'s network output `z_L` and `Hᵢ` the
+/// Hessian of `−log p(yᵢ | z_L)` in the output (softmax: `diag(p) − ppᵀ`;
+/// Gaussian: `1/σ²`), the convention of
+/// `langevin::curvature::OutputModel::ggnvp`. With a learned noise scale the
+/// output `log σ` adds `2 m v_σ` to its own entry (the Fisher information of
+/// `N(f, σ²)` in `(f, log σ)` is `diag(1/σ², 2)`).
+///
+/// [`MlpDensity::ggn_operator`] runs the forward pass once (in f64) and keeps
+/// the activations and the output Hessians; each [`MlpGgn::apply`] is then a
+/// tangent forward pass (`J v`, the R-operator's forward half) and one
+/// ordinary backward pass (`Jᵀ u`): about four matrix products per layer,
+/// against a candle forward and two backward passes through autograd.
+#[derive(Debug, Clone)]
+pub struct MlpGgn {
+    widths: Vec<usize>,
+    w_off: Vec<usize>,
+    b_off: Vec<usize>,
+    likelihood: MlpLikelihood,
+    theta: Vec<f64>,
+    m: usize,
+    /// `h_0 = x, h_1, …, h_{L-1}` (after the ReLU), each `m × width`.
+    acts: Vec<Vec<f64>>,
+    /// Softmax probabilities (`m × k`) for a categorical output.
+    probs: Vec<f64>,
+    /// `1/σ²` for a Gaussian output.
+    inv_var: f64,
+}
+
+impl MlpDensity {
+    /// The GGN of this network on `batch` at `params` (see [`MlpGgn`]):
+    /// one forward pass in f64, whatever the density's dtype. Errors on
+    /// mismatched shapes and on a non-finite network output.
+    pub fn ggn_operator(&self, params: &Params, batch: &Batch) -> Result<MlpGgn> {
+        self.check_params(params)?;
+        let theta = params.values();
+        let widths = &self.widths;
+        let nl = widths.len() - 1;
+        let k = widths[nl];
+        let par = self.parallelism();
+        let mut x = Vec::new();
+        let m = read_rows::<f64>(&batch.x, widths[0], "batch features (columns)", &mut x)?;
+        if m == 0 {
+            return Err(Error::Data("empty batch".into()));
+        }
+        x.truncate(m * widths[0]);
+        let y_cols = if self.likelihood.n_outputs() == 1 {
+            1
+        } else {
+            k
+        };
+        if batch.y.elem_count() != m * y_cols {
+            return Err(Error::DimensionMismatch {
+                what: "batch targets",
+                expected: m * y_cols,
+                got: batch.y.elem_count(),
+            });
+        }
+        let mut acts: Vec<Vec<f64>> = vec![x];
+        let mut z_out = Vec::new();
+        for l in 0..nl {
+            let (din, dout) = (widths[l], widths[l + 1]);
+            let (wo, bo) = (self.w_off[l], self.b_off[l]);
+            let mut z = theta[bo..bo + dout].repeat(m);
+            matmul(
+                (m, dout, din),
+                &mut z,
+                true,
+                (&acts[l], din, 1),
+                (&theta[wo..wo + din * dout], dout, 1),
+                par,
+            );
+            if l + 1 < nl {
+                z.iter_mut()
+                    .for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+                acts.push(z);
+            } else {
+                z_out = z;
+            }
+        }
+        if z_out.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Density("non-finite model output".into()));
+        }
+        let (mut probs, mut inv_var) = (Vec::new(), 1.0);
+        match self.likelihood {
+            MlpLikelihood::Categorical { .. } => {
+                probs = z_out;
+                for row in probs.chunks_exact_mut(k) {
+                    let mx = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+                    row.iter_mut().for_each(|v| *v = (*v - mx).exp());
+                    let s: f64 = row.iter().sum();
+                    row.iter_mut().for_each(|v| *v /= s);
+                }
+            }
+            MlpLikelihood::GaussianFixed { sd } => inv_var = 1.0 / (sd * sd),
+            MlpLikelihood::GaussianLearned => inv_var = (-2.0 * theta[theta.len() - 1]).exp(),
+        }
+        Ok(MlpGgn {
+            widths: widths.clone(),
+            w_off: self.w_off.clone(),
+            b_off: self.b_off.clone(),
+            likelihood: self.likelihood,
+            theta: theta.to_vec(),
+            m,
+            acts,
+            probs,
+            inv_var,
+        })
+    }
+
+    /// `G v` of [`MlpGgn`] on `batch` at `params` (a fresh
+    /// [`ggn_operator`](Self::ggn_operator) for one product).
+    pub fn ggnvp(&self, params: &Params, batch: &Batch, v: &[f64]) -> Result<Vec<f64>> {
+        let op = self.ggn_operator(params, batch)?;
+        let mut out = vec![0.0; v.len()];
+        op.apply(v, &mut out)?;
+        Ok(out)
+    }
+}
+
+impl MlpGgn {
+    /// Number of parameters.
+    pub fn dim(&self) -> usize {
+        self.theta.len()
+    }
+
+    /// Rows of the batch.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// `out = G v` (see [`MlpGgn`]). A non-finite result is an error
+    /// ([`Error::Density`]), `out` then holds it.
+    pub fn apply(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
+        let dim = self.theta.len();
+        for (what, got) in [("GGN vector", v.len()), ("GGN output", out.len())] {
+            if got != dim {
+                return Err(Error::DimensionMismatch {
+                    what,
+                    expected: dim,
+                    got,
+                });
+            }
+        }
+        let (widths, theta, m) = (&self.widths, &self.theta, self.m);
+        let nl = widths.len() - 1;
+        let k = widths[nl];
+        let par = Parallelism::None;
+        // Tangent forward: r_l = R z_l, masked to R h_l below the output.
+        let mut r: Vec<f64> = Vec::new();
+        for l in 0..nl {
+            let (din, dout) = (widths[l], widths[l + 1]);
+            let (wo, bo) = (self.w_off[l], self.b_off[l]);
+            let mut rz = v[bo..bo + dout].repeat(m);
+            matmul(
+                (m, dout, din),
+                &mut rz,
+                true,
+                (&self.acts[l], din, 1),
+                (&v[wo..wo + din * dout], dout, 1),
+                par,
+            );
+            if l > 0 {
+                matmul(
+                    (m, dout, din),
+                    &mut rz,
+                    true,
+                    (&r, din, 1),
+                    (&theta[wo..wo + din * dout], dout, 1),
+                    par,
+                );
+            }
+            if l + 1 < nl {
+                for (rv, &h) in rz.iter_mut().zip(&self.acts[l + 1]) {
+                    if h <= 0.0 {
+                        *rv = 0.0;
+                    }
+                }
+            }
+            r = rz;
+        }
+        // Output Hessian: u = H (J v).
+        match self.likelihood {
+            MlpLikelihood::Categorical { .. } => {
+                for (rr, p) in r.chunks_exact_mut(k).zip(self.probs.chunks_exact(k)) {
+                    let pr: f64 = p.iter().zip(rr.iter()).map(|(a, b)| a * b).sum();
+                    for (rc, &pc) in rr.iter_mut().zip(p) {
+                        *rc = pc * (*rc - pr);
+                    }
+                }
+            }
+            _ => r.iter_mut().for_each(|x| *x *= self.inv_var),
+        }
+        // Backward: Jᵀ u.
+        let mut delta = r;
+        for l in (0..nl).rev() {
+            let (din, dout) = (widths[l], widths[l + 1]);
+            let (wo, bo) = (self.w_off[l], self.b_off[l]);
+            let input = &self.acts[l];
+            matmul(
+                (din, dout, m),
+                &mut out[wo..wo + din * dout],
+                false,
+                (input, 1, din),
+                (&delta, dout, 1),
+                par,
+            );
+            let gb = &mut out[bo..bo + dout];
+            gb.fill(0.0);
+            for row in delta.chunks_exact(dout) {
+                for (g, d) in gb.iter_mut().zip(row) {
+                    *g += d;
+                }
+            }
+            if l > 0 {
+                let mut prev = vec![0.0; m * din];
+                matmul(
+                    (m, din, dout),
+                    &mut prev,
+                    false,
+                    (&delta, dout, 1),
+                    (&theta[wo..wo + din * dout], 1, dout),
+                    par,
+                );
+                for (dv, &h) in prev.iter_mut().zip(input) {
+                    if h <= 0.0 {
+                        *dv = 0.0;
+                    }
+                }
+                delta = prev;
+            }
+        }
+        if self.likelihood == MlpLikelihood::GaussianLearned {
+            out[dim - 1] = 2.0 * m as f64 * v[dim - 1];
+        }
+        if out.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Density("non-finite GGN-vector product".into()));
         }
         Ok(())
     }

@@ -453,18 +453,90 @@ impl Model {
             .with_device(device.clone())
     }
 
-    /// The prediction of one parameter value `theta` (ravel order) for rows
-    /// `x` (row-major, standardised), computed in f64 on the CPU.
-    pub fn predict(&self, theta: &[f64], x: &[f64]) -> Result<PointPrediction> {
-        let d = self.spec.feature_names.len();
-        if theta.len() != self.layout.len() {
-            return Err(langevin_core::Error::DimensionMismatch {
-                what: "parameter vector",
-                expected: self.layout.len(),
-                got: theta.len(),
-            }
-            .into());
+    /// An MLP's last layer as a model of its own, at the hidden layers of `theta`: the
+    /// penultimate activations φ(x) ([`Model::last_layer_features`]) are the features of
+    /// a softmax model (classification) or a linear model (regression, with the MLP's
+    /// noise fixed: `exp(log_noise_sd)` of `theta` when it is learned), whose parameters
+    /// are the last layer's weight and bias in the MLP's order, `theta[range]`. The
+    /// network is linear in its last layer, so both models have the same log likelihood
+    /// as functions of those parameters (with the same prior sd); the last-layer Laplace
+    /// and its linearised predictive can work on the small model.
+    pub fn last_layer_model(&self, theta: &[f64]) -> Result<(Model, std::ops::Range<usize>)> {
+        if self.spec.kind != ModelKind::Mlp {
+            return Err(ModelError::config(
+                "model",
+                "only an MLP has a last layer of its own",
+            ));
         }
+        self.check_theta(theta)?;
+        let last = self.spec.hidden.len();
+        let w = self
+            .layout
+            .range(&format!("layer{last}.weight"))
+            .expect("an MLP has its output layer");
+        let b = self
+            .layout
+            .range(&format!("layer{last}.bias"))
+            .expect("an MLP has its output layer");
+        let width = *self.spec.hidden.last().expect("an MLP has hidden layers");
+        let noise = match (self.layout.range("log_noise_sd"), self.spec.noise) {
+            (Some(r), _) => Noise::Fixed(theta[r.start].exp()),
+            (None, n) => n,
+        };
+        let spec = ModelSpec {
+            kind: match self.spec.task {
+                Task::Regression => ModelKind::Linear,
+                Task::Classification { .. } => ModelKind::Softmax,
+            },
+            task: self.spec.task,
+            feature_names: (0..width).map(|j| format!("h{j}")).collect(),
+            hidden: vec![],
+            prior_sd: self.spec.prior_sd,
+            noise,
+            n_train: self.spec.n_train,
+        };
+        Ok((Model::new(spec)?, w.start..b.end))
+    }
+
+    /// The MLP's penultimate activations (after the last hidden ReLU) for the rows `x`
+    /// (row-major), at `theta`: row-major `rows × last hidden width`.
+    pub fn last_layer_features(&self, theta: &[f64], x: &[f64]) -> Result<Vec<f64>> {
+        if self.spec.kind != ModelKind::Mlp {
+            return Err(ModelError::config(
+                "model",
+                "only an MLP has a last layer of its own",
+            ));
+        }
+        self.check_theta(theta)?;
+        let d = self.spec.feature_names.len();
+        let rows = self.rows_of(x)?;
+        let mut h = x.to_vec();
+        let mut width = d;
+        for (l, &out) in self.spec.hidden.iter().enumerate() {
+            let w = &theta[self
+                .layout
+                .range(&format!("layer{l}.weight"))
+                .expect("layer")];
+            let b = &theta[self.layout.range(&format!("layer{l}.bias")).expect("layer")];
+            let mut next = vec![0.0; rows * out];
+            for (hr, nr) in h.chunks_exact(width).zip(next.chunks_exact_mut(out)) {
+                nr.copy_from_slice(b);
+                for (hi, wr) in hr.iter().zip(w.chunks_exact(out)) {
+                    for (n, wv) in nr.iter_mut().zip(wr) {
+                        *n += hi * wv;
+                    }
+                }
+                nr.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            h = next;
+            width = out;
+        }
+        Ok(h)
+    }
+
+    /// The number of rows of a row-major feature matrix.
+    fn rows_of(&self, x: &[f64]) -> Result<usize> {
+        let d = self.spec.feature_names.len();
         if !x.len().is_multiple_of(d) {
             return Err(langevin_core::Error::DimensionMismatch {
                 what: "feature matrix width",
@@ -473,7 +545,27 @@ impl Model {
             }
             .into());
         }
-        let m = x.len() / d;
+        Ok(x.len() / d)
+    }
+
+    fn check_theta(&self, theta: &[f64]) -> Result<()> {
+        if theta.len() != self.layout.len() {
+            return Err(langevin_core::Error::DimensionMismatch {
+                what: "parameter vector",
+                expected: self.layout.len(),
+                got: theta.len(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The prediction of one parameter value `theta` (ravel order) for rows
+    /// `x` (row-major, standardised), computed in f64 on the CPU.
+    pub fn predict(&self, theta: &[f64], x: &[f64]) -> Result<PointPrediction> {
+        let d = self.spec.feature_names.len();
+        self.check_theta(theta)?;
+        let m = self.rows_of(x)?;
         let dev = Device::Cpu;
         let params = Params::new(self.layout.clone(), theta.to_vec())?;
         let ts: Vec<Tensor> =
@@ -558,6 +650,54 @@ fn forward(kind: ModelKind, task: Task, ts: &[Tensor], x: &Tensor) -> candle_cor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The last-layer model on the penultimate features predicts what the MLP predicts.
+    #[test]
+    fn last_layer_model_reproduces_the_mlp() {
+        for task in [Task::Classification { n_classes: 3 }, Task::Regression] {
+            let spec = ModelSpec {
+                kind: ModelKind::Mlp,
+                task,
+                feature_names: vec!["a".into(), "b".into()],
+                hidden: vec![4, 5],
+                prior_sd: 1.3,
+                noise: Noise::Learned,
+                n_train: 10,
+            };
+            let m = Model::new(spec).unwrap();
+            let mut rng = langevin_core::chain_rng(7, 0);
+            let theta: Vec<f64> = (0..m.n_params())
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let x = [0.3, -1.2, 2.0, 0.5, -0.7, 0.1];
+            let (lm, range) = m.last_layer_model(&theta).unwrap();
+            let phi = m.last_layer_features(&theta, &x).unwrap();
+            assert_eq!(phi.len(), 3 * 5);
+            assert_eq!(range.len(), lm.n_params());
+            let a = m.predict(&theta, &x).unwrap();
+            let b = lm.predict(&theta[range], &phi).unwrap();
+            match (a, b) {
+                (
+                    PointPrediction::Probs { probs: p, .. },
+                    PointPrediction::Probs { probs: q, .. },
+                ) => {
+                    for (u, v) in p.iter().zip(&q) {
+                        assert!((u - v).abs() < 1e-12);
+                    }
+                }
+                (
+                    PointPrediction::Gaussian { mean: p, sd: s },
+                    PointPrediction::Gaussian { mean: q, sd: t },
+                ) => {
+                    assert!((s - t).abs() < 1e-12);
+                    for (u, v) in p.iter().zip(&q) {
+                        assert!((u - v).abs() < 1e-12);
+                    }
+                }
+                _ => panic!("task mismatch"),
+            }
+        }
+    }
     use langevin_core::LogDensity;
 
     fn spec(kind: ModelKind, task: Task, d: usize) -> ModelSpec {

@@ -115,12 +115,25 @@ where
 }
 
 /// A Gaussian posterior's covariance over a subset of `m` parameters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub enum Covariance<'a> {
     /// Variances (length m).
     Diag(&'a [f64]),
     /// Row-major `m × m` covariance.
     Dense(&'a [f64]),
+    /// `v ↦ Σ v` for vectors of length m, for a structured covariance that is never
+    /// formed (e.g. [`KronLaplaceState::cov_vec`](crate::laplace::KronLaplaceState::cov_vec)).
+    Operator(&'a (dyn Fn(&[f64]) -> Result<Vec<f64>> + Sync)),
+}
+
+impl std::fmt::Debug for Covariance<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Covariance::Diag(v) => f.debug_tuple("Diag").field(&v.len()).finish(),
+            Covariance::Dense(c) => f.debug_tuple("Dense").field(&c.len()).finish(),
+            Covariance::Operator(_) => f.write_str("Operator"),
+        }
+    }
 }
 
 /// Linearised predictive: per-example means and `k × k` covariances.
@@ -175,11 +188,45 @@ pub fn linearised<M: OutputModel>(
                 return Err(Error::config("cov", "must be finite"));
             }
         }
+        Covariance::Operator(_) => {}
     }
     let jac = model.forward_jacobian(params, batch)?;
     check_len("model Jacobian columns", params.len(), jac.dim)?;
     let (n, k, d) = (jac.n, jac.k, jac.dim);
     let mut out = vec![0.0; n * k * k];
+    if let Covariance::Dense(c) = cov {
+        // All rows at once: `(J Σ)` as one matrix product (faer), then the k × k blocks.
+        let mut jm = faer::Mat::<f64>::zeros(n * k, m);
+        let mut row = vec![0.0; m];
+        for i in 0..n {
+            let block = jac.block(i);
+            for r in 0..k {
+                subset.gather(&block[r * d..(r + 1) * d], &mut row);
+                for (j, v) in row.iter().enumerate() {
+                    jm[(i * k + r, j)] = *v;
+                }
+            }
+        }
+        let cm = faer::Mat::<f64>::from_fn(m, m, |a, b| c[a * m + b]);
+        let js = &jm * &cm;
+        for i in 0..n {
+            let o = &mut out[i * k * k..(i + 1) * k * k];
+            for a in 0..k {
+                for b in 0..k {
+                    o[a * k + b] = (0..m)
+                        .map(|j| jm[(i * k + a, j)] * js[(i * k + b, j)])
+                        .sum::<f64>();
+                }
+                o[a * k + a] += obs_noise;
+            }
+        }
+        return Ok(LinearisedPredictive {
+            n,
+            k,
+            mean: jac.outputs,
+            cov: out,
+        });
+    }
     let mut js = vec![0.0; k * m];
     let mut sj = vec![0.0; m];
     for i in 0..n {
@@ -197,10 +244,11 @@ pub fn linearised<M: OutputModel>(
                         *s = vj * j;
                     }
                 }
-                Covariance::Dense(c) => {
-                    for (r, s) in sj.iter_mut().enumerate() {
-                        *s = crate::curvature::dot(&c[r * m..(r + 1) * m], jb);
-                    }
+                Covariance::Dense(_) => unreachable!("handled above"),
+                Covariance::Operator(op) => {
+                    let v = op(jb)?;
+                    check_len("covariance operator output", m, v.len())?;
+                    sj.copy_from_slice(&v);
                 }
             }
             for a in 0..k {
@@ -326,6 +374,17 @@ mod tests {
             assert!((x - y).abs() < 1e-12);
         }
         assert!(linearised_diag(&m, &mu, &v[..2], &xs[..], 0.0).is_err());
+        // An operator v ↦ Σ v gives the dense result.
+        let op = |v: &[f64]| -> Result<Vec<f64>> {
+            Ok((0..3)
+                .map(|i| (0..3).map(|j| cov[i * 3 + j] * v[j]).sum())
+                .collect())
+        };
+        let all = Subset::all(3);
+        let c = linearised(&m, &mu, Covariance::Operator(&op), &all, &xs[..], 0.1).unwrap();
+        for (x, y) in c.cov.iter().zip(&lin.cov) {
+            assert!((x - y).abs() < 1e-12);
+        }
         assert!(linearised_diag(&m, &mu, &v, &xs[..], -1.0).is_err());
     }
 

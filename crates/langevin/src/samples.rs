@@ -264,6 +264,30 @@ impl Samples {
         m
     }
 
+    /// The same draws of the scalars `columns` only (in that order).
+    pub fn select(&self, columns: &[usize]) -> Result<Samples> {
+        if let Some(&j) = columns.iter().find(|&&j| j >= self.dim()) {
+            return Err(Error::DimensionMismatch {
+                what: "selected column",
+                expected: self.dim(),
+                got: j,
+            });
+        }
+        let names = columns.iter().map(|&j| self.names[j].clone()).collect();
+        let mut out = Samples::new(names, self.chains.len());
+        let mut row = vec![0.0; columns.len()];
+        for (c, trace) in self.chains.iter().zip(out.chains.iter_mut()) {
+            for i in 0..c.n_draws() {
+                let d = c.draw(i);
+                for (r, &j) in row.iter_mut().zip(columns) {
+                    *r = d[j];
+                }
+                trace.push_with(&row, c.log_density()[i], c.diverged()[i])?;
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of draws of the shortest chain.
     pub fn min_draws(&self) -> usize {
         self.chains.iter().map(|c| c.n_draws()).min().unwrap_or(0)
@@ -658,6 +682,23 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn select_keeps_the_chosen_columns_of_every_draw() {
+        let mut s = Samples::new(vec!["a".into(), "b".into(), "c".into()], 2);
+        for (c, t) in s.chains.iter_mut().enumerate() {
+            for i in 0..3 {
+                let v = (10 * c + i) as f64;
+                t.push_with(&[v, v + 0.5, v + 0.25], -v, i == 1).unwrap();
+            }
+        }
+        let sel = s.select(&[2, 0]).unwrap();
+        assert_eq!(sel.names, vec!["c".to_string(), "a".to_string()]);
+        assert_eq!(sel.chains[1].draw(2), &[12.25, 12.0]);
+        assert_eq!(sel.chains[0].log_density(), s.chains[0].log_density());
+        assert_eq!(sel.chains[0].diverged(), &[false, true, false]);
+        assert!(s.select(&[3]).is_err());
+    }
 
     #[test]
     fn thinning_keeps_the_right_steps() {

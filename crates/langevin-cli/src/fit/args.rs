@@ -46,6 +46,8 @@ pub enum MethodArg {
     LaplaceDenseGgn,
     /// Laplace at the MAP, dense Hessian.
     LaplaceHessian,
+    /// Laplace at the MAP, Kronecker-factored (KFAC) GGN per linear layer.
+    LaplaceKfac,
     /// Diagonal extended Kalman filter.
     Ekf,
     /// Dense extended Kalman filter.
@@ -53,6 +55,10 @@ pub enum MethodArg {
     /// The analog (thermodynamic) sampler: the circuit of a linear-Gaussian (with
     /// --noise-sd) or logistic posterior, simulated, with its analog time and energy.
     Analog,
+    /// Thermodynamic natural gradient descent (a point estimate): the natural-gradient
+    /// solves simulated on an analog device, with its analog time and energy, and Adam
+    /// over the same steps as the baseline.
+    Tngd,
 }
 
 impl MethodArg {
@@ -94,9 +100,11 @@ impl MethodArg {
             MethodArg::LaplaceDiagGgn => "Laplace (diagonal GGN)",
             MethodArg::LaplaceDenseGgn => "Laplace (dense GGN)",
             MethodArg::LaplaceHessian => "Laplace (Hessian)",
+            MethodArg::LaplaceKfac => "Laplace (KFAC GGN)",
             MethodArg::Ekf => "EKF (diagonal)",
             MethodArg::EkfDense => "EKF (dense)",
             MethodArg::Analog => "analog circuit (simulated)",
+            MethodArg::Tngd => "TNGD (simulated device)",
         }
     }
 }
@@ -249,6 +257,24 @@ pub struct FitArgs {
     /// Stop with exit code 3 after this many divergent (non-finite) steps in a chain.
     #[arg(long, default_value_t = 100)]
     pub max_divergences: u64,
+    /// Laplace methods: replace the prior precision by the one that maximises the
+    /// Laplace evidence (marginal likelihood) at the MAP, as laplace-torch's
+    /// `optimize_prior_precision(method="marglik")`; the MAP is not refitted.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub marglik: bool,
+    /// With --marglik on a regression with a fixed --noise-sd and a GGN curvature
+    /// (laplace-diag-ggn, laplace-dense-ggn): tune the noise sd by the evidence too
+    /// (the --noise-sd value is where the MAP was found).
+    #[arg(long, requires = "marglik")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub marglik_noise: bool,
+    /// Laplace methods on an MLP: approximate the last layer only (its weight and
+    /// bias), every other parameter fixed at the MAP (laplace-torch's
+    /// `subset_of_weights="last_layer"`).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last_layer: bool,
     /// Skip the PNG plots.
     #[arg(long)]
     pub no_plots: bool,
@@ -296,6 +322,9 @@ impl Default for FitArgs {
             data_parallel: false,
             out: None,
             max_divergences: 100,
+            marglik: false,
+            marglik_noise: false,
+            last_layer: false,
             no_plots: false,
             quiet: false,
             threads: None,

@@ -19,6 +19,7 @@ pub const DEFAULT_DATA: &str = "iris_virginica";
 pub const DEFAULT_HIDDEN: &str = "64,64";
 
 /// Data prepared for fitting: standardised training and evaluation rows.
+#[derive(Clone)]
 pub struct Prepared {
     pub model: Model,
     /// `bundled:<name>` or the file path as given.

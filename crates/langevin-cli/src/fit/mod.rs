@@ -31,6 +31,7 @@ pub mod ranks;
 pub mod report;
 pub mod sample;
 pub mod shards;
+pub mod tngd;
 
 use std::path::Path;
 use std::time::Instant;
@@ -251,6 +252,11 @@ pub fn run(args: FitArgs) -> Result<()> {
             )
         } else if cfg.method.is_sampler() {
             format!("{} chains x {} steps", cfg.chains, cfg.steps)
+        } else if cfg.method == MethodArg::Tngd {
+            format!(
+                "{} TNGD steps (device simulated), then Adam over the same steps",
+                cfg.steps
+            )
         } else if cfg.method == MethodArg::Analog {
             format!(
                 "{} simulated circuit runs x {} draws",
@@ -351,6 +357,8 @@ pub fn run(args: FitArgs) -> Result<()> {
         )?
     } else if cfg.method == MethodArg::Analog {
         analog::run(&report)?
+    } else if cfg.method == MethodArg::Tngd {
+        tngd::run(&report)?
     } else {
         gaussian::run(&report)?
     };

@@ -70,6 +70,15 @@ pub struct FitConfig {
     pub n_train: usize,
     pub n_test: usize,
     pub metrics_on: &'static str,
+    /// Laplace: the prior precision by the evidence (`--marglik`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub marglik: bool,
+    /// Laplace: the noise sd by the evidence too (`--marglik-noise`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub marglik_noise: bool,
+    /// Laplace: the last layer only (`--last-layer`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub last_layer: bool,
     /// --control-variates and the step-size schedule (fit/cv.rs).
     #[serde(flatten)]
     pub cv: super::cv::CvPlan,
@@ -116,6 +125,8 @@ impl FitConfig {
     pub fn draws_per_chain(&self, n_params: usize) -> usize {
         if self.method == MethodArg::Analog {
             super::analog::ANALOG_DRAWS
+        } else if self.method == MethodArg::Tngd {
+            1
         } else if self.method.is_sampler() {
             self.run_config(None, None).thinning.n_draws(self.steps) as usize
         } else {
@@ -134,6 +145,7 @@ pub fn default_step_size(method: MethodArg) -> f64 {
     match method {
         MethodArg::Sgld => 1e-2,
         MethodArg::Sghmc | MethodArg::Sgnht | MethodArg::Baoa | MethodArg::Map => 1e-1,
+        MethodArg::Tngd => super::tngd::TNGD_LR,
         m => gaussian_step_size(m),
     }
 }
@@ -180,6 +192,9 @@ fn check_applicable(args: &FitArgs) -> Result<()> {
     let m = args.method;
     if m == MethodArg::Nuts {
         return super::nuts::check_applicable(args);
+    }
+    if m == MethodArg::Tngd {
+        super::tngd::check_applicable(args)?;
     }
     let name = m.name();
     let mut not_here: Vec<&str> = Vec::new();
@@ -350,15 +365,62 @@ pub fn resolve(args: &FitArgs, prep: &Prepared) -> Result<FitConfig> {
         n_train,
         n_test: prep.n_test,
         metrics_on: prep.metrics_on,
+        marglik: args.marglik,
+        marglik_noise: args.marglik_noise,
+        last_layer: args.last_layer,
         cv: Default::default(),
     };
+    // The parameters a dense method's matrices span.
+    let mut approximated = model.n_params();
+    if args.last_layer {
+        if !matches!(family(method), Some(Family::Laplace(_))) {
+            crate::bail_input!(
+                "--last-layer restricts a Laplace approximation to the last layer; --method {} \
+                 is not one (use a laplace-* method)",
+                method.name()
+            );
+        }
+        approximated = last_layer_size(model)?;
+    }
+    if args.marglik_noise {
+        let ggn = matches!(
+            family(method),
+            Some(Family::Laplace(Curvature::DiagGgn | Curvature::DenseGgn))
+        );
+        if classification || args.d.noise_sd.is_none() || !ggn {
+            crate::bail_input!(
+                "--marglik-noise tunes the fixed noise sd of a regression (give --noise-sd) \
+                 whose Laplace curvature is a GGN (--method laplace-diag-ggn or \
+                 laplace-dense-ggn); this run has --method {}{}",
+                method.name(),
+                if classification {
+                    " on a classification task"
+                } else if args.d.noise_sd.is_none() {
+                    " and a learned noise (the log_noise_sd parameter is fitted with the others)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if args.marglik && !matches!(family(method), Some(Family::Laplace(_))) {
+        crate::bail_input!(
+            "--marglik tunes the prior precision of a Laplace approximation; --method {} is not one \
+             (use a laplace-* method)",
+            method.name()
+        );
+    }
     if method == MethodArg::Analog {
         super::analog::check_model(model.spec().kind, model.spec().noise)?;
         cfg.steps = 0;
         return Ok(cfg);
     }
+    if method == MethodArg::Tngd {
+        super::tngd::resolve(args, &mut cfg)?;
+        return Ok(cfg);
+    }
     if !method.is_sampler() {
-        let g = gaussian_plan(method, args.steps, n_train, batch_size, model.n_params())?;
+        let g = gaussian_plan(method, args.steps, n_train, batch_size, approximated)?;
         cfg.steps = g.steps;
         if let Some(eps) = g.step_size {
             cfg.step_size = eps;
@@ -495,6 +557,8 @@ pub enum Curvature {
     DiagGgn,
     DenseGgn,
     Hessian,
+    /// Kronecker-factored GGN per linear layer (not dense: no P × P matrix).
+    Kfac,
 }
 
 /// The kinds of Gaussian approximation.
@@ -517,6 +581,7 @@ pub fn family(m: MethodArg) -> Option<Family> {
         MethodArg::LaplaceDiagGgn => Family::Laplace(Curvature::DiagGgn),
         MethodArg::LaplaceDenseGgn => Family::Laplace(Curvature::DenseGgn),
         MethodArg::LaplaceHessian => Family::Laplace(Curvature::Hessian),
+        MethodArg::LaplaceKfac => Family::Laplace(Curvature::Kfac),
         MethodArg::Ekf => Family::Ekf { dense: false },
         MethodArg::EkfDense => Family::Ekf { dense: true },
         _ => return None,
@@ -553,6 +618,23 @@ struct GaussianPlan {
     pub step_size: Option<f64>,
 }
 
+/// The number of parameters in the model's last layer (`--last-layer`); a model
+/// without layers (the linear models) is bad input.
+pub fn last_layer_size(model: &langevin_models::Model) -> Result<usize> {
+    let c = langevin::laplace::LaplaceConfig::last_layer(model.layout(), 1.0).map_err(|_| {
+        crate::exit::bad_input(format!(
+            "--last-layer needs a network with layers (--model mlp); the {} model is one \
+             linear layer already: drop --last-layer",
+            model.spec().kind.name()
+        ))
+    })?;
+    let names = c.subset.unwrap_or_default();
+    Ok(names
+        .iter()
+        .filter_map(|n| model.layout().range(n).map(|r| r.len()))
+        .sum())
+}
+
 /// Resolve the steps of `method` (`steps`: the user's `--steps`) and refuse
 /// a dense method on a model with more than [`MAX_DENSE_PARAMS`] parameters.
 fn gaussian_plan(
@@ -570,7 +652,8 @@ fn gaussian_plan(
         crate::bail_input!(
             "--method {name} stores {n_params} x {n_params} matrices: at most \
              {MAX_DENSE_PARAMS} parameters are allowed, this model has {n_params}; use a \
-             diagonal method (vi, laplace-diag-ggn, laplace-diag-fisher, ekf) or a smaller model"
+             diagonal or Kronecker-factored method (vi, laplace-diag-ggn, laplace-diag-fisher, \
+             laplace-kfac, ekf) or a smaller model"
         );
     }
     let full_batch = batch_size >= n_train;

@@ -13,12 +13,14 @@ use serde_json::json;
 
 use super::data::Prepared;
 use super::plan::{FitConfig, MIN_VERDICT_DRAWS};
-use crate::evaluate::{classification_metrics, predictive, regression_metrics, Predictive};
+use crate::evaluate::{
+    classification_metrics, predictive, regression_metrics, Calibration, Predictive,
+};
 use crate::rundir::num;
 use crate::summary::{param_summaries, table, warnings};
 
 /// Most draws used for the posterior predictive.
-const MAX_PREDICTIVE_DRAWS: usize = 1000;
+pub const MAX_PREDICTIVE_DRAWS: usize = 1000;
 
 /// What the report needs besides the draws.
 pub struct ReportArgs<'a> {
@@ -46,12 +48,63 @@ pub fn verdict(cfg: &FitConfig, samples: &Samples) -> Result<Option<Verdict>> {
     if samples.min_draws() < langevin::diagnostics::MIN_DRAWS {
         return Ok(None);
     }
+    // A last-layer Laplace run fixes every other parameter: the verdict is on the
+    // parameters that vary.
+    let varying;
+    let samples = if cfg.last_layer {
+        let first = samples.chains[0].draw(0).to_vec();
+        let cols: Vec<usize> = (0..samples.dim())
+            .filter(|&j| {
+                samples
+                    .chains
+                    .iter()
+                    .any(|c| (0..c.n_draws()).any(|i| c.draw(i)[j] != first[j]))
+            })
+            .collect();
+        varying = samples.select(&cols)?;
+        &varying
+    } else {
+        samples
+    };
     Ok(Some(Verdict::of(
         samples,
         cfg.target_ess,
         cfg.target_rhat,
         MIN_VERDICT_DRAWS,
     )?))
+}
+
+/// The metrics of a predictive on the evaluation rows (`{on}_nll` and
+/// `{on}_accuracy`, `ece`, `brier`, or `{on}_rmse`), and the calibration bins of a
+/// classification.
+pub fn predictive_metrics(
+    pred: &Predictive,
+    prep: &Prepared,
+    on: &str,
+) -> Result<(
+    serde_json::Map<String, serde_json::Value>,
+    Option<Calibration>,
+)> {
+    let mut metrics = serde_json::Map::new();
+    let mut reliability = None;
+    match pred {
+        Predictive::Classification { probs, k, .. } => {
+            let y: Vec<usize> = prep.eval_y.iter().map(|&v| v as usize).collect();
+            let m = classification_metrics(probs, *k, &y, 10)?;
+            metrics.insert(format!("{on}_nll"), num(m.nll));
+            metrics.insert(format!("{on}_accuracy"), num(m.accuracy));
+            metrics.insert("ece".into(), num(m.calibration.ece));
+            metrics.insert("brier".into(), num(m.brier));
+            reliability = Some(m.calibration);
+        }
+        Predictive::Regression { means, sds } => {
+            let (shift, scale) = prep.target_scaler.unwrap_or((0.0, 1.0));
+            let (rmse, nll) = regression_metrics(means, sds, &prep.eval_y_raw, scale, shift);
+            metrics.insert(format!("{on}_nll"), num(nll));
+            metrics.insert(format!("{on}_rmse"), num(rmse));
+        }
+    }
+    Ok((metrics, reliability))
 }
 
 /// Summarise `samples` (and print the report unless quiet): the content of
@@ -72,25 +125,7 @@ pub fn summarize_and_report(
     let draws = samples.spread(MAX_PREDICTIVE_DRAWS);
     let pred = predictive(model, &draws, &prep.eval_x)?;
     let on = cfg.metrics_on;
-    let mut metrics = serde_json::Map::new();
-    let mut reliability = None;
-    match &pred {
-        Predictive::Classification { probs, k, .. } => {
-            let y: Vec<usize> = prep.eval_y.iter().map(|&v| v as usize).collect();
-            let m = classification_metrics(probs, *k, &y, 10)?;
-            metrics.insert(format!("{on}_nll"), num(m.nll));
-            metrics.insert(format!("{on}_accuracy"), num(m.accuracy));
-            metrics.insert("ece".into(), num(m.calibration.ece));
-            metrics.insert("brier".into(), num(m.brier));
-            reliability = Some(m.calibration);
-        }
-        Predictive::Regression { means, sds } => {
-            let (shift, scale) = prep.target_scaler.unwrap_or((0.0, 1.0));
-            let (rmse, nll) = regression_metrics(means, sds, &prep.eval_y_raw, scale, shift);
-            metrics.insert(format!("{on}_nll"), num(nll));
-            metrics.insert(format!("{on}_rmse"), num(rmse));
-        }
-    }
+    let (mut metrics, reliability) = predictive_metrics(&pred, prep, on)?;
     metrics.insert("metrics_on".into(), json!(on));
     metrics.insert("n_eval".into(), json!(prep.eval_y.len()));
     metrics.insert("predictive_draws".into(), json!(draws.len()));

@@ -236,14 +236,9 @@ pub fn mean_sd(x: &[f64]) -> (f64, f64) {
 // Reference posteriors
 // ---------------------------------------------------------------------------
 
-/// The exact posterior of the linear model `fit --data diabetes --model
-/// linear --noise-sd SIGMA --test-fraction 0` (every row, standardised with
-/// the statistics saved in run.json): mean and covariance.
-pub fn conjugate_posterior(
-    run: &serde_json::Value,
-    sigma: f64,
-    prior_sd: f64,
-) -> (Vec<f64>, Vec<f64>) {
+/// Every diabetes row standardised with the statistics saved in run.json: the design
+/// matrix with the intercept column last, and the standardised target.
+pub fn diabetes_design(run: &serde_json::Value) -> (Vec<Vec<f64>>, Vec<f64>) {
     let ds = langevin_models::bundled::find("diabetes")
         .unwrap()
         .load(None)
@@ -252,17 +247,35 @@ pub fn conjugate_posterior(
     let mean = floats(&run["standardizer"]["mean"]);
     let sd = floats(&run["standardizer"]["sd"]);
     let ts = floats(&run["target_scaler"]);
-    let p = d + 1;
+    let x =
+        ds.x.chunks_exact(d)
+            .map(|row| {
+                let mut r: Vec<f64> = row
+                    .iter()
+                    .zip(mean.iter().zip(&sd))
+                    .map(|(v, (m, s))| (v - m) / s)
+                    .collect();
+                r.push(1.0);
+                r
+            })
+            .collect();
+    let y = ds.y.iter().map(|v| (v - ts[0]) / ts[1]).collect();
+    (x, y)
+}
+
+/// The exact posterior of the linear model `fit --data diabetes --model
+/// linear --noise-sd SIGMA --test-fraction 0` (every row, standardised with
+/// the statistics saved in run.json): mean and covariance.
+pub fn conjugate_posterior(
+    run: &serde_json::Value,
+    sigma: f64,
+    prior_sd: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (x, y) = diabetes_design(run);
+    let p = x[0].len();
     let mut prec = vec![0.0; p * p];
     let mut b = vec![0.0; p];
-    for (i, row) in ds.x.chunks_exact(d).enumerate() {
-        let mut xt: Vec<f64> = row
-            .iter()
-            .zip(mean.iter().zip(&sd))
-            .map(|(v, (m, s))| (v - m) / s)
-            .collect();
-        xt.push(1.0);
-        let y = (ds.y[i] - ts[0]) / ts[1];
+    for (xt, y) in x.iter().zip(&y) {
         for a in 0..p {
             b[a] += xt[a] * y / (sigma * sigma);
             for c in 0..p {

@@ -253,6 +253,34 @@ impl Tngd {
         Ok(f)
     }
 
+    /// The analog run of each step.
+    pub fn ou(&self) -> &OuConfig {
+        &self.ou
+    }
+
+    /// Change the analog run of the next steps (for example a smaller
+    /// Euler-Maruyama step after the curvature grew), checked as in
+    /// [`Tngd::new`]; the device state and the accounting are kept.
+    pub fn set_ou(&mut self, ou: OuConfig) -> Result<()> {
+        Self::new(self.dim, self.damping, ou, self.tau_seconds, 0)?;
+        self.ou = ou;
+        Ok(())
+    }
+
+    /// The damping λ of the next steps.
+    pub fn damping(&self) -> f64 {
+        self.damping
+    }
+
+    /// Change the damping λ of the next steps (for example adapted
+    /// Levenberg-Marquardt style from how well the last step did), checked as
+    /// in [`Tngd::new`]; the device state and the accounting are kept.
+    pub fn set_damping(&mut self, damping: f64) -> Result<()> {
+        Self::new(self.dim, damping, self.ou, self.tau_seconds, 0)?;
+        self.damping = damping;
+        Ok(())
+    }
+
     /// The device state (the last direction).
     pub fn state(&self) -> &[f64] {
         &self.state
@@ -541,5 +569,34 @@ mod tests {
             opt.step(&mut w, &g, matvec(&gm), f64::NAN),
             Err(Error::InvalidConfig { field: "lr", .. })
         ));
+        // set_ou checks as new does and keeps the state and the accounting.
+        let mut em = Tngd::new(4, 0.1, ou, 1e-6, 0).unwrap();
+        em.direction(&g, matvec(&gm)).unwrap();
+        let before = em.state().to_vec();
+        assert!(matches!(
+            em.set_ou(OuConfig { delay: 1.0, ..ou }),
+            Err(Error::InvalidConfig { field: "delay", .. })
+        ));
+        let em_ou = OuConfig {
+            time: 2.0,
+            integrator: Integrator::EulerMaruyama { dt: 0.05 },
+            ..ou
+        };
+        em.set_ou(em_ou).unwrap();
+        assert_eq!(em.ou().time, 2.0);
+        assert_eq!(em.state(), &before[..]);
+        em.direction(&g, matvec(&gm)).unwrap();
+        assert!((em.analog_time() - 3.0).abs() < 1e-12);
+        // set_damping likewise.
+        assert!(matches!(
+            em.set_damping(-1.0),
+            Err(Error::InvalidConfig {
+                field: "damping",
+                ..
+            })
+        ));
+        em.set_damping(2.5).unwrap();
+        assert_eq!(em.damping(), 2.5);
+        assert!((em.analog_time() - 3.0).abs() < 1e-12);
     }
 }

@@ -12,6 +12,9 @@
 //! * [`diag_ggn`]: `P += diag(Σᵢ Jᵢᵀ Hᵢ Jᵢ)` ([`OutputModel`](crate::curvature::OutputModel)).
 //! * [`dense_ggn`]: `P += Σᵢ Jᵢᵀ Hᵢ Jᵢ`.
 //! * [`dense_hessian`]: `P += rescale · (−∇² log_posterior) + jitter · I`.
+//! * [`kfac`]: per linear layer `P = (Σᵢ ãᵢãᵢᵀ / N) ⊗ Σᵢ gᵢgᵢᵀ + δ I` (KFAC GGN,
+//!   laplace-torch's `hessian_structure="kron"`; a model implementing
+//!   [`KronFactors`]), its own state [`KronLaplaceState`].
 //!
 //! **Subsets**: `subset: Some(names)` restricts the approximation to those
 //! tensors (e.g. the last layer); `P` is then `m × m` over their flat indices
@@ -48,6 +51,7 @@ pub mod dense_ggn;
 pub mod dense_hessian;
 pub mod diag_fisher;
 pub mod diag_ggn;
+pub mod kfac;
 pub mod marglik;
 
 pub use dense_fisher::DenseFisherLaplace;
@@ -55,6 +59,9 @@ pub use dense_ggn::DenseGgnLaplace;
 pub use dense_hessian::{DenseHessianConfig, DenseHessianLaplace};
 pub use diag_fisher::DiagFisherLaplace;
 pub use diag_ggn::DiagGgnLaplace;
+pub use kfac::{
+    KronBatch, KronBlock, KronFactors, KronLaplace, KronLaplaceState, KronLayer, KronStructure,
+};
 
 /// Hyper-parameters shared by the Fisher and GGN variants.
 #[derive(Debug, Clone, Default)]
