@@ -254,7 +254,7 @@ pub fn run(args: FitArgs) -> Result<()> {
             format!("{} chains x {} steps", cfg.chains, cfg.steps)
         } else if cfg.method == MethodArg::Tngd {
             format!(
-                "{} TNGD steps (device simulated), then Adam over the same steps",
+                "{} TNGD steps (device simulated), then the baselines: Adam (learning rate tuned on a validation split) and NGD-CG over the same steps",
                 cfg.steps
             )
         } else if cfg.method == MethodArg::Analog {

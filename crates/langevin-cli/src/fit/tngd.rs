@@ -1,7 +1,7 @@
 //! `langevin fit --method tngd`: thermodynamic natural gradient descent (TNGD,
 //! Donatella et al. 2024) as a point estimate on the user's data, the solves
-//! simulated on a model of the analog device, with Adam over the same steps and
-//! minibatches as the baseline.
+//! simulated on a model of the analog device, with a tuned Adam and NGD-CG over
+//! the same steps and minibatches as the baselines.
 //!
 //! **What it minimises.** The negative of the batch-averaged log posterior of
 //! every other method (`−ℓ(θ) = −mean log lik − log prior / N`), on the same
@@ -47,8 +47,11 @@
 //! in `samples.csv`, summarised by the same path (`summary.json`'s `metrics` are
 //! the point estimate's predictive metrics); `summary.json` adds `tngd` (the
 //! hyper-parameters, final train/test loss and metrics, analog time, energy,
-//! digital seconds) and `baseline_adam` (Adam at its default learning rate 1e-3
-//! over the same steps and minibatches, from the same start).
+//! digital seconds), `baseline_adam` (Adam over the same steps and minibatches,
+//! from the same start, its learning rate chosen from [`ADAM_LR_GRID`] by the
+//! loss on a validation split of the training rows: [`tune_adam`]) and
+//! `baseline_ngd_cg` (the same damped system solved digitally by [`CG_ITERS`]
+//! conjugate-gradient iterations per step: [`run_ngd_cg`]).
 //!
 //! **Failures.** A step with a non-finite log posterior, gradient or curvature
 //! product is skipped and counted in `divergences`; more than the run loop's
@@ -60,7 +63,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{DType, Device};
-use langevin::curvature::ggnvp;
+use langevin::curvature::{cg, ggnvp, CgConfig};
 use langevin::optim::{Optim, OptimConfig, Optimizer};
 use langevin::samples::Samples;
 use langevin_core::{chain_rng, LogDensity, Params, Transform};
@@ -106,8 +109,15 @@ pub const LM_DOWN: f64 = 2.0 / 3.0;
 pub const ANALOG_TIME: f64 = 20.0;
 /// τ = RC (s).
 pub const TAU_SECONDS: f64 = 1e-6;
-/// Adam's learning rate in the baseline (its default, PyTorch's).
+/// Adam's default learning rate (PyTorch's): the first of [`ADAM_LR_GRID`],
+/// and the baseline's when the training rows are too few to hold any out.
 pub const ADAM_LR: f64 = 1e-3;
+/// The learning rates the Adam baseline is tuned over (on a validation split).
+pub const ADAM_LR_GRID: &[f64] = &[1e-3, 3e-3, 1e-2, 3e-2, 0.1];
+/// Most steps of each tuning run (fewer when `--steps` is smaller).
+pub const ADAM_TUNE_STEPS: u64 = 200;
+/// Conjugate-gradient iterations per step of the NGD-CG baseline.
+pub const CG_ITERS: usize = 10;
 /// Largest model simulated with the exact transition (`P` products and an
 /// `O(P³)` eigendecomposition per step).
 pub const EXACT_MAX_PARAMS: usize = 300;
@@ -424,41 +434,13 @@ pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
         )));
     }
 
-    // Adam over the same minibatches from the same start.
-    let adam = {
-        let t0 = Instant::now();
-        let t = Optim::new(
-            &density,
-            OptimConfig {
-                optimizer: Optimizer::adam(ADAM_LR),
-                ..OptimConfig::default()
-            },
-        )
-        .map_err(bad_input)?;
-        let mut rng = chain_rng(cfg.seed, u64::MAX - 2);
-        let mut batcher = Batcher::new(prep.train_y.len(), cfg.batch_size);
-        let mut state = t.init(start.clone(), &mut rng)?;
-        let (mut divergences, mut trace) = (0u64, Vec::new());
-        for step in 0..cfg.steps {
-            super::sample::check_interrupt(step)?;
-            let b = batcher.next(&full, &mut rng)?;
-            match t.step(&mut state, &b, &mut rng) {
-                Ok(info) => {
-                    if keep(step, cfg.steps) {
-                        trace.push((step, -info.value));
-                    }
-                }
-                Err(e) if e.is_recoverable() => divergences += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Trained {
-            params: state.params,
-            divergences,
-            trace,
-            seconds: t0.elapsed().as_secs_f64(),
-        }
-    };
+    // Adam, its learning rate tuned on a validation split of the training
+    // rows, then over the same minibatches from the same start as TNGD.
+    let tune = tune_adam(r, &density, &start)?;
+    let adam = run_adam(r, &density, &full, &start, tune.lr, cfg.steps)?;
+
+    // NGD-CG: the same damped system, solved digitally.
+    let ngd_cg = run_ngd_cg(r, &density, &om, &full, &start, prior_prec, max_divergences)?;
 
     // The point estimate as the one draw of one chain, summarised as `map`'s.
     let mut samples = Samples::new(model.param_names().to_vec(), 1);
@@ -521,15 +503,42 @@ pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
             "note": "first-order device model of langevin_thermo::linalg::HardwareModel (representative constants, not measurements): per step the P x P curvature and the gradient are loaded through P DACs (1 GS/s, 1 pJ each), the device runs analog_time_per_step_tau x tau, the direction is read out (1 pJ per value), and P^2 coupled cells draw 1 uW each during the run; digital_seconds is this computer simulating it",
         },
     });
+    let fin_n = evaluate(prep, &density, &full, &ngd_cg.trained.params)?;
     let adam_json = json!({
         "optimizer": "adam",
-        "learning_rate": ADAM_LR,
+        "learning_rate": tune.lr,
+        "learning_rate_grid": ADAM_LR_GRID,
+        "validation_loss": tune.losses.iter().map(|&(lr, l)| json!({"learning_rate": lr, "loss": num(l)})).collect::<Vec<_>>(),
+        "tuning": {
+            "steps": tune.steps,
+            "fit_rows": tune.fit_rows,
+            "validation_rows": tune.validation_rows,
+            "seconds": tune.seconds,
+            "rule": "each rate of the grid runs Adam from the same start for min(steps, 200) steps on the first 80% of the training rows (order fixed by the seed) and is scored by the loss -l on the other 20%; the lowest finite validation loss is re-run on every training row for the same steps and minibatches as TNGD",
+        },
         "steps": cfg.steps,
         "divergences": adam.divergences,
         "final": fin_a,
         "minibatch_loss_trace": trace_json(&adam.trace),
         "digital_seconds": adam.seconds,
-        "note": "Adam at its default learning rate over the same minibatches from the same start",
+        "note": "Adam at the learning rate tuned on the validation split, over the same minibatches from the same start",
+    });
+    let ngd_cg_json = json!({
+        "optimizer": "ngd-cg",
+        "learning_rate": cfg.step_size,
+        "cg_iterations_per_step": CG_ITERS,
+        "cg_iterations": ngd_cg.cg_iterations,
+        "ggn_vector_products": ngd_cg.products,
+        "damping": DAMPING,
+        "damping_final": ngd_cg.damping_final,
+        "damping_max_seen": ngd_cg.damping_max,
+        "rejected_steps": ngd_cg.rejected,
+        "steps": cfg.steps,
+        "divergences": ngd_cg.trained.divergences,
+        "final": fin_n,
+        "minibatch_loss_trace": trace_json(&ngd_cg.trained.trace),
+        "digital_seconds": ngd_cg.trained.seconds,
+        "note": "natural gradient descent with the device replaced by 10 conjugate-gradient iterations (langevin::curvature::cg, warm-started from the previous direction) on the same damped system (G/B + I/(N s^2) + lambda I) d = g, the same learning rate, minibatches, start and Levenberg-Marquardt damping rule",
     });
     if !r.quiet {
         let metric = |v: &serde_json::Value| {
@@ -544,32 +553,324 @@ pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
                 .unwrap_or_default()
         };
         println!(
-            "TNGD: train loss {:.4}{} ({} steps, lr {}); Adam (lr {ADAM_LR}, same steps): train \
-             loss {:.4}{}",
+            "TNGD: train loss {:.4}{} ({} steps, lr {})",
             loss(&fin_t),
             metric(&fin_t),
             cfg.steps,
             cfg.step_size,
+        );
+        println!(
+            "Adam (lr {} tuned on a validation split from {:?}, same steps): train loss {:.4}{}",
+            tune.lr,
+            ADAM_LR_GRID,
             loss(&fin_a),
             metric(&fin_a),
         );
         println!(
+            "NGD-CG ({CG_ITERS} CG iterations per step, lr {}, same damping rule): train loss \
+             {:.4}{} ({:.2} s)",
+            cfg.step_size,
+            loss(&fin_n),
+            metric(&fin_n),
+            ngd_cg.trained.seconds,
+        );
+        println!(
             "TNGD device (model): {:.3e} s analog run, {:.3e} s with loading, {:.3e} J; this \
-             computer: {:.2} s (simulation included), Adam {:.2} s",
+             computer: {:.2} s (simulation included), Adam {:.2} s (+ {:.2} s tuning)",
             opt.analog_seconds(),
             per_step.total_seconds * k,
             per_step.energy_joules * k,
             tngd.seconds,
-            adam.seconds
+            adam.seconds,
+            tune.seconds,
         );
     }
     if let Some(obj) = summary.as_object_mut() {
         obj.insert("tngd".into(), tngd_json);
         obj.insert("baseline_adam".into(), adam_json);
+        obj.insert("baseline_ngd_cg".into(), ngd_cg_json);
         obj.insert("tngd_lower_train_loss_than_adam".into(), json!(helped));
         obj.insert("seconds".into(), json!(r.t0.elapsed().as_secs_f64()));
     }
     Ok(summary)
+}
+
+/// Adam's learning rate as tuned on a validation split of the training rows.
+struct AdamTuning {
+    lr: f64,
+    /// `(learning rate, validation loss)` per rate of [`ADAM_LR_GRID`].
+    losses: Vec<(f64, f64)>,
+    steps: u64,
+    fit_rows: usize,
+    validation_rows: usize,
+    seconds: f64,
+}
+
+/// Adam from `start` over `steps` minibatches of `full` (the minibatch stream
+/// of TNGD's when `full` is every training row).
+fn run_adam<D: LogDensity<Batch = Batch>>(
+    r: &ReportArgs<'_>,
+    density: &D,
+    full: &Batch,
+    start: &Params,
+    lr: f64,
+    steps: u64,
+) -> Result<Trained> {
+    let cfg = r.cfg;
+    let t0 = Instant::now();
+    let t = Optim::new(
+        density,
+        OptimConfig {
+            optimizer: Optimizer::adam(lr),
+            ..OptimConfig::default()
+        },
+    )
+    .map_err(bad_input)?;
+    let mut rng = chain_rng(cfg.seed, u64::MAX - 2);
+    let mut batcher = Batcher::new(full.x.dim(0)?, cfg.batch_size);
+    let mut state = t.init(start.clone(), &mut rng)?;
+    let (mut divergences, mut trace) = (0u64, Vec::new());
+    for step in 0..steps {
+        super::sample::check_interrupt(step)?;
+        let b = batcher.next(full, &mut rng)?;
+        match t.step(&mut state, &b, &mut rng) {
+            Ok(info) => {
+                if keep(step, steps) {
+                    trace.push((step, -info.value));
+                }
+            }
+            Err(e) if e.is_recoverable() => divergences += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Trained {
+        params: state.params,
+        divergences,
+        trace,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Adam's learning rate from [`ADAM_LR_GRID`]: each rate runs
+/// `min(steps, ADAM_TUNE_STEPS)` steps on the first 80 % of the training rows
+/// (in an order fixed by the seed) and is scored by the loss `−ℓ` on the other
+/// 20 %; the lowest finite validation loss wins (the smallest rate if none is
+/// finite).
+fn tune_adam<D: LogDensity<Batch = Batch>>(
+    r: &ReportArgs<'_>,
+    density: &D,
+    start: &Params,
+) -> Result<AdamTuning> {
+    use rand::seq::SliceRandom;
+    let (cfg, prep) = (r.cfg, r.prep);
+    let t0 = Instant::now();
+    let n = prep.train_y.len();
+    let d = prep.train_x.len() / n.max(1);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut chain_rng(cfg.seed, u64::MAX - 3));
+    let n_val = (n / 5).max(1).min(n.saturating_sub(1));
+    let (fit_idx, val_idx) = order.split_at(n - n_val);
+    let subset = |idx: &[usize]| -> Result<Batch> {
+        let x: Vec<f64> = idx
+            .iter()
+            .flat_map(|&i| prep.train_x[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let y: Vec<f64> = idx.iter().map(|&i| prep.train_y[i]).collect();
+        Ok(prep.model.batch(&x, &y, DType::F64, &Device::Cpu)?)
+    };
+    let steps = cfg.steps.min(ADAM_TUNE_STEPS);
+    let mut losses = Vec::new();
+    if fit_idx.is_empty() || val_idx.is_empty() {
+        // Too few rows to hold any out: the default rate.
+        losses.push((ADAM_LR, f64::NAN));
+    } else {
+        let (fit, val) = (subset(fit_idx)?, subset(val_idx)?);
+        for &lr in ADAM_LR_GRID {
+            let t = run_adam(r, density, &fit, start, lr, steps)?;
+            let loss = density
+                .value(&t.params, &val)
+                .map(|(v, _)| -v)
+                .unwrap_or(f64::NAN);
+            losses.push((lr, loss));
+        }
+    }
+    let lr = losses
+        .iter()
+        .filter(|(_, l)| l.is_finite())
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(ADAM_LR_GRID[0], |&(lr, _)| lr);
+    Ok(AdamTuning {
+        lr,
+        losses,
+        steps,
+        fit_rows: fit_idx.len(),
+        validation_rows: val_idx.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// What the NGD-CG baseline gave.
+struct NgdCg {
+    trained: Trained,
+    products: u64,
+    cg_iterations: u64,
+    rejected: u64,
+    damping_final: f64,
+    damping_max: f64,
+}
+
+/// NGD-CG: TNGD's step with the device replaced by [`CG_ITERS`] iterations of
+/// conjugate gradients (`langevin::curvature::cg`) on the same damped system
+/// `(G/B + I/(N s²) + λI) d = g`, warm-started from the previous direction
+/// (as the device keeps its state; from zero after a rejected step), with the
+/// same learning rate, minibatches, start and Levenberg-Marquardt damping.
+fn run_ngd_cg<D: LogDensity<Batch = Batch>>(
+    r: &ReportArgs<'_>,
+    density: &D,
+    om: &ModelOutputs,
+    full: &Batch,
+    start: &Params,
+    prior_prec: f64,
+    max_divergences: u64,
+) -> Result<NgdCg> {
+    let (cfg, prep) = (r.cfg, r.prep);
+    let t0 = Instant::now();
+    let p = start.len();
+    let mut rng = chain_rng(cfg.seed, u64::MAX - 2);
+    let mut batcher = Batcher::new(prep.train_y.len(), cfg.batch_size);
+    let mut theta = start.clone();
+    let mut grad = vec![0.0; p];
+    let mut dir = vec![0.0; p];
+    let (mut divergences, mut rejected, mut cg_iterations) = (0u64, 0u64, 0u64);
+    let mut trace = Vec::new();
+    let products = Cell::new(0u64);
+    let (mut lam, mut lam_max_seen) = (DAMPING, DAMPING);
+    let skip = |divergences: &mut u64, step: u64| -> Result<()> {
+        *divergences += 1;
+        if *divergences > max_divergences {
+            return Err(anyhow::Error::new(Diverged(format!(
+                "--method tngd: the NGD-CG baseline stopped at step {step}: more than \
+                 {max_divergences} steps with a non-finite log posterior, gradient or curvature. \
+                 Try a smaller --step-size."
+            ))));
+        }
+        Ok(())
+    };
+    for step in 0..cfg.steps {
+        super::sample::check_interrupt(step)?;
+        let b = batcher.next(full, &mut rng)?;
+        let lp = match density.value_and_grad(&theta, &b, &mut grad) {
+            Ok((v, _)) => v,
+            Err(e) if e.is_recoverable() => f64::NAN,
+            Err(e) => return Err(e.into()),
+        };
+        if !lp.is_finite() || grad.iter().any(|g| !g.is_finite()) {
+            skip(&mut divergences, step)?;
+            continue;
+        }
+        if keep(step, cfg.steps) {
+            trace.push((step, -lp));
+        }
+        let g: Vec<f64> = grad.iter().map(|x| -x).collect();
+        let mlp = match om.mlp_ggn(&theta, &b) {
+            None => None,
+            Some(Ok(op)) => Some(op),
+            Some(Err(e)) if e.is_recoverable() || matches!(e, langevin_core::Error::Density(_)) => {
+                skip(&mut divergences, step)?;
+                continue;
+            }
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let curv = Curvature {
+            om,
+            mlp,
+            params: &theta,
+            batch: &b,
+            rows: b.x.dim(0)? as f64,
+            prior_prec,
+            products: &products,
+            error: RefCell::new(None),
+        };
+        let solved = cg(
+            |v: &[f64], o: &mut [f64]| {
+                curv.apply(v, o);
+                Ok(())
+            },
+            &g,
+            Some(&dir),
+            None::<fn(&[f64], &mut [f64]) -> langevin_core::Result<()>>,
+            &CgConfig {
+                max_iters: Some(CG_ITERS),
+                tol: 0.0,
+                atol: 0.0,
+                damping: lam,
+            },
+        );
+        curvature_error(&curv)?;
+        let d_new = match solved {
+            Ok(res) if res.x.iter().all(|x| x.is_finite()) => {
+                cg_iterations += res.iterations as u64;
+                res.x
+            }
+            Ok(_) | Err(langevin_core::Error::NotPositiveDefinite { .. }) => {
+                dir.iter_mut().for_each(|x| *x = 0.0);
+                skip(&mut divergences, step)?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let s_vec: Vec<f64> = d_new.iter().map(|x| -cfg.step_size * x).collect();
+        let mut cs = vec![0.0; p];
+        curv.apply(&s_vec, &mut cs);
+        let predicted = dot(&g, &s_vec) + 0.5 * dot(&s_vec, &cs);
+        drop(curv);
+        let mut next = theta.clone();
+        next.values_mut()
+            .iter_mut()
+            .zip(&s_vec)
+            .for_each(|(t, s)| *t += s);
+        let loss_before = -lp;
+        let loss_after = match density.value(&next, &b) {
+            Ok((v, _)) => -v,
+            Err(e) if e.is_recoverable() => f64::NAN,
+            Err(e) => return Err(e.into()),
+        };
+        let change = loss_after - loss_before;
+        let negligible = 1e-6 * loss_before.abs().max(1.0);
+        let new_lam = if !loss_after.is_finite() || change > negligible {
+            dir.iter_mut().for_each(|x| *x = 0.0);
+            rejected += 1;
+            lam * LM_REJECT
+        } else {
+            theta = next;
+            dir = d_new;
+            if predicted < -negligible && predicted.is_finite() && change / predicted < 0.25 {
+                lam
+            } else {
+                lam * LM_DOWN
+            }
+        };
+        lam = new_lam.clamp(DAMPING, DAMPING_MAX);
+        lam_max_seen = lam_max_seen.max(lam);
+    }
+    if theta.values().iter().any(|v| !v.is_finite()) {
+        return Err(anyhow::Error::new(Diverged(
+            "--method tngd: the NGD-CG baseline's parameters are not finite".into(),
+        )));
+    }
+    Ok(NgdCg {
+        trained: Trained {
+            params: theta,
+            divergences,
+            trace,
+            seconds: t0.elapsed().as_secs_f64(),
+        },
+        products: products.get(),
+        cg_iterations,
+        rejected,
+        damping_final: lam,
+        damping_max: lam_max_seen,
+    })
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
