@@ -958,19 +958,15 @@ impl Fitter<'_> {
         })?;
         let sd = ev.noise_sd.unwrap_or(old_sd);
         let s2 = self.model().spec().prior_sd.powi(2);
-        let mut m = serde_json::Map::new();
-        m.insert("prior_precision".into(), num(ev.prior_precision));
-        m.insert("prior_sd".into(), num(ev.prior_precision.sqrt().recip()));
-        m.insert("fixed_prior_precision".into(), num(1.0 / s2));
-        m.insert("noise_sd".into(), num(sd));
-        m.insert("fixed_noise_sd".into(), num(old_sd));
-        m.insert("log_evidence".into(), num(ev.log_evidence));
-        m.insert("effective_params".into(), num(ev.effective_params));
-        m.insert(
-            "note".into(),
-            json!("post hoc: the MAP was found with the fixed prior (--prior-sd) and noise (--noise-sd) and is not refitted; the noise sd (standardised target units) replaces --noise-sd in run.json"),
+        info.insert(
+            "marglik".into(),
+            marglik_record(
+                &ev,
+                s2,
+                Some((sd, old_sd)),
+                "post hoc: the MAP was found with the fixed prior (--prior-sd) and noise (--noise-sd) and is not refitted; the noise sd (standardised target units) replaces --noise-sd in run.json",
+            ),
         );
-        info.insert("marglik".into(), serde_json::Value::Object(m));
         self.tuned_noise.set(Some(sd));
         Ok((ev.prior_precision, sd))
     }
@@ -1005,19 +1001,15 @@ impl Fitter<'_> {
                     &format!("--marglik: the evidence cannot be optimised: {e}"),
                 )
             })?;
-        let mut m = serde_json::Map::new();
-        m.insert("prior_precision".into(), num(ev.prior_precision));
-        m.insert("prior_sd".into(), num(ev.prior_precision.sqrt().recip()));
-        m.insert("fixed_prior_precision".into(), num(1.0 / s2));
-        m.insert("log_evidence".into(), num(ev.log_evidence));
-        m.insert("effective_params".into(), num(ev.effective_params));
-        m.insert(
-            "note".into(),
-            json!(
-                "post hoc: the MAP was found with the fixed prior (--prior-sd) and is not refitted"
+        info.insert(
+            "marglik".into(),
+            marglik_record(
+                &ev,
+                s2,
+                None,
+                "post hoc: the MAP was found with the fixed prior (--prior-sd) and is not refitted",
             ),
         );
-        info.insert("marglik".into(), serde_json::Value::Object(m));
         Ok(ev.prior_precision)
     }
 
@@ -1102,6 +1094,29 @@ impl Fitter<'_> {
             })
         }
     }
+}
+
+/// `gaussian.marglik` of summary.json: the evidence's optimum, the fixed prior it
+/// replaced (`s2`: the prior variance) and, with `--marglik-noise`, the tuned and the
+/// fixed noise sd.
+fn marglik_record(
+    ev: &langevin::laplace::marglik::Evidence,
+    s2: f64,
+    noise: Option<(f64, f64)>,
+    note: &str,
+) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("prior_precision".into(), num(ev.prior_precision));
+    m.insert("prior_sd".into(), num(ev.prior_precision.sqrt().recip()));
+    m.insert("fixed_prior_precision".into(), num(1.0 / s2));
+    if let Some((sd, old_sd)) = noise {
+        m.insert("noise_sd".into(), num(sd));
+        m.insert("fixed_noise_sd".into(), num(old_sd));
+    }
+    m.insert("log_evidence".into(), num(ev.log_evidence));
+    m.insert("effective_params".into(), num(ev.effective_params));
+    m.insert("note".into(), json!(note));
+    serde_json::Value::Object(m)
 }
 
 /// Marginal sds over a subset spread to every parameter (0 for the fixed ones), and the

@@ -293,15 +293,10 @@ pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
     for step in 0..cfg.steps {
         super::sample::check_interrupt(step)?;
         let b = batcher.next(&full, &mut rng)?;
-        let lp = match density.value_and_grad(&theta, &b, &mut grad) {
-            Ok((v, _)) => v,
-            Err(e) if e.is_recoverable() => f64::NAN,
-            Err(e) => return Err(e.into()),
-        };
-        if !lp.is_finite() || grad.iter().any(|g| !g.is_finite()) {
+        let Some(lp) = log_posterior_and_grad(&density, &theta, &b, &mut grad)? else {
             skip(&mut divergences, step)?;
             continue;
-        }
+        };
         if keep(step, cfg.steps) {
             trace.push((step, -lp));
         }
@@ -390,28 +385,18 @@ pub fn run(r: &ReportArgs<'_>) -> Result<serde_json::Value> {
         let mut cs = vec![0.0; p];
         curv.apply(&s_vec, &mut cs);
         let predicted = dot(&g, &s_vec) + 0.5 * dot(&s_vec, &cs);
-        let loss_before = -lp;
-        let loss_after = match density.value(&theta, &b) {
-            Ok((v, _)) => -v,
-            Err(e) if e.is_recoverable() => f64::NAN,
-            Err(e) => return Err(e.into()),
-        };
-        let change = loss_after - loss_before;
+        let loss_after = loss_at(&density, &theta, &b)?;
         let lam = opt.damping();
-        // Changes below this (relative 1e-6) are noise once the run has
-        // converged: they neither reject a step nor move the damping.
-        let negligible = 1e-6 * loss_before.abs().max(1.0);
-        let new_lam = if !loss_after.is_finite() || change > negligible {
-            // Rejected: back to the previous parameters, the device from rest.
-            theta = before;
-            opt.reset();
-            rejected += 1;
-            lam * LM_REJECT
-        } else if predicted < -negligible && predicted.is_finite() && change / predicted < 0.25 {
-            // Accepted, but the quadratic model promised much more.
-            lam
-        } else {
-            lam * LM_DOWN
+        let new_lam = match lm_verdict(-lp, loss_after, predicted) {
+            Lm::Reject => {
+                // Back to the previous parameters, the device from rest.
+                theta = before;
+                opt.reset();
+                rejected += 1;
+                lam * LM_REJECT
+            }
+            Lm::Keep => lam,
+            Lm::Down => lam * LM_DOWN,
         };
         let new_lam = new_lam.clamp(DAMPING, DAMPING_MAX);
         if new_lam != lam {
@@ -759,15 +744,10 @@ fn run_ngd_cg<D: LogDensity<Batch = Batch>>(
     for step in 0..cfg.steps {
         super::sample::check_interrupt(step)?;
         let b = batcher.next(full, &mut rng)?;
-        let lp = match density.value_and_grad(&theta, &b, &mut grad) {
-            Ok((v, _)) => v,
-            Err(e) if e.is_recoverable() => f64::NAN,
-            Err(e) => return Err(e.into()),
-        };
-        if !lp.is_finite() || grad.iter().any(|g| !g.is_finite()) {
+        let Some(lp) = log_posterior_and_grad(density, &theta, &b, &mut grad)? else {
             skip(&mut divergences, step)?;
             continue;
-        }
+        };
         if keep(step, cfg.steps) {
             trace.push((step, -lp));
         }
@@ -829,26 +809,19 @@ fn run_ngd_cg<D: LogDensity<Batch = Batch>>(
             .iter_mut()
             .zip(&s_vec)
             .for_each(|(t, s)| *t += s);
-        let loss_before = -lp;
-        let loss_after = match density.value(&next, &b) {
-            Ok((v, _)) => -v,
-            Err(e) if e.is_recoverable() => f64::NAN,
-            Err(e) => return Err(e.into()),
-        };
-        let change = loss_after - loss_before;
-        let negligible = 1e-6 * loss_before.abs().max(1.0);
-        let new_lam = if !loss_after.is_finite() || change > negligible {
+        let loss_after = loss_at(density, &next, &b)?;
+        let verdict = lm_verdict(-lp, loss_after, predicted);
+        if verdict == Lm::Reject {
             dir.iter_mut().for_each(|x| *x = 0.0);
             rejected += 1;
-            lam * LM_REJECT
         } else {
             theta = next;
             dir = d_new;
-            if predicted < -negligible && predicted.is_finite() && change / predicted < 0.25 {
-                lam
-            } else {
-                lam * LM_DOWN
-            }
+        }
+        let new_lam = match verdict {
+            Lm::Reject => lam * LM_REJECT,
+            Lm::Keep => lam,
+            Lm::Down => lam * LM_DOWN,
         };
         lam = new_lam.clamp(DAMPING, DAMPING_MAX);
         lam_max_seen = lam_max_seen.max(lam);
@@ -871,6 +844,57 @@ fn run_ngd_cg<D: LogDensity<Batch = Batch>>(
         damping_final: lam,
         damping_max: lam_max_seen,
     })
+}
+
+/// The minibatch log posterior at `theta` with its gradient in `grad`; `None` when
+/// either is not finite (a recoverable failure counts as not finite).
+fn log_posterior_and_grad<D: LogDensity<Batch = Batch>>(
+    density: &D,
+    theta: &Params,
+    b: &Batch,
+    grad: &mut [f64],
+) -> Result<Option<f64>> {
+    let lp = match density.value_and_grad(theta, b, grad) {
+        Ok((v, _)) => v,
+        Err(e) if e.is_recoverable() => f64::NAN,
+        Err(e) => return Err(e.into()),
+    };
+    Ok((lp.is_finite() && grad.iter().all(|g| g.is_finite())).then_some(lp))
+}
+
+/// The minibatch loss `−ℓ` at `theta` (NaN for a recoverable failure).
+fn loss_at<D: LogDensity<Batch = Batch>>(density: &D, theta: &Params, b: &Batch) -> Result<f64> {
+    match density.value(theta, b) {
+        Ok((v, _)) => Ok(-v),
+        Err(e) if e.is_recoverable() => Ok(f64::NAN),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The Levenberg-Marquardt damping rule shared by TNGD and NGD-CG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lm {
+    /// The loss rose (or is not finite): undo the step, raise λ.
+    Reject,
+    /// Accepted, but the quadratic model promised much more: keep λ.
+    Keep,
+    /// Accepted: lower λ.
+    Down,
+}
+
+/// The verdict on a step from `loss_before` to `loss_after` whose quadratic model
+/// predicted the change `predicted`. Changes below 1e-6 relative are noise once the
+/// run has converged: they neither reject a step nor move the damping.
+fn lm_verdict(loss_before: f64, loss_after: f64, predicted: f64) -> Lm {
+    let change = loss_after - loss_before;
+    let negligible = 1e-6 * loss_before.abs().max(1.0);
+    if !loss_after.is_finite() || change > negligible {
+        Lm::Reject
+    } else if predicted < -negligible && predicted.is_finite() && change / predicted < 0.25 {
+        Lm::Keep
+    } else {
+        Lm::Down
+    }
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
